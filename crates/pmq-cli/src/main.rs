@@ -1,0 +1,47 @@
+//! `pmq`: merge expert models, then quantize the merged model guided by the experts.
+
+mod merge_cmd;
+mod solve_cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pmq",
+    version,
+    about = "Expert-guided post-merge quantization (E-PMQ) and its baselines"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Merge K fine-tuned experts that share a base checkpoint into one model.
+    Merge(merge_cmd::MergeArgs),
+    /// Quantize one linear layer (RTN, GPTQ or E-PMQ) from a layer file; for research and checks.
+    Solve(solve_cmd::SolveArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PMQ_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Merge(args) => merge_cmd::run(args),
+        Command::Solve(args) => solve_cmd::run(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

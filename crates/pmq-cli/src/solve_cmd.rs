@@ -1,0 +1,298 @@
+//! `pmq solve`: quantize one linear layer from a layer file with RTN, GPTQ or E-PMQ.
+//!
+//! The layer file holds `merged` f32 `[out, in]`, `hessian.<i>` f32 `[in, in]` (task i's
+//! `Σ_tokens x xᵀ`) and, for E-PMQ, `expert.<i>` f32 `[out, in]`. The output holds the
+//! dequantized `weight`, the GPTQ tensors (`qweight`, `qzeros` with true zeros as in
+//! `gptq_v2`, `scales` in f32, `g_idx`) and, for E-PMQ, the continuous `target` W*.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use faer::Mat;
+use pmq_core::damping::Damping;
+use pmq_core::epmq::{epmq, EpmqProblem};
+use pmq_core::gptq::{gptq, GptqConfig};
+use pmq_core::matrix::{from_row_major, to_row_major_f32};
+use pmq_core::objective::quadratic_error;
+use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
+use pmq_core::rtn::rtn;
+use pmq_core::{QuantGrid, QuantizedLayer, ScalePrecision};
+use pmq_io::{f32_bytes, i32_bytes, write_safetensors, Dtype, TensorStore};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SolveMethod {
+    Rtn,
+    Gptq,
+    Epmq,
+}
+
+#[derive(Args, Debug)]
+pub struct SolveArgs {
+    /// Layer file: `merged`, `hessian.<i>` and (E-PMQ) `expert.<i>` tensors.
+    #[arg(long)]
+    layer: PathBuf,
+    #[arg(long, value_enum)]
+    method: SolveMethod,
+    /// Bits per weight: 2, 3, 4 or 8.
+    #[arg(long, default_value_t = 4)]
+    bits: u32,
+    /// Input columns per group; -1 for one group per row.
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
+    group_size: i64,
+    /// Symmetric grid.
+    #[arg(long)]
+    sym: bool,
+    /// Quantize columns by decreasing Hessian diagonal (desc_act).
+    #[arg(long)]
+    act_order: bool,
+    /// Fit group parameters before the act-order permutation.
+    #[arg(long)]
+    static_groups: bool,
+    /// Damping as a fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
+    #[arg(long)]
+    damp: Option<f64>,
+    /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i).
+    #[arg(long, default_value_t = 0.01)]
+    alpha: f64,
+    /// Columns per lazy block.
+    #[arg(long, default_value_t = 128)]
+    block_size: usize,
+    /// Output safetensors file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Tensors `prefix.<i>` for i = 0..K, in index order; fails on gaps.
+fn indexed(store: &TensorStore, prefix: &str) -> Result<Vec<String>> {
+    let mut idx: Vec<(usize, String)> = Vec::new();
+    for name in store.names() {
+        if let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) {
+            let i: usize = rest.parse().with_context(|| {
+                format!(
+                    "{}: tensor {name:?} should be {prefix}.<task index>",
+                    store.root().display()
+                )
+            })?;
+            idx.push((i, name));
+        }
+    }
+    idx.sort();
+    for (k, (i, name)) in idx.iter().enumerate() {
+        if *i != k {
+            bail!(
+                "{}: {prefix} indices must be 0..K without gaps, found {name:?} at position {k}",
+                store.root().display()
+            );
+        }
+    }
+    Ok(idx.into_iter().map(|(_, n)| n).collect())
+}
+
+fn read_matrix(store: &TensorStore, name: &str, shape: Option<(usize, usize)>) -> Result<Mat<f64>> {
+    let (r, c, data) = store
+        .read_matrix_f64(name)
+        .with_context(|| format!("reading {name:?} from {}", store.root().display()))?;
+    if let Some((er, ec)) = shape {
+        if (r, c) != (er, ec) {
+            bail!(
+                "{}: tensor {name:?} has shape [{r}, {c}], expected [{er}, {ec}]",
+                store.root().display()
+            );
+        }
+    }
+    if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: tensor {name:?} has a non-finite value ({}) at row {}, column {}",
+            store.root().display(),
+            data[pos],
+            pos / c.max(1),
+            pos % c.max(1)
+        );
+    }
+    Ok(from_row_major(r, c, &data))
+}
+
+pub fn run(args: SolveArgs) -> Result<()> {
+    let t0 = Instant::now();
+    let store = TensorStore::open_file(&args.layer)?;
+    let merged = read_matrix(&store, "merged", None)?;
+    let (rows, cols) = (merged.nrows(), merged.ncols());
+    let hessian_names = indexed(&store, "hessian")?;
+    let hessians = hessian_names
+        .iter()
+        .map(|n| read_matrix(&store, n, Some((cols, cols))))
+        .collect::<Result<Vec<_>>>()?;
+    let expert_names = indexed(&store, "expert")?;
+    if args.method != SolveMethod::Rtn && hessians.is_empty() {
+        bail!(
+            "{}: {:?} needs at least one hessian.<i> tensor",
+            args.layer.display(),
+            args.method
+        );
+    }
+    let grid = QuantGrid::new(args.bits, args.sym, args.group_size, ScalePrecision::F32)?;
+    let mut cfg = GptqConfig::new(grid);
+    cfg.block_size = args.block_size;
+    cfg.act_order = args.act_order;
+    cfg.static_groups = args.static_groups;
+    let default_damp = if args.method == SolveMethod::Epmq {
+        0.0
+    } else {
+        0.01
+    };
+    cfg.damping = Damping::gptq(args.damp.unwrap_or(default_damp));
+
+    let h_sum = (!hessians.is_empty()).then(|| {
+        hessians
+            .iter()
+            .fold(Mat::<f64>::zeros(cols, cols), |a, h| a + h)
+    });
+    let t_solve = Instant::now();
+    let mut report = json!({
+        "method": format!("{:?}", args.method).to_lowercase(),
+        "layer": args.layer.display().to_string(),
+        "rows": rows, "cols": cols, "tasks": hessians.len(),
+        "bits": args.bits, "group_size": grid.group_size_i64(), "sym": args.sym,
+        "act_order": args.act_order, "static_groups": args.static_groups, "block_size": args.block_size,
+    });
+    let (layer, target): (QuantizedLayer, Option<Mat<f64>>) = match args.method {
+        SolveMethod::Rtn => (rtn(merged.as_ref(), &grid)?, None),
+        SolveMethod::Gptq => {
+            let h = h_sum.as_ref().expect("checked above");
+            let out = gptq(merged.as_ref(), h.as_ref(), &cfg)?;
+            report["percdamp"] = json!(out.percdamp);
+            report["damping"] = json!(out.damping);
+            report["dead_columns"] = json!(out.dead_columns);
+            (out.layer, None)
+        }
+        SolveMethod::Epmq => {
+            if expert_names.len() != hessians.len() {
+                bail!(
+                    "{}: epmq needs one expert.<i> per hessian.<i>: {} experts, {} hessians",
+                    args.layer.display(),
+                    expert_names.len(),
+                    hessians.len()
+                );
+            }
+            let experts = expert_names
+                .iter()
+                .map(|n| read_matrix(&store, n, Some((rows, cols))))
+                .collect::<Result<Vec<_>>>()?;
+            let e_refs: Vec<_> = experts.iter().map(|m| m.as_ref()).collect();
+            let h_refs: Vec<_> = hessians.iter().map(|m| m.as_ref()).collect();
+            let problem = EpmqProblem {
+                merged: merged.as_ref(),
+                experts: &e_refs,
+                hessians: &h_refs,
+            };
+            let out = epmq(&problem, args.alpha, &cfg)?;
+            report["alpha"] = json!(args.alpha);
+            report["lambda"] = json!(out.target.lambda);
+            report["extra_damping"] = json!(out.target.extra_damping);
+            report["extra_percdamp"] = json!(out.target.extra_percdamp);
+            report["percdamp"] = json!(out.gptq.percdamp);
+            report["damping"] = json!(out.gptq.damping);
+            report["objective_epmq"] = json!(out.objective);
+            report["objective_epmq_target"] = json!(out.objective_target);
+            report["objective_epmq_merged"] = json!(out.objective_merged);
+            report["objective_target_rounding"] = json!(out.gptq.objective);
+            (out.gptq.layer, Some(out.target.target))
+        }
+    };
+    let solve_s = t_solve.elapsed().as_secs_f64();
+    if let Some(h) = &h_sum {
+        // ‖Q X − W_m X‖² over all tasks' inputs: the naive PMQ objective, comparable across methods.
+        report["objective"] = json!(quadratic_error(
+            layer.dequant.as_ref(),
+            merged.as_ref(),
+            h.as_ref()
+        ));
+    }
+    write_output(&args, &layer, target.as_ref())?;
+    report["time_solve_s"] = json!(solve_s);
+    report["time_total_s"] = json!(t0.elapsed().as_secs_f64());
+    report["out"] = json!(args.out.display().to_string());
+    println!("{report}");
+    Ok(())
+}
+
+fn write_output(args: &SolveArgs, layer: &QuantizedLayer, target: Option<&Mat<f64>>) -> Result<()> {
+    let (rows, cols, bits) = (layer.rows, layer.cols, layer.grid.bits);
+    let groups = layer.num_groups();
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![(
+        "weight".into(),
+        Dtype::F32,
+        vec![rows, cols],
+        f32_bytes(&to_row_major_f32(layer.dequant.as_ref())),
+    )];
+    match (
+        pack_qweight(&layer.codes, rows, cols, bits),
+        pack_qzeros(&layer.zeros, groups, rows, bits, CheckpointFormat::V2),
+    ) {
+        (Ok(qweight), Ok(qzeros)) => {
+            tensors.push((
+                "qweight".into(),
+                Dtype::I32,
+                vec![cols * bits as usize / 32, rows],
+                i32_bytes(&qweight),
+            ));
+            tensors.push((
+                "qzeros".into(),
+                Dtype::I32,
+                vec![groups, rows * bits as usize / 32],
+                i32_bytes(&qzeros),
+            ));
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!("the GPTQ int32 layout does not fit this shape ({e}); writing unpacked `codes` [out, in] instead");
+            let codes: Vec<i32> = layer.codes.iter().map(|&c| c as i32).collect();
+            let zeros: Vec<i32> = layer.zeros.iter().map(|&z| z as i32).collect();
+            tensors.push((
+                "codes".into(),
+                Dtype::I32,
+                vec![rows, cols],
+                i32_bytes(&codes),
+            ));
+            tensors.push((
+                "zeros".into(),
+                Dtype::I32,
+                vec![groups, rows],
+                i32_bytes(&zeros),
+            ));
+        }
+    }
+    let scales: Vec<f32> = layer.scales.iter().map(|&s| s as f32).collect();
+    tensors.push((
+        "scales".into(),
+        Dtype::F32,
+        vec![groups, rows],
+        f32_bytes(&scales),
+    ));
+    let g_idx: Vec<i32> = layer.g_idx.iter().map(|&g| g as i32).collect();
+    tensors.push(("g_idx".into(), Dtype::I32, vec![cols], i32_bytes(&g_idx)));
+    if let Some(t) = target {
+        tensors.push((
+            "target".into(),
+            Dtype::F32,
+            vec![rows, cols],
+            f32_bytes(&to_row_major_f32(t.as_ref())),
+        ));
+    }
+    let meta = [
+        ("format".to_string(), "pmq-solve".to_string()),
+        ("bits".to_string(), bits.to_string()),
+        (
+            "group_size".to_string(),
+            layer.grid.group_size_i64().to_string(),
+        ),
+        ("sym".to_string(), layer.grid.sym.to_string()),
+        ("checkpoint_format".to_string(), "gptq_v2".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    write_safetensors(&args.out, &tensors, Some(meta))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    Ok(())
+}

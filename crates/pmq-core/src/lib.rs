@@ -1,0 +1,31 @@
+//! Math core of post-merge quantization (no model runtime in here).
+//!
+//! Every module is one concept of the method, named after it:
+//! - [`quant_grid`]: the b-bit uniform grid of the original GPTQ code (per row, per group).
+//! - [`rtn`]: round-to-nearest on that grid.
+//! - [`damping`]: `H + percdamp·mean(diag H)·I` with automatic increase when Cholesky fails.
+//! - [`gptq`]: the GPTQ solver `min_Q tr((Q−W) H (Q−W)ᵀ)` (lazy blocks, act-order, static groups).
+//! - [`epmq`]: the E-PMQ objective `Σ_i ‖Q X_i − W_i X_i‖² + λ‖Q − W_m‖²`, its target
+//!   `W* = R H_E⁻¹` and the solve = GPTQ on `(W*, H_E)`.
+//! - [`objective`]: quadratic errors `tr(D H Dᵀ)`.
+//! - [`hessian`]: accumulation of `H = Σ_tokens x xᵀ`.
+//! - [`packing`]: the GPTQ int32 checkpoint layout (v1/v2) for 2/3/4/8 bits.
+//!
+//! Matrices are `faer::Mat<f64>`; a weight is `[out, in]` (rows = output channels), a Hessian
+//! `[in, in]`.
+
+pub mod damping;
+pub mod epmq;
+mod error;
+pub mod gptq;
+pub mod hessian;
+pub mod matrix;
+pub mod objective;
+pub mod packing;
+pub mod quant_grid;
+pub mod quantized;
+pub mod rtn;
+
+pub use error::CoreError;
+pub use quant_grid::{GroupParams, QuantGrid, ScalePrecision};
+pub use quantized::QuantizedLayer;

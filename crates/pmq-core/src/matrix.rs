@@ -1,0 +1,94 @@
+//! Small helpers between row-major buffers (as stored in safetensors) and `faer` matrices,
+//! plus input validation shared by the solvers.
+
+use crate::CoreError;
+use faer::{Mat, MatRef, Par};
+
+/// Parallelism used for the large products (all rayon threads).
+pub fn par() -> Par {
+    Par::rayon(0)
+}
+
+/// Builds a `rows × cols` matrix from a row-major buffer.
+pub fn from_row_major(rows: usize, cols: usize, data: &[f64]) -> Mat<f64> {
+    assert_eq!(data.len(), rows * cols, "row-major buffer length");
+    Mat::from_fn(rows, cols, |i, j| data[i * cols + j])
+}
+
+/// Builds a `rows × cols` matrix from a row-major f32 buffer.
+pub fn from_row_major_f32(rows: usize, cols: usize, data: &[f32]) -> Mat<f64> {
+    assert_eq!(data.len(), rows * cols, "row-major buffer length");
+    Mat::from_fn(rows, cols, |i, j| data[i * cols + j] as f64)
+}
+
+/// Row-major copy of a matrix.
+pub fn to_row_major(m: MatRef<'_, f64>) -> Vec<f64> {
+    let mut out = Vec::with_capacity(m.nrows() * m.ncols());
+    for i in 0..m.nrows() {
+        for j in 0..m.ncols() {
+            out.push(m[(i, j)]);
+        }
+    }
+    out
+}
+
+/// Row-major f32 copy of a matrix.
+pub fn to_row_major_f32(m: MatRef<'_, f64>) -> Vec<f32> {
+    to_row_major(m).into_iter().map(|v| v as f32).collect()
+}
+
+/// Fails unless `m` is `rows × cols`.
+pub fn check_shape(
+    what: &str,
+    m: MatRef<'_, f64>,
+    rows: usize,
+    cols: usize,
+) -> Result<(), CoreError> {
+    if m.nrows() != rows || m.ncols() != cols {
+        return Err(CoreError::Shape {
+            what: what.to_string(),
+            got_rows: m.nrows(),
+            got_cols: m.ncols(),
+            expected: format!("{rows}×{cols}"),
+        });
+    }
+    Ok(())
+}
+
+/// Fails on the first NaN or infinity in `m`, naming its position.
+pub fn check_finite(what: &str, m: MatRef<'_, f64>) -> Result<(), CoreError> {
+    for j in 0..m.ncols() {
+        for i in 0..m.nrows() {
+            let v = m[(i, j)];
+            if !v.is_finite() {
+                return Err(CoreError::NonFinite {
+                    what: what.to_string(),
+                    row: i,
+                    col: j,
+                    value: v,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Mean of the diagonal of a square matrix.
+pub fn mean_diag(h: MatRef<'_, f64>) -> f64 {
+    let n = h.nrows();
+    if n == 0 {
+        return 0.0;
+    }
+    (0..n).map(|j| h[(j, j)]).sum::<f64>() / n as f64
+}
+
+/// Frobenius inner product `⟨A, B⟩ = Σ a_ij b_ij`.
+pub fn frobenius_dot(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
+    let mut s = 0.0;
+    for j in 0..a.ncols() {
+        for i in 0..a.nrows() {
+            s += a[(i, j)] * b[(i, j)];
+        }
+    }
+    s
+}

@@ -1,0 +1,269 @@
+//! The uniform b-bit quantization grid exactly as the original GPTQ code fits it
+//! (IST-DASLab/gptq `quant.py`, `Quantizer.find_params` with `perchannel=True`).
+//!
+//! For the values `x` of one output row (one group of `group_size` input columns, or the whole
+//! row when `group_size` is `None`):
+//!
+//! ```text
+//! xmin = min(min x, 0),  xmax = max(max x, 0)                 (the range always holds 0)
+//! sym:  xmax = max(|xmin|, xmax);  xmin = −xmax if xmin < 0
+//! xmin = −1, xmax = +1 if both are 0                          (all-zero group)
+//! scale = (xmax − xmin) / (2^b − 1)
+//! zero  = 2^(b−1) if sym else round(−xmin / scale)
+//! q     = clamp(round(x / scale) + zero, 0, 2^b − 1),   dequant = scale · (q − zero)
+//! ```
+//!
+//! `round` is round-half-to-even, as `torch.round`. Note the reference quirk kept here on
+//! purpose: with `sym` and a group without negative values, `xmin` stays 0 and the top half of
+//! the grid is unused (values above `(2^(b−1) − 1)·scale` clip).
+//!
+//! [`ScalePrecision`] rounds the scale to the precision it is stored in (f16 in GPTQ
+//! checkpoints) *before* the codes are chosen, so the fake-quantized weight equals what a
+//! loader dequantizes from the packed checkpoint, bit for bit.
+
+use crate::CoreError;
+use serde::{Deserialize, Serialize};
+
+/// Precision in which scales are stored; scales are rounded to it before codes are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScalePrecision {
+    F64,
+    F32,
+    F16,
+}
+
+/// The grid settings of one quantized linear layer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QuantGrid {
+    /// Bits per weight: 2, 3, 4 or 8.
+    pub bits: u32,
+    /// Symmetric grid (zero fixed at 2^(b−1)).
+    pub sym: bool,
+    /// Input columns per group; `None` = one group per row (GPTQ's `group_size = -1`).
+    pub group_size: Option<usize>,
+    /// Precision the scales are stored in.
+    pub scale_precision: ScalePrecision,
+}
+
+/// Scale and integer zero point of one (group, row).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupParams {
+    pub scale: f64,
+    pub zero: u32,
+}
+
+impl QuantGrid {
+    /// A grid with validated settings. `group_size` ≤ 0 means one group per row.
+    pub fn new(
+        bits: u32,
+        sym: bool,
+        group_size: i64,
+        scale_precision: ScalePrecision,
+    ) -> Result<Self, CoreError> {
+        if !matches!(bits, 2 | 3 | 4 | 8) {
+            return Err(CoreError::Config(format!(
+                "bits must be 2, 3, 4 or 8, got {bits}"
+            )));
+        }
+        let group_size = if group_size <= 0 {
+            if group_size != -1 && group_size != 0 {
+                return Err(CoreError::Config(format!(
+                    "group size must be positive or -1 (per row), got {group_size}"
+                )));
+            }
+            None
+        } else {
+            Some(group_size as usize)
+        };
+        Ok(Self {
+            bits,
+            sym,
+            group_size,
+            scale_precision,
+        })
+    }
+
+    /// Largest integer code, `2^b − 1`.
+    pub fn maxq(&self) -> u32 {
+        (1u32 << self.bits) - 1
+    }
+
+    /// Number of groups for a row of `cols` input columns.
+    pub fn num_groups(&self, cols: usize) -> usize {
+        match self.group_size {
+            Some(g) => cols.div_ceil(g),
+            None => 1,
+        }
+    }
+
+    /// `group_size` as GPTQ configs write it (−1 for per row).
+    pub fn group_size_i64(&self) -> i64 {
+        self.group_size.map_or(-1, |g| g as i64)
+    }
+
+    /// Fits scale and zero from the minimum and maximum of a group's values.
+    pub fn fit_range(&self, min: f64, max: f64) -> GroupParams {
+        let maxq = self.maxq() as f64;
+        let mut xmin = min.min(0.0);
+        let mut xmax = max.max(0.0);
+        if self.sym {
+            xmax = xmax.max(xmin.abs());
+            if xmin < 0.0 {
+                xmin = -xmax;
+            }
+        }
+        if xmin == 0.0 && xmax == 0.0 {
+            xmin = -1.0;
+            xmax = 1.0;
+        }
+        let scale = self.round_scale((xmax - xmin) / maxq);
+        let zero = if self.sym {
+            self.maxq().div_ceil(2)
+        } else {
+            (-xmin / scale).round_ties_even().clamp(0.0, maxq) as u32
+        };
+        GroupParams { scale, zero }
+    }
+
+    /// Fits scale and zero of a group from its values.
+    pub fn fit(&self, values: impl IntoIterator<Item = f64>) -> GroupParams {
+        let (mut min, mut max) = (f64::INFINITY, f64::NEG_INFINITY);
+        for v in values {
+            min = min.min(v);
+            max = max.max(v);
+        }
+        if min > max {
+            // No values: an all-zero group.
+            (min, max) = (0.0, 0.0);
+        }
+        self.fit_range(min, max)
+    }
+
+    /// Rounds a scale to the storage precision, keeping it positive and finite.
+    fn round_scale(&self, scale: f64) -> f64 {
+        match self.scale_precision {
+            ScalePrecision::F64 => scale,
+            ScalePrecision::F32 => {
+                let s = scale as f32;
+                if s > 0.0 {
+                    s.min(f32::MAX) as f64
+                } else {
+                    f32::from_bits(1) as f64
+                }
+            }
+            ScalePrecision::F16 => {
+                let s = half::f16::from_f64(scale);
+                let s = if s.is_infinite() {
+                    half::f16::MAX
+                } else if s.to_f64() <= 0.0 {
+                    half::f16::from_bits(1) // smallest positive subnormal
+                } else {
+                    s
+                };
+                s.to_f64()
+            }
+        }
+    }
+
+    /// The integer code of `x` under `p`: `clamp(round(x / scale) + zero, 0, maxq)`.
+    pub fn code(&self, x: f64, p: GroupParams) -> u32 {
+        let q = (x / p.scale).round_ties_even() + p.zero as f64;
+        q.clamp(0.0, self.maxq() as f64) as u32
+    }
+
+    /// The value of code `q` under `p`: `scale · (q − zero)`.
+    pub fn dequant(q: u32, p: GroupParams) -> f64 {
+        p.scale * (q as f64 - p.zero as f64)
+    }
+
+    /// Quantize-dequantize `x` under `p`.
+    pub fn fake_quant(&self, x: f64, p: GroupParams) -> f64 {
+        Self::dequant(self.code(x, p), p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grid(bits: u32, sym: bool) -> QuantGrid {
+        QuantGrid::new(bits, sym, -1, ScalePrecision::F64).unwrap()
+    }
+
+    #[test]
+    fn asym_range_maps_extremes_to_grid_ends() {
+        let g = grid(4, false);
+        let p = g.fit([-1.5, 0.25, 3.0]);
+        assert!((p.scale - 4.5 / 15.0).abs() < 1e-15);
+        assert_eq!(p.zero, 5); // round(1.5 / 0.3) = 5
+        assert_eq!(g.code(-1.5, p), 0);
+        assert_eq!(g.code(3.0, p), 15);
+    }
+
+    #[test]
+    fn range_always_contains_zero() {
+        let g = grid(4, false);
+        let p = g.fit([2.0, 3.0]);
+        assert_eq!(p.zero, 0);
+        assert!((p.scale - 3.0 / 15.0).abs() < 1e-15);
+        assert_eq!(g.fake_quant(0.0, p), 0.0);
+    }
+
+    #[test]
+    fn sym_zero_is_midpoint_and_nonnegative_group_clips_like_reference() {
+        let g = grid(4, true);
+        let p = g.fit([-2.0, 1.0]);
+        assert_eq!(p.zero, 8);
+        assert!((p.scale - 4.0 / 15.0).abs() < 1e-15);
+        // no negative values: xmin stays 0, scale = xmax / 15, codes above 15 clip
+        let p = g.fit([0.5, 3.0]);
+        assert_eq!(p.zero, 8);
+        assert!((p.scale - 0.2).abs() < 1e-15);
+        assert_eq!(g.code(3.0, p), 15);
+        assert!((g.fake_quant(3.0, p) - 1.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn all_zero_group_uses_unit_range() {
+        for sym in [false, true] {
+            let g = grid(3, sym);
+            let p = g.fit([0.0, 0.0]);
+            assert!((p.scale - 2.0 / 7.0).abs() < 1e-15);
+            assert_eq!(g.fake_quant(0.0, p), 0.0);
+        }
+    }
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        let g = grid(8, false);
+        let p = GroupParams {
+            scale: 1.0,
+            zero: 10,
+        };
+        assert_eq!(g.code(2.5, p), 12);
+        assert_eq!(g.code(3.5, p), 14);
+        assert_eq!(g.code(-2.5, p), 8);
+    }
+
+    #[test]
+    fn f16_scales_are_representable() {
+        let g = QuantGrid::new(4, false, 128, ScalePrecision::F16).unwrap();
+        let p = g.fit([-0.0123, 0.0456]);
+        assert_eq!(half::f16::from_f64(p.scale).to_f64(), p.scale);
+        let tiny = g.fit([1e-12]);
+        assert!(tiny.scale > 0.0 && tiny.scale.is_finite());
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        assert!(QuantGrid::new(5, false, 128, ScalePrecision::F64).is_err());
+        assert!(QuantGrid::new(4, false, -7, ScalePrecision::F64).is_err());
+        assert_eq!(
+            QuantGrid::new(4, false, -1, ScalePrecision::F64)
+                .unwrap()
+                .group_size,
+            None
+        );
+    }
+}

@@ -1,0 +1,230 @@
+mod common;
+
+use common::*;
+use faer::{Mat, MatRef};
+use pmq_core::damping::Damping;
+use pmq_core::epmq::{epmq, epmq_target, EpmqObjective, EpmqProblem};
+use pmq_core::gptq::{gptq, GptqConfig};
+use pmq_core::objective::{quadratic_error, squared_distance};
+use pmq_core::{QuantGrid, ScalePrecision};
+
+struct Case {
+    merged: Mat<f64>,
+    experts: Vec<Mat<f64>>,
+    hessians: Vec<Mat<f64>>,
+}
+
+fn case(seed: u64, k: usize, rows: usize, cols: usize, tokens: usize) -> Case {
+    let mut r = rng(seed);
+    let base = randn(&mut r, rows, cols);
+    let experts: Vec<_> = (0..k)
+        .map(|_| {
+            let tau = randn(&mut r, rows, cols);
+            Mat::from_fn(rows, cols, |i, j| base[(i, j)] + 0.3 * tau[(i, j)])
+        })
+        .collect();
+    let merged = Mat::from_fn(rows, cols, |i, j| {
+        base[(i, j)]
+            + 0.3
+                * experts
+                    .iter()
+                    .map(|e| e[(i, j)] - base[(i, j)])
+                    .sum::<f64>()
+    });
+    let hessians = (0..k).map(|_| hessian(&mut r, cols, tokens)).collect();
+    Case {
+        merged,
+        experts,
+        hessians,
+    }
+}
+
+fn with_problem<T>(c: &Case, f: impl FnOnce(&EpmqProblem<'_>) -> T) -> T {
+    let experts: Vec<MatRef<'_, f64>> = c.experts.iter().map(|m| m.as_ref()).collect();
+    let hessians: Vec<MatRef<'_, f64>> = c.hessians.iter().map(|m| m.as_ref()).collect();
+    f(&EpmqProblem {
+        merged: c.merged.as_ref(),
+        experts: &experts,
+        hessians: &hessians,
+    })
+}
+
+fn direct_objective(c: &Case, lambda: f64, q: MatRef<'_, f64>) -> f64 {
+    c.experts
+        .iter()
+        .zip(&c.hessians)
+        .map(|(w, h)| quadratic_error(q, w.as_ref(), h.as_ref()))
+        .sum::<f64>()
+        + lambda * squared_distance(q, c.merged.as_ref())
+}
+
+fn grid() -> QuantGrid {
+    QuantGrid::new(4, false, 16, ScalePrecision::F64).unwrap()
+}
+
+#[test]
+fn target_solves_the_normal_equations() {
+    let c = case(11, 3, 6, 32, 80);
+    with_problem(&c, |p| {
+        let obj = EpmqObjective::new(p, 0.01).unwrap();
+        let t = epmq_target(&obj).unwrap();
+        assert_eq!(t.extra_damping, 0.0);
+        let lhs = &t.target * obj.h_e();
+        let r = obj.r();
+        let scale = (0..32).map(|j| r.col(j).norm_l2()).fold(0.0, f64::max);
+        assert!(max_abs_diff(&lhs, &r) <= 1e-9 * scale, "W*·H_E ≠ R");
+        // λ = α · mean(diag ΣH_i)
+        let hq: Mat<f64> = c.hessians.iter().fold(Mat::zeros(32, 32), |a, h| a + h);
+        let mean = (0..32).map(|j| hq[(j, j)]).sum::<f64>() / 32.0;
+        assert!((obj.lambda - 0.01 * mean).abs() <= 1e-12 * mean);
+    });
+}
+
+#[test]
+fn target_is_the_continuous_minimiser() {
+    let c = case(12, 2, 5, 24, 60);
+    with_problem(&c, |p| {
+        let obj = EpmqObjective::new(p, 0.05).unwrap();
+        let t = epmq_target(&obj).unwrap();
+        let f0 = direct_objective(&c, obj.lambda, t.target.as_ref());
+        let mut r = rng(99);
+        for _ in 0..10 {
+            let d = randn(&mut r, 5, 24);
+            let moved = &t.target + faer::Scale(1e-3) * &d;
+            assert!(direct_objective(&c, obj.lambda, moved.as_ref()) > f0);
+        }
+    });
+}
+
+#[test]
+fn objective_matches_the_direct_sum_and_completes_the_square() {
+    let c = case(13, 4, 7, 20, 50);
+    with_problem(&c, |p| {
+        let obj = EpmqObjective::new(p, 0.1).unwrap();
+        let t = epmq_target(&obj).unwrap();
+        let h_e = obj.h_e();
+        let mut r = rng(5);
+        let mut constants = Vec::new();
+        for _ in 0..5 {
+            let q = randn(&mut r, 7, 20);
+            let direct = direct_objective(&c, obj.lambda, q.as_ref());
+            assert!((obj.eval(q.as_ref()) - direct).abs() <= 1e-9 * direct);
+            constants.push(direct - quadratic_error(q.as_ref(), t.target.as_ref(), h_e.as_ref()));
+        }
+        for k in &constants[1..] {
+            assert!((k - constants[0]).abs() <= 1e-8 * constants[0].abs().max(1.0));
+        }
+    });
+}
+
+#[test]
+fn single_expert_with_tiny_alpha_targets_that_expert() {
+    let c = case(14, 1, 6, 16, 100);
+    with_problem(&c, |p| {
+        let obj = EpmqObjective::new(p, 1e-8).unwrap();
+        let t = epmq_target(&obj).unwrap();
+        assert!(max_abs_diff(&t.target, &c.experts[0]) < 1e-6);
+    });
+}
+
+#[test]
+fn single_expert_equal_to_merged_is_gptq_damped_by_alpha() {
+    let mut c = case(15, 1, 8, 64, 300);
+    c.experts[0] = c.merged.clone();
+    let alpha = 0.01;
+    let mut cfg = GptqConfig::new(grid());
+    cfg.damping = Damping::gptq(0.0);
+    let e = with_problem(&c, |p| epmq(p, alpha, &cfg).unwrap());
+    assert!(max_abs_diff(&e.target.target, &c.merged) < 1e-9);
+    let g = gptq(
+        c.merged.as_ref(),
+        c.hessians[0].as_ref(),
+        &GptqConfig::new(grid()),
+    )
+    .unwrap();
+    assert!((g.damping - e.target.lambda).abs() <= 1e-12 * g.damping);
+    let differ = e
+        .gptq
+        .layer
+        .codes
+        .iter()
+        .zip(&g.layer.codes)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert!(differ <= 2, "{differ} codes differ");
+    // E-PMQ objective = GPTQ's damped objective here: Σ‖QX − W_mX‖² + λ‖Q − W_m‖².
+    assert!((e.objective - g.damped_objective).abs() <= 1e-6 * g.damped_objective);
+}
+
+#[test]
+fn epmq_objective_ordering() {
+    let c = case(16, 3, 10, 48, 120);
+    let cfg = {
+        let mut cfg = GptqConfig::new(grid());
+        cfg.damping = Damping::gptq(0.0);
+        cfg
+    };
+    let e = with_problem(&c, |p| epmq(p, 0.01, &cfg).unwrap());
+    // W* is the continuous optimum: no quantized weight (nor W_m) does better.
+    assert!(e.objective_target <= e.objective);
+    assert!(e.objective_target <= e.objective_merged);
+    // E-PMQ beats naive GPTQ-on-merged under its own objective.
+    let hq: Mat<f64> = c.hessians.iter().fold(Mat::zeros(48, 48), |a, h| a + h);
+    let naive = gptq(c.merged.as_ref(), hq.as_ref(), &GptqConfig::new(grid())).unwrap();
+    let naive_obj = direct_objective(&c, e.target.lambda, naive.layer.dequant.as_ref());
+    assert!(
+        e.objective < naive_obj,
+        "epmq {} naive {naive_obj}",
+        e.objective
+    );
+    assert!(
+        (direct_objective(&c, e.target.lambda, e.gptq.layer.dequant.as_ref()) - e.objective).abs()
+            <= 1e-8 * e.objective
+    );
+}
+
+#[test]
+fn alpha_zero_runs_with_rank_deficient_hessians() {
+    let c = case(17, 2, 4, 40, 8); // 16 tokens for 40 inputs: ΣH_i is singular
+    let mut cfg = GptqConfig::new(grid());
+    cfg.damping = Damping::gptq(0.0);
+    let e = with_problem(&c, |p| epmq(p, 0.0, &cfg).unwrap());
+    assert_eq!(e.target.lambda, 0.0);
+    assert!(e.target.extra_damping > 0.0);
+    assert!(e.objective.is_finite());
+}
+
+#[test]
+fn mismatched_inputs_are_refused() {
+    let c = case(18, 2, 4, 8, 20);
+    let experts: Vec<MatRef<'_, f64>> = c.experts.iter().map(|m| m.as_ref()).collect();
+    let hessians: Vec<MatRef<'_, f64>> = vec![c.hessians[0].as_ref()];
+    let p = EpmqProblem {
+        merged: c.merged.as_ref(),
+        experts: &experts,
+        hessians: &hessians,
+    };
+    assert!(EpmqObjective::new(&p, 0.01)
+        .unwrap_err()
+        .to_string()
+        .contains("one Hessian per expert"));
+    let wrong = Mat::<f64>::zeros(4, 9);
+    let experts2 = vec![wrong.as_ref(), c.experts[1].as_ref()];
+    let hessians2: Vec<MatRef<'_, f64>> = c.hessians.iter().map(|m| m.as_ref()).collect();
+    let p = EpmqProblem {
+        merged: c.merged.as_ref(),
+        experts: &experts2,
+        hessians: &hessians2,
+    };
+    let err = EpmqObjective::new(&p, 0.01).unwrap_err().to_string();
+    assert!(err.contains("expert 0 weight"), "{err}");
+    assert!(EpmqObjective::new(
+        &EpmqProblem {
+            merged: c.merged.as_ref(),
+            experts: &experts,
+            hessians: &hessians2
+        },
+        -1.0
+    )
+    .is_err());
+}
