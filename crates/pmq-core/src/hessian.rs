@@ -36,7 +36,7 @@ impl HessianAccumulator {
     pub fn add_rows_f32(&mut self, x: &[f32]) {
         let d = self.dim();
         assert_eq!(x.len() % d.max(1), 0, "input rows must have {d} features");
-        let n = if d == 0 { 0 } else { x.len() / d };
+        let n = x.len().checked_div(d).unwrap_or(0);
         let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
         // A row-major [n, d] buffer read column-major is the [d, n] matrix X with one token
         // per column, so H += X Xᵀ.

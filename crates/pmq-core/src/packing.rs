@@ -44,7 +44,7 @@ fn check_bits(bits: u32) -> Result<(), CoreError> {
 
 fn words_for(what: &str, len: usize, bits: u32) -> Result<usize, CoreError> {
     let total = len * bits as usize;
-    if total % 32 != 0 {
+    if !total.is_multiple_of(32) {
         return Err(CoreError::Packing(format!(
             "{what}: {len} values of {bits} bits do not fill whole 32-bit words \
              ({len}·{bits} is not a multiple of 32)"

@@ -1,0 +1,94 @@
+//! The fake-quantized model: the source checkpoint with every quantized linear's `weight`
+//! replaced by its dequantized value `scale · (q − zero)`, as ordinary HF safetensors.
+
+use crate::aux_files::copy_aux_files;
+use crate::{FormatError, PackedLinear};
+use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Checks that every quantized layer matches a 2-D `<prefix>.weight` of the source.
+pub(crate) fn check_layers(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+) -> Result<(), FormatError> {
+    for (prefix, layer) in layers {
+        let name = format!("{prefix}.weight");
+        let info = src.info(&name).ok_or_else(|| {
+            FormatError::tensor(
+                src.root(),
+                &name,
+                "is quantized but the source model has no such tensor",
+            )
+        })?;
+        if info.shape != [layer.rows, layer.cols] {
+            return Err(FormatError::tensor(
+                src.root(),
+                &name,
+                format!(
+                    "has shape {:?} but its quantized layer is [{}, {}]",
+                    info.shape, layer.rows, layer.cols
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn quantized_prefix<'a>(
+    name: &'a str,
+    layers: &BTreeMap<String, PackedLinear>,
+) -> Option<&'a str> {
+    name.strip_suffix(".weight")
+        .filter(|p| layers.contains_key(*p))
+}
+
+/// Writes `out/model.safetensors` (+ the source's config, tokenizer and other files) with the
+/// quantized linears dequantized, in `dtype` (default: each tensor's source dtype).
+pub fn write_fake_quant(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+    out: &Path,
+    dtype: Option<Dtype>,
+    overwrite: bool,
+) -> Result<(), FormatError> {
+    check_layers(src, layers)?;
+    let names = src.names();
+    let infos: Vec<TensorInfo> = names
+        .iter()
+        .map(|n| {
+            let info = src.info(n).expect("listed name");
+            match quantized_prefix(n, layers) {
+                Some(_) => {
+                    TensorInfo::new(n.clone(), dtype.unwrap_or(info.dtype), info.shape.clone())
+                }
+                None => info.clone(),
+            }
+        })
+        .collect();
+    let dir = AtomicDir::create(out, overwrite)?;
+    let meta: BTreeMap<String, String> = [
+        ("format".to_string(), "pt".to_string()),
+        (
+            "quantized_by".to_string(),
+            format!("pmq {} (fake-quant)", env!("CARGO_PKG_VERSION")),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let mut writer =
+        SafetensorsWriter::create(&dir.path().join("model.safetensors"), &infos, Some(meta))?;
+    for info in &infos {
+        match quantized_prefix(&info.name, layers) {
+            Some(prefix) => {
+                let w = layers[prefix].dequantize();
+                writer.write(&info.name, &encode_f32(info.dtype, &w)?)?;
+            }
+            None => writer.write(&info.name, src.raw_bytes(&info.name)?)?,
+        }
+    }
+    writer.finish()?;
+    copy_aux_files(src.root(), dir.path(), &[])?;
+    dir.commit()?;
+    Ok(())
+}

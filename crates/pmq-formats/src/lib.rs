@@ -1,0 +1,19 @@
+//! Quantized checkpoint formats.
+//!
+//! - [`PackedLinear`]: the compact result of quantizing one linear layer (codes, scales, zeros,
+//!   g_idx), what the pipeline keeps per layer until the model is written.
+//! - [`fake_quant`]: the dequantized model as ordinary HF safetensors (loads anywhere).
+//! - [`gptq_checkpoint`]: HF GPTQ checkpoints (`qweight`/`qzeros`/`scales`/`g_idx` per quantized
+//!   linear, `quantization_config` in config.json, quantize_config.json), v1 or v2 zero points,
+//!   and a reader that dequantizes them back.
+//!
+//! Both writers stream tensor by tensor into a temporary directory renamed into place at the end.
+
+mod aux_files;
+mod error;
+pub mod fake_quant;
+pub mod gptq_checkpoint;
+mod packed_linear;
+
+pub use error::FormatError;
+pub use packed_linear::PackedLinear;
