@@ -1,7 +1,6 @@
 //! The fake-quantized model: the source checkpoint with every quantized linear's `weight`
 //! replaced by its dequantized value `scale · (q − zero)`, as ordinary HF safetensors.
 
-use crate::aux_files::copy_aux_files;
 use crate::{FormatError, PackedLinear};
 use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
 use std::collections::BTreeMap;
@@ -43,13 +42,24 @@ pub(crate) fn quantized_prefix<'a>(
         .filter(|p| layers.contains_key(*p))
 }
 
+/// Writes extra files (reports) into the directory being built.
+pub(crate) fn write_extra_files(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), FormatError> {
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| FormatError::file(&path, e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Writes `out/model.safetensors` (+ the source's config, tokenizer and other files) with the
-/// quantized linears dequantized, in `dtype` (default: each tensor's source dtype).
+/// quantized linears dequantized, in `dtype` (default: each tensor's source dtype), plus
+/// `extra_files` (name, contents) such as reports.
 pub fn write_fake_quant(
     src: &TensorStore,
     layers: &BTreeMap<String, PackedLinear>,
     out: &Path,
     dtype: Option<Dtype>,
+    extra_files: &[(&str, Vec<u8>)],
     overwrite: bool,
 ) -> Result<(), FormatError> {
     check_layers(src, layers)?;
@@ -88,7 +98,8 @@ pub fn write_fake_quant(
         }
     }
     writer.finish()?;
-    copy_aux_files(src.root(), dir.path(), &[])?;
+    pmq_io::copy_non_weight_files(src.root(), dir.path(), &[])?;
+    write_extra_files(dir.path(), extra_files)?;
     dir.commit()?;
     Ok(())
 }

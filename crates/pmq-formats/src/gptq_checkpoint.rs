@@ -6,8 +6,7 @@
 //! `quantize_config.json` is written. v1 (`checkpoint_format: "gptq"`) stores zero − 1, v2
 //! (`"gptq_v2"`) the true zero (see [`pmq_core::packing`]).
 
-use crate::aux_files::copy_aux_files;
-use crate::fake_quant::{check_layers, quantized_prefix};
+use crate::fake_quant::{check_layers, quantized_prefix, write_extra_files};
 use crate::{FormatError, PackedLinear};
 use pmq_core::packing::{
     pack_qweight, pack_qzeros, unpack_qweight, unpack_qzeros, CheckpointFormat,
@@ -118,12 +117,14 @@ fn write_json(path: &Path, v: &Value) -> Result<(), FormatError> {
     std::fs::write(path, text + "\n").map_err(|e| FormatError::file(path, e.to_string()))
 }
 
-/// Writes a GPTQ checkpoint of `src` with the given quantized linears into `out`.
+/// Writes a GPTQ checkpoint of `src` with the given quantized linears into `out`, plus
+/// `extra_files` (name, contents) such as reports.
 pub fn write_gptq(
     src: &TensorStore,
     layers: &BTreeMap<String, PackedLinear>,
     settings: &GptqSettings,
     out: &Path,
+    extra_files: &[(&str, Vec<u8>)],
     overwrite: bool,
 ) -> Result<(), FormatError> {
     check_layers(src, layers)?;
@@ -249,11 +250,12 @@ pub fn write_gptq(
     }
     write_json(&dir.path().join("config.json"), &config)?;
     write_json(&dir.path().join("quantize_config.json"), &qc)?;
-    copy_aux_files(
+    pmq_io::copy_non_weight_files(
         src.root(),
         dir.path(),
         &["config.json", "quantize_config.json"],
     )?;
+    write_extra_files(dir.path(), extra_files)?;
     dir.commit()?;
     Ok(())
 }

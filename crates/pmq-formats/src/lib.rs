@@ -9,7 +9,6 @@
 //!
 //! Both writers stream tensor by tensor into a temporary directory renamed into place at the end.
 
-mod aux_files;
 mod error;
 pub mod fake_quant;
 pub mod gptq_checkpoint;

@@ -96,8 +96,16 @@ fn gptq_checkpoints_reload_to_the_fake_quant_weights_bit_exactly() {
         let tag = format!("{sym}-{act}-{}", format.name());
         let gdir = tmp.path().join(format!("gptq-{tag}"));
         let fdir = tmp.path().join(format!("fake-{tag}"));
-        write_gptq(&src, &layers, &settings(sym, act, format), &gdir, false).unwrap();
-        write_fake_quant(&src, &layers, &fdir, Some(Dtype::F32), false).unwrap();
+        write_gptq(
+            &src,
+            &layers,
+            &settings(sym, act, format),
+            &gdir,
+            &[],
+            false,
+        )
+        .unwrap();
+        write_fake_quant(&src, &layers, &fdir, Some(Dtype::F32), &[], false).unwrap();
 
         let reader = GptqReader::open(&gdir).unwrap();
         assert_eq!(reader.settings(), &settings(sym, act, format));
@@ -158,7 +166,7 @@ fn fake_quant_keeps_source_dtypes_by_default() {
     let src = TensorStore::open_dir(&src_dir).unwrap();
     let layers = quantize(&src, false, false);
     let out = tmp.path().join("fake");
-    write_fake_quant(&src, &layers, &out, None, false).unwrap();
+    write_fake_quant(&src, &layers, &out, None, &[], false).unwrap();
     let fake = TensorStore::open_dir(&out).unwrap();
     assert_eq!(fake.info("enc.0.out.weight").unwrap().dtype, Dtype::F16);
     let want: Vec<f32> = layers["enc.0.out"]
@@ -183,6 +191,7 @@ fn unrepresentable_or_mismatched_layers_write_nothing() {
         &layers,
         &settings(false, false, CheckpointFormat::V1),
         &out,
+        &[],
         false,
     )
     .unwrap_err();
@@ -191,7 +200,7 @@ fn unrepresentable_or_mismatched_layers_write_nothing() {
     let mut wrong = quantize(&src, false, false);
     let l = wrong.remove("enc.0.dense").unwrap();
     wrong.insert("enc.0.missing".into(), l);
-    let err = write_fake_quant(&src, &wrong, &out, None, false).unwrap_err();
+    let err = write_fake_quant(&src, &wrong, &out, None, &[], false).unwrap_err();
     assert!(err.to_string().contains("enc.0.missing.weight"), "{err}");
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())

@@ -1,0 +1,306 @@
+//! `pmq merge`: merge K fine-tuned experts that share a base checkpoint into one model.
+//!
+//! Thin layer over [`pmq_merge::merge`]: parses flags, refuses flags that do not apply to the
+//! chosen method, draws a progress bar over tensors on stderr, and prints one JSON summary
+//! line on stdout (the full report is `merge_report.json` in the output directory).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use pmq_io::Dtype;
+use pmq_merge::{
+    DareOptions, DareRescale, MergeConfig, Method, Progress, TiesMerge, TiesOptions, TiesTrim,
+    WudiOptions, WudiOther, WudiSolver, DEFAULT_LAMBDA, REPORT_FILE,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Mean of the experts.
+    Average,
+    /// W0 + λ Σ (Wi − W0).
+    TaskArithmetic,
+    /// Trim, elect sign, disjoint merge (TIES).
+    Ties,
+    /// Drop and rescale task vectors, then task arithmetic (DARE).
+    Dare,
+    /// Per linear weight, minimise Σ ‖(τm − τi) τiᵀ‖² / ‖τi‖² (WUDI).
+    Wudi,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TrimArg {
+    /// One threshold per task over the whole flattened model (FusionBench).
+    Global,
+    /// One threshold per task and tensor (mergekit).
+    Tensor,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum TiesMergeArg {
+    Sum,
+    Mean,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RescaleArg {
+    /// Survivors × 1/(1−p).
+    Inverse,
+    /// Preserve each tensor's L1 norm (mergekit).
+    L1,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SolverArg {
+    /// Reference schedule: Adam from Σ τi.
+    Adam,
+    /// Exact minimiser (Cholesky; conjugate gradient if singular).
+    Exact,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OtherArg {
+    /// Average the experts (FusionBench).
+    Average,
+    /// Keep the base values (official WUDI code).
+    Base,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DtypeArg {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MergeArgs {
+    /// Base (pre-trained) checkpoint directory (HF layout, safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub base: PathBuf,
+    /// Expert (fine-tuned) checkpoint directory; repeat once per expert.
+    #[arg(long = "expert", value_name = "DIR", required = true)]
+    pub experts: Vec<PathBuf>,
+    /// Merge method.
+    #[arg(long, value_enum)]
+    pub method: MethodArg,
+    /// Output directory (must not exist unless --overwrite).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Scaling λ of the merged task vector [task-arithmetic, ties, dare; default 0.3].
+    #[arg(long, allow_hyphen_values = true)]
+    pub lambda: Option<f64>,
+    /// Fraction of |τ| entries kept per task [ties; default 0.2].
+    #[arg(long)]
+    pub density: Option<f64>,
+    /// Where TIES trims [ties; default global].
+    #[arg(long, value_enum)]
+    pub ties_trim: Option<TrimArg>,
+    /// How TIES combines agreeing entries [ties; default sum].
+    #[arg(long, value_enum)]
+    pub ties_merge: Option<TiesMergeArg>,
+    /// Drop probability [dare; default 0.5].
+    #[arg(long)]
+    pub dare_p: Option<f64>,
+    /// Rescaling of surviving entries [dare; default inverse].
+    #[arg(long, value_enum)]
+    pub dare_rescale: Option<RescaleArg>,
+    /// Random seed [dare; default 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// WUDI solver [wudi; default adam].
+    #[arg(long, value_enum)]
+    pub wudi_solver: Option<SolverArg>,
+    /// Adam steps [wudi; default 400].
+    #[arg(long)]
+    pub wudi_steps: Option<usize>,
+    /// Adam learning rate [wudi; default 1e-5].
+    #[arg(long)]
+    pub wudi_lr: Option<f64>,
+    /// What WUDI does with selected tensors that are not 2-D [wudi; default average].
+    #[arg(long, value_enum)]
+    pub wudi_other: Option<OtherArg>,
+    /// Merge only tensors whose name matches this glob (repeatable; default: all).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never merge tensors whose name matches this glob (repeatable); they are copied from the base.
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Output dtype of float tensors (default: each tensor's base dtype).
+    #[arg(long, value_enum)]
+    pub dtype: Option<DtypeArg>,
+    /// Replace an existing output directory (only once the merge succeeded).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl MergeArgs {
+    /// Fails if a flag of another method was given.
+    fn check_flags(&self) -> anyhow::Result<()> {
+        use MethodArg::*;
+        let flags: [(&str, bool, &[MethodArg]); 11] = [
+            (
+                "--lambda",
+                self.lambda.is_some(),
+                &[TaskArithmetic, Ties, Dare],
+            ),
+            ("--density", self.density.is_some(), &[Ties]),
+            ("--ties-trim", self.ties_trim.is_some(), &[Ties]),
+            ("--ties-merge", self.ties_merge.is_some(), &[Ties]),
+            ("--dare-p", self.dare_p.is_some(), &[Dare]),
+            ("--dare-rescale", self.dare_rescale.is_some(), &[Dare]),
+            ("--seed", self.seed.is_some(), &[Dare]),
+            ("--wudi-solver", self.wudi_solver.is_some(), &[Wudi]),
+            ("--wudi-steps", self.wudi_steps.is_some(), &[Wudi]),
+            ("--wudi-lr", self.wudi_lr.is_some(), &[Wudi]),
+            ("--wudi-other", self.wudi_other.is_some(), &[Wudi]),
+        ];
+        for (flag, given, methods) in flags {
+            if given && !methods.contains(&self.method) {
+                let name = self
+                    .method
+                    .to_possible_value()
+                    .expect("no skipped variants");
+                bail!("{flag} does not apply to --method {}", name.get_name());
+            }
+        }
+        Ok(())
+    }
+
+    fn method(&self) -> Method {
+        let lambda = self.lambda.unwrap_or(DEFAULT_LAMBDA);
+        match self.method {
+            MethodArg::Average => Method::Average,
+            MethodArg::TaskArithmetic => Method::TaskArithmetic { lambda },
+            MethodArg::Ties => {
+                let d = TiesOptions::default();
+                Method::Ties(TiesOptions {
+                    density: self.density.unwrap_or(d.density),
+                    lambda,
+                    trim: match self.ties_trim {
+                        Some(TrimArg::Tensor) => TiesTrim::Tensor,
+                        Some(TrimArg::Global) => TiesTrim::Global,
+                        None => d.trim,
+                    },
+                    merge: match self.ties_merge {
+                        Some(TiesMergeArg::Mean) => TiesMerge::Mean,
+                        Some(TiesMergeArg::Sum) => TiesMerge::Sum,
+                        None => d.merge,
+                    },
+                })
+            }
+            MethodArg::Dare => {
+                let d = DareOptions::default();
+                Method::Dare(DareOptions {
+                    p: self.dare_p.unwrap_or(d.p),
+                    lambda,
+                    rescale: match self.dare_rescale {
+                        Some(RescaleArg::Inverse) => DareRescale::Inverse,
+                        Some(RescaleArg::L1) => DareRescale::L1,
+                        Some(RescaleArg::None) => DareRescale::None,
+                        None => d.rescale,
+                    },
+                    seed: self.seed.unwrap_or(d.seed),
+                })
+            }
+            MethodArg::Wudi => {
+                let d = WudiOptions::default();
+                Method::Wudi(WudiOptions {
+                    solver: match self.wudi_solver {
+                        Some(SolverArg::Adam) => WudiSolver::Adam,
+                        Some(SolverArg::Exact) => WudiSolver::Exact,
+                        None => d.solver,
+                    },
+                    steps: self.wudi_steps.unwrap_or(d.steps),
+                    lr: self.wudi_lr.unwrap_or(d.lr),
+                    other: match self.wudi_other {
+                        Some(OtherArg::Average) => WudiOther::Average,
+                        Some(OtherArg::Base) => WudiOther::Base,
+                        None => d.other,
+                    },
+                })
+            }
+        }
+    }
+
+    fn config(&self) -> MergeConfig {
+        MergeConfig {
+            base: self.base.clone(),
+            experts: self.experts.clone(),
+            out: self.out.clone(),
+            method: self.method(),
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            dtype: self.dtype.map(|d| match d {
+                DtypeArg::F32 => Dtype::F32,
+                DtypeArg::F16 => Dtype::F16,
+                DtypeArg::Bf16 => Dtype::BF16,
+            }),
+            overwrite: self.overwrite,
+        }
+    }
+}
+
+/// A progress bar over the tensors of each pass, on stderr (hidden when not a terminal).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        let style = ProgressStyle::with_template(
+            "{msg:>28} [{bar:40}] {pos}/{len} tensors ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn phase(&self, name: &str, total: usize) {
+        self.0.set_message(name.to_string());
+        self.0.set_length(total as u64);
+        self.0.set_position(0);
+    }
+
+    fn tensor_done(&self, _name: &str) {
+        self.0.inc(1);
+    }
+}
+
+pub fn run(args: MergeArgs) -> anyhow::Result<()> {
+    args.check_flags()?;
+    let cfg = args.config();
+    tracing::info!(
+        method = cfg.method.name(),
+        experts = cfg.experts.len(),
+        out = %cfg.out.display(),
+        "pmq merge"
+    );
+    let bar = Bar::new();
+    let result = pmq_merge::merge(&cfg, &bar);
+    bar.0.finish_and_clear();
+    let report = result.with_context(|| format!("merge into {} failed", cfg.out.display()))?;
+    tracing::info!(
+        merged = report.tensors_merged,
+        copied = report.tensors_copied,
+        seconds = report.seconds,
+        "wrote {}",
+        cfg.out.display()
+    );
+    let summary = serde_json::json!({
+        "out": cfg.out,
+        "method": report.method,
+        "params": report.params,
+        "k": report.k,
+        "tensors_merged": report.tensors_merged,
+        "tensors_copied": report.tensors_copied,
+        "seconds": report.seconds,
+        "report": cfg.out.join(REPORT_FILE),
+    });
+    println!("{summary}");
+    Ok(())
+}
