@@ -1,6 +1,7 @@
 //! `pmq`: merge expert models, then quantize the merged model guided by the experts.
 
 mod merge_cmd;
+mod quantize_cmd;
 mod solve_cmd;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Merge K fine-tuned experts that share a base checkpoint into one model.
     Merge(merge_cmd::MergeArgs),
+    /// Quantize a whole (merged) model layer by layer: RTN, GPTQ or E-PMQ.
+    Quantize(quantize_cmd::QuantizeArgs),
     /// Quantize one linear layer (RTN, GPTQ or E-PMQ) from a layer file; for research and checks.
     Solve(solve_cmd::SolveArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Merge(args) => merge_cmd::run(args),
         Command::Solve(args) => solve_cmd::run(args),
+        Command::Quantize(args) => quantize_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

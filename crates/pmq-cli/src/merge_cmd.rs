@@ -89,6 +89,16 @@ pub struct MergeArgs {
     /// Output directory (must not exist unless --overwrite).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub options: MergeOptions,
+    /// Replace an existing output directory (only once the merge succeeded).
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+/// The merge methods' settings, shared by `pmq merge` and `pmq quantize --merge`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MergeOptions {
     /// Scaling λ of the merged task vector [task-arithmetic, ties, dare; default 0.3].
     #[arg(long, allow_hyphen_values = true)]
     pub lambda: Option<f64>,
@@ -131,14 +141,11 @@ pub struct MergeArgs {
     /// Output dtype of float tensors (default: each tensor's base dtype).
     #[arg(long, value_enum)]
     pub dtype: Option<DtypeArg>,
-    /// Replace an existing output directory (only once the merge succeeded).
-    #[arg(long)]
-    pub overwrite: bool,
 }
 
-impl MergeArgs {
+impl MergeOptions {
     /// Fails if a flag of another method was given.
-    fn check_flags(&self) -> anyhow::Result<()> {
+    pub fn check_flags(&self, method: MethodArg) -> anyhow::Result<()> {
         use MethodArg::*;
         let flags: [(&str, bool, &[MethodArg]); 11] = [
             (
@@ -158,20 +165,17 @@ impl MergeArgs {
             ("--wudi-other", self.wudi_other.is_some(), &[Wudi]),
         ];
         for (flag, given, methods) in flags {
-            if given && !methods.contains(&self.method) {
-                let name = self
-                    .method
-                    .to_possible_value()
-                    .expect("no skipped variants");
+            if given && !methods.contains(&method) {
+                let name = method.to_possible_value().expect("no skipped variants");
                 bail!("{flag} does not apply to --method {}", name.get_name());
             }
         }
         Ok(())
     }
 
-    fn method(&self) -> Method {
+    pub fn method(&self, method: MethodArg) -> Method {
         let lambda = self.lambda.unwrap_or(DEFAULT_LAMBDA);
-        match self.method {
+        match method {
             MethodArg::Average => Method::Average,
             MethodArg::TaskArithmetic => Method::TaskArithmetic { lambda },
             MethodArg::Ties => {
@@ -225,12 +229,20 @@ impl MergeArgs {
         }
     }
 
-    fn config(&self) -> MergeConfig {
+    /// The merge of `experts` onto `base` into `out` with `method` and these options.
+    pub fn config(
+        &self,
+        method: MethodArg,
+        base: PathBuf,
+        experts: Vec<PathBuf>,
+        out: PathBuf,
+        overwrite: bool,
+    ) -> MergeConfig {
         MergeConfig {
-            base: self.base.clone(),
-            experts: self.experts.clone(),
-            out: self.out.clone(),
-            method: self.method(),
+            base,
+            experts,
+            out,
+            method: self.method(method),
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             dtype: self.dtype.map(|d| match d {
@@ -238,7 +250,7 @@ impl MergeArgs {
                 DtypeArg::F16 => Dtype::F16,
                 DtypeArg::Bf16 => Dtype::BF16,
             }),
-            overwrite: self.overwrite,
+            overwrite,
         }
     }
 }
@@ -272,25 +284,15 @@ impl Progress for Bar {
 }
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
-    args.check_flags()?;
-    let cfg = args.config();
-    tracing::info!(
-        method = cfg.method.name(),
-        experts = cfg.experts.len(),
-        out = %cfg.out.display(),
-        "pmq merge"
+    args.options.check_flags(args.method)?;
+    let cfg = args.options.config(
+        args.method,
+        args.base.clone(),
+        args.experts.clone(),
+        args.out.clone(),
+        args.overwrite,
     );
-    let bar = Bar::new();
-    let result = pmq_merge::merge(&cfg, &bar);
-    bar.0.finish_and_clear();
-    let report = result.with_context(|| format!("merge into {} failed", cfg.out.display()))?;
-    tracing::info!(
-        merged = report.tensors_merged,
-        copied = report.tensors_copied,
-        seconds = report.seconds,
-        "wrote {}",
-        cfg.out.display()
-    );
+    let report = run_merge(&cfg)?;
     let summary = serde_json::json!({
         "out": cfg.out,
         "method": report.method,
@@ -303,4 +305,26 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     });
     println!("{summary}");
     Ok(())
+}
+
+/// Runs a merge with a progress bar and logs.
+pub fn run_merge(cfg: &MergeConfig) -> anyhow::Result<pmq_merge::MergeReport> {
+    tracing::info!(
+        method = cfg.method.name(),
+        experts = cfg.experts.len(),
+        out = %cfg.out.display(),
+        "pmq merge"
+    );
+    let bar = Bar::new();
+    let result = pmq_merge::merge(cfg, &bar);
+    bar.0.finish_and_clear();
+    let report = result.with_context(|| format!("merge into {} failed", cfg.out.display()))?;
+    tracing::info!(
+        merged = report.tensors_merged,
+        copied = report.tensors_copied,
+        seconds = report.seconds,
+        "wrote {}",
+        cfg.out.display()
+    );
+    Ok(report)
 }

@@ -1,0 +1,251 @@
+//! `pmq quantize`: layer-wise post-merge quantization of a whole model (RTN, GPTQ, E-PMQ),
+//! optionally merging the experts first, written as fake-quant safetensors and/or an HF GPTQ
+//! checkpoint with a per-layer report.
+
+use crate::merge_cmd::{run_merge, MergeOptions, MethodArg as MergeMethodArg};
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pmq_core::damping::Damping;
+use pmq_core::gptq::GptqConfig;
+use pmq_core::packing::CheckpointFormat;
+use pmq_core::{QuantGrid, ScalePrecision};
+use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gptq_checkpoint::{write_gptq, GptqSettings};
+use pmq_io::{AtomicDir, TensorStore};
+use pmq_pipeline::{CalibSpec, Method, PipelineConfig, PipelineInputs};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum QuantMethodArg {
+    /// Round to nearest.
+    Rtn,
+    /// GPTQ on the merged model with all tasks' inputs (naive post-merge quantization).
+    Gptq,
+    /// Expert-guided post-merge quantization with merged-weight anchoring.
+    Epmq,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// HF GPTQ checkpoint (v1 when symmetric, gptq_v2 when asymmetric).
+    Gptq,
+    /// Dequantized weights as ordinary safetensors.
+    Fake,
+    /// Both, in OUT/gptq and OUT/fake.
+    Both,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// The merged model directory (HF layout). Or use --merge with --base.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    method: QuantMethodArg,
+    /// Expert checkpoint; repeat, in the order of --calib.
+    #[arg(long = "expert", value_name = "DIR")]
+    experts: Vec<PathBuf>,
+    /// Calibration file of one task, TASK=FILE; repeat, in the order of --expert.
+    #[arg(long = "calib", value_name = "TASK=FILE")]
+    calib: Vec<CalibSpec>,
+    #[arg(long, default_value_t = 256)]
+    samples_per_task: usize,
+    #[arg(long, default_value_t = 4)]
+    bits: u32,
+    /// Input columns per group; -1 for one group per row.
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
+    group_size: i64,
+    #[arg(long)]
+    sym: bool,
+    #[arg(long)]
+    act_order: bool,
+    #[arg(long)]
+    static_groups: bool,
+    /// Damping fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
+    #[arg(long)]
+    damp: Option<f64>,
+    /// E-PMQ anchor strength α (λ = α · mean(diag ΣH_i)).
+    #[arg(long, default_value_t = 0.01)]
+    alpha: f64,
+    #[arg(long, default_value_t = 128)]
+    block_size: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Truncate calibration texts to this many tokens.
+    #[arg(long, default_value_t = 128)]
+    max_seq_len: usize,
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = FormatArg::Gptq)]
+    format: FormatArg,
+    /// Merge the --expert checkpoints onto --base first (then quantize the result).
+    #[arg(long, value_enum, value_name = "MERGE_METHOD")]
+    merge: Option<MergeMethodArg>,
+    /// Base checkpoint for --merge.
+    #[arg(long, value_name = "DIR")]
+    base: Option<PathBuf>,
+    #[command(flatten)]
+    merge_options: MergeOptions,
+    /// Replace an existing output directory (only once everything succeeded).
+    #[arg(long)]
+    overwrite: bool,
+}
+
+fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
+    let grid = QuantGrid::new(args.bits, args.sym, args.group_size, ScalePrecision::F16)?;
+    let mut gptq = GptqConfig::new(grid);
+    gptq.act_order = args.act_order;
+    gptq.static_groups = args.static_groups;
+    gptq.block_size = args.block_size;
+    let method = match args.method {
+        QuantMethodArg::Rtn => Method::Rtn,
+        QuantMethodArg::Gptq => Method::Gptq,
+        QuantMethodArg::Epmq => Method::Epmq { alpha: args.alpha },
+    };
+    let default_damp = if matches!(method, Method::Epmq { .. }) {
+        0.0
+    } else {
+        0.01
+    };
+    gptq.damping = Damping::gptq(args.damp.unwrap_or(default_damp));
+    if args.samples_per_task == 0 || args.batch_size == 0 || args.max_seq_len == 0 {
+        bail!("--samples-per-task, --batch-size and --max-seq-len must be positive");
+    }
+    Ok(PipelineConfig {
+        method,
+        gptq,
+        samples_per_task: args.samples_per_task,
+        batch_size: args.batch_size,
+        max_seq_len: args.max_seq_len,
+        show_progress: true,
+    })
+}
+
+pub fn run(args: QuantizeArgs) -> Result<()> {
+    let cfg = pipeline_config(&args)?;
+    if args.out.exists() && !args.overwrite {
+        bail!(
+            "output {} already exists (use --overwrite to replace it)",
+            args.out.display()
+        );
+    }
+    // Inline merge into a temporary directory next to the output.
+    let parent = args
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+    let merged_tmp = tempfile::Builder::new()
+        .prefix(".pmq-merged-")
+        .tempdir_in(&parent)
+        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
+    let model_dir = match (&args.model, args.merge, &args.base) {
+        (Some(m), None, None) => m.clone(),
+        (None, Some(method), Some(base)) => {
+            if args.experts.is_empty() {
+                bail!("--merge needs the experts (--expert DIR, one per task)");
+            }
+            args.merge_options.check_flags(method)?;
+            let dir = merged_tmp.path().join("merged");
+            let mcfg = args.merge_options.config(
+                method,
+                base.clone(),
+                args.experts.clone(),
+                dir.clone(),
+                false,
+            );
+            run_merge(&mcfg)?;
+            dir
+        }
+        (Some(_), Some(_), _) => bail!("give either --model or --merge/--base, not both"),
+        (None, Some(_), None) => bail!("--merge needs --base DIR (the pre-trained checkpoint)"),
+        (_, None, Some(_)) => bail!("--base is only used with --merge METHOD"),
+        (None, None, None) => {
+            bail!("give --model DIR (the merged model), or --merge METHOD --base DIR")
+        }
+    };
+    let inputs = PipelineInputs {
+        model_dir: model_dir.clone(),
+        experts: args.experts.clone(),
+        calib: args.calib.clone(),
+    };
+    let out = pmq_pipeline::run(&inputs, &cfg)?;
+    let report_json = serde_json::to_vec_pretty(&out.report)?;
+    let report_md = out.report.to_markdown().into_bytes();
+    let extra: Vec<(&str, Vec<u8>)> = vec![
+        ("pmq_report.json", report_json),
+        ("pmq_report.md", report_md),
+    ];
+
+    let src = TensorStore::open_dir(&model_dir)?;
+    let g = &cfg.gptq;
+    let settings = GptqSettings {
+        bits: g.grid.bits,
+        group_size: g.grid.group_size_i64(),
+        sym: g.grid.sym,
+        desc_act: g.act_order,
+        static_groups: g.static_groups,
+        true_sequential: true,
+        damp_percent: g.damping.percdamp,
+        format: if g.grid.sym {
+            CheckpointFormat::V1
+        } else {
+            CheckpointFormat::V2
+        },
+        quantizer: format!("pmq:{} {}", env!("CARGO_PKG_VERSION"), cfg.method.label()),
+    };
+    match args.format {
+        FormatArg::Gptq => write_gptq(
+            &src,
+            &out.layers,
+            &settings,
+            &args.out,
+            &extra,
+            args.overwrite,
+        )?,
+        FormatArg::Fake => {
+            write_fake_quant(&src, &out.layers, &args.out, None, &extra, args.overwrite)?
+        }
+        FormatArg::Both => {
+            let dir = AtomicDir::create(&args.out, args.overwrite)?;
+            write_gptq(
+                &src,
+                &out.layers,
+                &settings,
+                &dir.path().join("gptq"),
+                &extra,
+                false,
+            )?;
+            write_fake_quant(
+                &src,
+                &out.layers,
+                &dir.path().join("fake"),
+                None,
+                &extra,
+                false,
+            )?;
+            dir.commit()?;
+        }
+    }
+    eprintln!("{}", out.report.to_markdown());
+    let r = &out.report;
+    let mean = |f: &dyn Fn(&pmq_pipeline::report::LinearRecord) -> Option<f64>| {
+        let v: Vec<f64> = r.linears.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let summary = serde_json::json!({
+        "out": args.out,
+        "method": cfg.method,
+        "linears": r.linears.len(),
+        "tasks": r.tasks,
+        "wall_seconds": r.wall_seconds,
+        "peak_rss_mib": r.peak_rss_mib,
+        "mean_quant_deviation": mean(&|l| l.deviation.as_ref().map(|d| d.quant)),
+        "mean_expert_error": mean(&|l| l.deviation.as_ref().filter(|d| !d.per_task.is_empty()).map(|d| d.expert_mean)),
+        "format": format!("{:?}", args.format).to_lowercase(),
+    });
+    println!("{summary}");
+    Ok(())
+}

@@ -1,0 +1,619 @@
+//! End-to-end `pmq quantize` on tiny random BERT and Llama checkpoints with real HF tensor
+//! names, synthetic experts and tiny calibration sets.
+
+use pmq_formats::gptq_checkpoint::GptqReader;
+use pmq_io::{encode_f32, write_safetensors, Dtype, TensorStore};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const WORDS: &[&str] = &[
+    "the",
+    "movie",
+    "was",
+    "great",
+    "bad",
+    "server",
+    "crashed",
+    "disk",
+    "full",
+    "stock",
+    "fell",
+    "rose",
+    "a",
+    "story",
+    "about",
+    "love",
+    "error",
+    "in",
+    "production",
+    "market",
+];
+
+/// A word-level tokenizer.json over WORDS (+ special tokens), whitespace pre-tokenizer, with
+/// BERT-style [CLS] … [SEP] post-processing when `bert`.
+fn tokenizer_json(bert: bool) -> Value {
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .chain(WORDS)
+        .enumerate()
+    {
+        vocab.insert(t.to_string(), json!(i));
+    }
+    let post = if bert {
+        json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}, "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}})
+    } else {
+        Value::Null
+    };
+    json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": [],
+        "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": post,
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
+    })
+}
+
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+fn rand_tensor(
+    rng: &mut rand::rngs::StdRng,
+    name: &str,
+    shape: &[usize],
+    scale: f32,
+    center: f32,
+) -> (String, Vec<usize>, Vec<f32>) {
+    let n = shape.iter().product();
+    let v = (0..n)
+        .map(|_| center + rng.random_range(-scale..scale))
+        .collect();
+    (name.to_string(), shape.to_vec(), v)
+}
+
+fn bert_tensors(seed: u64) -> (Value, Tensors) {
+    let (h, ff, layers, vocab) = (64usize, 128usize, 2usize, WORDS.len() + 4);
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut t = vec![rand_tensor(
+        &mut r,
+        "embeddings.word_embeddings.weight",
+        &[vocab, h],
+        1.0,
+        0.0,
+    )];
+    t.push(rand_tensor(
+        &mut r,
+        "embeddings.position_embeddings.weight",
+        &[32, h],
+        0.5,
+        0.0,
+    ));
+    t.push(rand_tensor(
+        &mut r,
+        "embeddings.token_type_embeddings.weight",
+        &[2, h],
+        0.5,
+        0.0,
+    ));
+    t.push(rand_tensor(
+        &mut r,
+        "embeddings.LayerNorm.weight",
+        &[h],
+        0.2,
+        1.0,
+    ));
+    t.push(rand_tensor(
+        &mut r,
+        "embeddings.LayerNorm.bias",
+        &[h],
+        0.1,
+        0.0,
+    ));
+    for l in 0..layers {
+        let p = format!("encoder.layer.{l}");
+        for (name, i, o) in [
+            ("attention.self.query", h, h),
+            ("attention.self.key", h, h),
+            ("attention.self.value", h, h),
+            ("attention.output.dense", h, h),
+            ("intermediate.dense", h, ff),
+            ("output.dense", ff, h),
+        ] {
+            let s = (3.0 / i as f32).sqrt();
+            t.push(rand_tensor(
+                &mut r,
+                &format!("{p}.{name}.weight"),
+                &[o, i],
+                s,
+                0.0,
+            ));
+            t.push(rand_tensor(
+                &mut r,
+                &format!("{p}.{name}.bias"),
+                &[o],
+                0.1,
+                0.0,
+            ));
+        }
+        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
+            t.push(rand_tensor(
+                &mut r,
+                &format!("{p}.{ln}.weight"),
+                &[h],
+                0.2,
+                1.0,
+            ));
+            t.push(rand_tensor(
+                &mut r,
+                &format!("{p}.{ln}.bias"),
+                &[h],
+                0.1,
+                0.0,
+            ));
+        }
+    }
+    let config = json!({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": h, "num_hidden_layers": layers,
+        "num_attention_heads": 4, "intermediate_size": ff, "hidden_act": "gelu", "vocab_size": vocab,
+        "max_position_embeddings": 32, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
+        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "pad_token_id": 0
+    });
+    (config, t)
+}
+
+fn llama_tensors(seed: u64) -> (Value, Tensors) {
+    let (h, ff, layers, vocab, heads, kv) =
+        (64usize, 96usize, 2usize, WORDS.len() + 4, 4usize, 2usize);
+    let hd = h / heads;
+    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut t = vec![rand_tensor(
+        &mut r,
+        "model.embed_tokens.weight",
+        &[vocab, h],
+        1.0,
+        0.0,
+    )];
+    for l in 0..layers {
+        let p = format!("model.layers.{l}");
+        for (name, i, o) in [
+            ("self_attn.q_proj", h, heads * hd),
+            ("self_attn.k_proj", h, kv * hd),
+            ("self_attn.v_proj", h, kv * hd),
+            ("self_attn.o_proj", heads * hd, h),
+            ("mlp.gate_proj", h, ff),
+            ("mlp.up_proj", h, ff),
+            ("mlp.down_proj", ff, h),
+        ] {
+            let s = (3.0 / i as f32).sqrt();
+            t.push(rand_tensor(
+                &mut r,
+                &format!("{p}.{name}.weight"),
+                &[o, i],
+                s,
+                0.0,
+            ));
+        }
+        t.push(rand_tensor(
+            &mut r,
+            &format!("{p}.input_layernorm.weight"),
+            &[h],
+            0.2,
+            1.0,
+        ));
+        t.push(rand_tensor(
+            &mut r,
+            &format!("{p}.post_attention_layernorm.weight"),
+            &[h],
+            0.2,
+            1.0,
+        ));
+    }
+    t.push(rand_tensor(&mut r, "model.norm.weight", &[h], 0.2, 1.0));
+    t.push(rand_tensor(&mut r, "lm_head.weight", &[vocab, h], 0.3, 0.0));
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+        "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
+        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 64,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": false,
+        "bos_token_id": 2, "eos_token_id": 3
+    });
+    (config, t)
+}
+
+fn save(dir: &Path, config: &Value, tensors: &Tensors, bert: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), tokenizer_json(bert).to_string()).unwrap();
+    let t: Vec<_> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                Dtype::F32,
+                s.clone(),
+                encode_f32(Dtype::F32, v).unwrap(),
+            )
+        })
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), &t, None).unwrap();
+}
+
+/// base + K experts (base + noise on every tensor) in `root`; returns (base, experts).
+fn family(root: &Path, llama: bool, k: usize) -> (PathBuf, Vec<PathBuf>) {
+    let (config, base) = if llama {
+        llama_tensors(1)
+    } else {
+        bert_tensors(1)
+    };
+    let base_dir = root.join("base");
+    save(&base_dir, &config, &base, !llama);
+    let mut experts = Vec::new();
+    for i in 0..k {
+        let mut r = rand::rngs::StdRng::seed_from_u64(100 + i as u64);
+        let t: Tensors = base
+            .iter()
+            .map(|(n, s, v)| {
+                (
+                    n.clone(),
+                    s.clone(),
+                    v.iter().map(|x| x + r.random_range(-0.05..0.05)).collect(),
+                )
+            })
+            .collect();
+        let d = root.join(format!("expert{i}"));
+        save(&d, &config, &t, !llama);
+        experts.push(d);
+    }
+    (base_dir, experts)
+}
+
+fn calib(root: &Path, k: usize) -> Vec<String> {
+    (0..k)
+        .map(|i| {
+            let mut r = rand::rngs::StdRng::seed_from_u64(7 + i as u64);
+            let lines: Vec<String> = (0..12)
+                .map(|_| {
+                    let n = r.random_range(3..9);
+                    let words: Vec<&str> = (0..n)
+                        .map(|_| WORDS[r.random_range(0..WORDS.len())])
+                        .collect();
+                    json!({"text": words.join(" ")}).to_string()
+                })
+                .collect();
+            let p = root.join(format!("task{i}.jsonl"));
+            std::fs::write(&p, lines.join("\n")).unwrap();
+            format!("t{i}={}", p.display())
+        })
+        .collect()
+}
+
+fn pmq(args: &[String]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pmq"))
+        .args(args)
+        .env("PMQ_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn quantize_args(
+    model: &Path,
+    method: &str,
+    experts: &[PathBuf],
+    calib: &[String],
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "quantize".into(),
+        "--model".into(),
+        s(model),
+        "--method".into(),
+        method.into(),
+        "--out".into(),
+        s(out),
+    ];
+    for e in experts {
+        a.extend(["--expert".into(), s(e)]);
+    }
+    for c in calib {
+        a.extend(["--calib".into(), c.clone()]);
+    }
+    a.extend([
+        "--group-size".into(),
+        "32".into(),
+        "--batch-size".into(),
+        "5".into(),
+    ]);
+    a.extend(extra.iter().map(|x| x.to_string()));
+    a
+}
+
+fn assert_gptq_matches_fake(gptq: &Path, fake: &Path) {
+    let reader = GptqReader::open(gptq).unwrap();
+    let fake = TensorStore::open_dir(fake).unwrap();
+    assert_eq!(reader.names(), fake.names());
+    assert!(reader.quantized_prefixes().count() > 0);
+    for n in fake.names() {
+        let a = reader.read_f32(&n).unwrap();
+        let b = fake.read_f32(&n).unwrap();
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{n} differs"
+        );
+    }
+}
+
+#[test]
+fn every_method_on_bert_and_llama_writes_loadable_matching_checkpoints() {
+    for llama in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, experts) = family(tmp.path(), llama, 2);
+        let cal = calib(tmp.path(), 2);
+        // inline merge → quantize, every method, both formats
+        for (method, sym) in [("rtn", false), ("gptq", true), ("epmq", false)] {
+            let out = tmp.path().join(format!("q-{method}"));
+            let args = inline_merge_args(method, &base, &experts, &cal, &out, sym);
+            let (ok, stdout, stderr) = pmq(&args);
+            assert!(ok, "llama={llama} {method}: {stderr}");
+            let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+            let n_linears = if llama { 14 } else { 12 };
+            assert_eq!(summary["linears"], n_linears, "{stdout}");
+            assert_gptq_matches_fake(&out.join("gptq"), &out.join("fake"));
+            let qc: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("gptq/quantize_config.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                qc["checkpoint_format"],
+                if sym { "gptq" } else { "gptq_v2" }
+            );
+            // the fake-quant model loads as a normal model and runs
+            let loaded = pmq_models::load_model(&out.join("fake")).unwrap();
+            let tok =
+                pmq_models::TextTokenizer::from_file(&out.join("fake/tokenizer.json"), 16).unwrap();
+            let batch = tok.batch(&["the movie was great", "disk full"]).unwrap();
+            let y = loaded.as_block_model().forward(&batch).unwrap();
+            assert!(y
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .all(|v| v.is_finite()));
+            let report: Value = serde_json::from_str(
+                &std::fs::read_to_string(out.join("fake/pmq_report.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(report["linears"].as_array().unwrap().len(), n_linears);
+            // no temporary merge directory is left behind
+            let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+        }
+    }
+}
+
+fn inline_merge_args(
+    method: &str,
+    base: &Path,
+    experts: &[PathBuf],
+    cal: &[String],
+    out: &Path,
+    sym: bool,
+) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "quantize".into(),
+        "--merge".into(),
+        "task-arithmetic".into(),
+        "--base".into(),
+        s(base),
+        "--method".into(),
+        method.into(),
+        "--out".into(),
+        s(out),
+        "--format".into(),
+        "both".into(),
+    ];
+    for e in experts {
+        a.extend(["--expert".into(), s(e)]);
+    }
+    for c in cal {
+        a.extend(["--calib".into(), c.clone()]);
+    }
+    a.extend([
+        "--group-size".into(),
+        "32".into(),
+        "--batch-size".into(),
+        "5".into(),
+    ]);
+    if sym {
+        a.push("--sym".into());
+    }
+    a
+}
+
+fn merged_with_pmq(tmp: &Path, base: &Path, experts: &[PathBuf]) -> PathBuf {
+    let merged = tmp.join("merged");
+    let mut a: Vec<String> = vec![
+        "merge".into(),
+        "--base".into(),
+        s(base),
+        "--method".into(),
+        "task-arithmetic".into(),
+        "--out".into(),
+        s(&merged),
+    ];
+    for e in experts {
+        a.extend(["--expert".into(), s(e)]);
+    }
+    let (ok, _, err) = pmq(&a);
+    assert!(ok, "{err}");
+    merged
+}
+
+#[test]
+fn epmq_with_the_merged_model_as_only_expert_is_gptq_damped_by_alpha() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, experts) = family(tmp.path(), false, 2);
+    let merged = merged_with_pmq(tmp.path(), &base, &experts);
+    let cal = calib(tmp.path(), 1);
+    let e_out = tmp.path().join("e");
+    let g_out = tmp.path().join("g");
+    let (ok, _, err) = pmq(&quantize_args(
+        &merged,
+        "epmq",
+        std::slice::from_ref(&merged),
+        &cal,
+        &e_out,
+        &["--format", "fake", "--alpha", "0.05"],
+    ));
+    assert!(ok, "{err}");
+    let (ok, _, err) = pmq(&quantize_args(
+        &merged,
+        "gptq",
+        &[],
+        &cal,
+        &g_out,
+        &["--format", "fake", "--damp", "0.05"],
+    ));
+    assert!(ok, "{err}");
+    let (e, g) = (
+        TensorStore::open_dir(&e_out).unwrap(),
+        TensorStore::open_dir(&g_out).unwrap(),
+    );
+    let (mut differ, mut total) = (0usize, 0usize);
+    for n in e.names() {
+        let (a, b) = (e.read_f32(&n).unwrap(), g.read_f32(&n).unwrap());
+        total += a.len();
+        differ += a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    }
+    // W* = W_m and H_E = H + α·mean(diag H)·I: the same problem up to rounding of the solve.
+    assert!(
+        (differ as f64) < 1e-3 * total as f64,
+        "{differ} of {total} weights differ"
+    );
+}
+
+#[test]
+fn the_deviation_split_adds_up_per_task() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, experts) = family(tmp.path(), false, 3);
+    let merged = merged_with_pmq(tmp.path(), &base, &experts);
+    let cal = calib(tmp.path(), 3);
+    let out = tmp.path().join("q");
+    let (ok, _, err) = pmq(&quantize_args(
+        &merged,
+        "gptq",
+        &experts,
+        &cal,
+        &out,
+        &["--format", "fake"],
+    ));
+    assert!(ok, "{err}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap())
+            .unwrap();
+    for l in report["linears"].as_array().unwrap() {
+        let d = &l["deviation"];
+        let tasks = d["per_task"].as_array().unwrap();
+        assert_eq!(tasks.len(), 3);
+        let mut quant_sq = 0.0;
+        for t in tasks {
+            let f = |k: &str| t[k].as_f64().unwrap();
+            let lhs = f("expert").powi(2);
+            let rhs = f("quant").powi(2) + f("merge").powi(2) + 2.0 * f("cross");
+            assert!(
+                (lhs - rhs).abs() <= 1e-6 * lhs.max(1e-9),
+                "{}: {lhs} vs {rhs}",
+                l["name"]
+            );
+            quant_sq += f("quant").powi(2);
+        }
+        assert!(
+            (d["quant"].as_f64().unwrap().powi(2) - quant_sq).abs() <= 1e-9 * quant_sq.max(1e-12)
+        );
+        assert!(
+            l["objective"].as_f64().unwrap() <= l["objective_rtn"].as_f64().unwrap() * (1.0 + 1e-9)
+        );
+    }
+}
+
+#[test]
+fn bad_inputs_give_clear_errors_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, experts) = family(tmp.path(), false, 2);
+    let (_, llama_experts) = family(&tmp.path().join("llama"), true, 1);
+    let merged = merged_with_pmq(tmp.path(), &base, &experts);
+    let cal = calib(tmp.path(), 2);
+    let out = tmp.path().join("out");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            quantize_args(
+                &merged,
+                "epmq",
+                &[experts[0].clone(), llama_experts[0].clone()],
+                &cal,
+                &out,
+                &[],
+            ),
+            "architectures",
+        ),
+        (
+            quantize_args(&merged, "epmq", &experts[..1], &cal, &out, &[]),
+            "1 experts but 2 calibration tasks",
+        ),
+        (
+            quantize_args(
+                &merged,
+                "gptq",
+                &[],
+                &["x=/nonexistent/calib.jsonl".to_string()],
+                &out,
+                &[],
+            ),
+            "not found",
+        ),
+        (
+            quantize_args(&merged, "epmq", &[], &cal, &out, &[]),
+            "needs the experts",
+        ),
+        (
+            quantize_args(&merged, "gptq", &[], &[], &out, &[]),
+            "needs calibration",
+        ),
+        (
+            quantize_args(&tmp.path().join("nope"), "rtn", &[], &[], &out, &[]),
+            "nope",
+        ),
+    ];
+    for (args, needle) in cases {
+        let (ok, _, err) = pmq(&args);
+        assert!(!ok, "should fail: {args:?}");
+        assert!(err.contains(needle), "expected {needle:?} in: {err}");
+        assert!(!out.exists(), "output written despite the error {err}");
+    }
+    let hidden: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+}
