@@ -1,5 +1,6 @@
 //! `pmq`: merge expert models, then quantize the merged model guided by the experts.
 
+mod compare_cmd;
 mod merge_cmd;
 mod quantize_cmd;
 mod solve_cmd;
@@ -23,6 +24,8 @@ enum Command {
     Merge(merge_cmd::MergeArgs),
     /// Quantize a whole (merged) model layer by layer: RTN, GPTQ or E-PMQ.
     Quantize(quantize_cmd::QuantizeArgs),
+    /// Compare two BERT models' sentence embeddings (mean cosine) on a JSONL text file.
+    Compare(compare_cmd::CompareArgs),
     /// Quantize one linear layer (RTN, GPTQ or E-PMQ) from a layer file; for research and checks.
     Solve(solve_cmd::SolveArgs),
 }
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Merge(args) => merge_cmd::run(args),
         Command::Solve(args) => solve_cmd::run(args),
         Command::Quantize(args) => quantize_cmd::run(args),
+        Command::Compare(args) => compare_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,324 @@
+//! The vision tower of CLIP: `CLIPVisionModel`, `CLIPVisionModelWithProjection`, and the
+//! `vision_model.*` + `visual_projection` part of a full `CLIPModel` checkpoint (ViT-B/32,
+//! ViT-L/14, ...). Pre-LN ViT blocks; the image embedding is the class token after
+//! `post_layernorm`, projected by `visual_projection` when the checkpoint has one.
+
+use crate::attention::{attend, merge_heads, split_heads};
+use crate::config::{Activation, ConfigObject};
+use crate::error::{Error, Result};
+use crate::linear::{Capturer, Linears};
+use crate::model::{check_block, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, State};
+use crate::weights::WeightStore;
+use candle_core::{DType, IndexOp, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
+use std::path::Path;
+
+/// The `CLIPVisionConfig` fields (transformers defaults) plus the projection size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipVisionConfig {
+    /// `hidden_size` (768).
+    pub hidden_size: usize,
+    /// `intermediate_size` (3072).
+    pub intermediate_size: usize,
+    /// `num_hidden_layers` (12).
+    pub num_hidden_layers: usize,
+    /// `num_attention_heads` (12).
+    pub num_attention_heads: usize,
+    /// `num_channels` (3).
+    pub num_channels: usize,
+    /// `image_size` (224).
+    pub image_size: usize,
+    /// `patch_size` (32).
+    pub patch_size: usize,
+    /// `hidden_act` ("quick_gelu").
+    pub hidden_act: Activation,
+    /// `layer_norm_eps` (1e-5).
+    pub layer_norm_eps: f64,
+    /// `projection_dim` (512; top-level for `CLIPModel`, in the vision config otherwise).
+    pub projection_dim: usize,
+}
+
+impl ClipVisionConfig {
+    /// Reads a vision config; `projection_dim` comes from `proj_source` (the top-level config
+    /// of a `CLIPModel`, the vision config itself otherwise).
+    pub fn from_config(c: &ConfigObject, proj_source: &ConfigObject) -> Result<Self> {
+        let cfg = Self {
+            hidden_size: c.positive("hidden_size", c.usize_or("hidden_size", 768)?)?,
+            intermediate_size: c.usize_or("intermediate_size", 3072)?,
+            num_hidden_layers: c
+                .positive("num_hidden_layers", c.usize_or("num_hidden_layers", 12)?)?,
+            num_attention_heads: c.positive(
+                "num_attention_heads",
+                c.usize_or("num_attention_heads", 12)?,
+            )?,
+            num_channels: c.positive("num_channels", c.usize_or("num_channels", 3)?)?,
+            image_size: c.positive("image_size", c.usize_or("image_size", 224)?)?,
+            patch_size: c.positive("patch_size", c.usize_or("patch_size", 32)?)?,
+            hidden_act: c.activation_or("hidden_act", "quick_gelu")?,
+            layer_norm_eps: c.f64_or("layer_norm_eps", 1e-5)?,
+            projection_dim: proj_source.usize_or("projection_dim", 512)?,
+        };
+        c.divisible(
+            "hidden_size",
+            cfg.hidden_size,
+            "num_attention_heads",
+            cfg.num_attention_heads,
+        )?;
+        if cfg.patch_size > cfg.image_size {
+            return Err(c.err(
+                "patch_size",
+                format!("{} exceeds image_size = {}", cfg.patch_size, cfg.image_size),
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// Number of patches per side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ClipLayer {
+    ln1: LayerNorm,
+    q: String,
+    k: String,
+    v: String,
+    out: String,
+    ln2: LayerNorm,
+    fc1: String,
+    fc2: String,
+}
+
+/// A CLIP vision tower split into blocks.
+#[derive(Debug, Clone)]
+pub struct ClipVisionModel {
+    cfg: ClipVisionConfig,
+    class_embedding: Tensor,
+    patch_embedding: Conv2d,
+    position_embedding: Tensor,
+    pre_ln: LayerNorm,
+    layers: Vec<ClipLayer>,
+    post_ln: LayerNorm,
+    projection: Option<candle_nn::Linear>,
+    linears: Linears,
+}
+
+impl ClipVisionModel {
+    /// Loads `config.json` and the safetensors checkpoint from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let c = ConfigObject::read(&dir.join("config.json"))?;
+        let ws = WeightStore::open_dir(dir)?;
+        Self::from_parts(&c, &ws)
+    }
+
+    /// Builds the vision tower from a parsed config (a `CLIPModel` config with a nested
+    /// `vision_config`, or a vision-only config) and an open checkpoint.
+    pub fn from_parts(c: &ConfigObject, ws: &WeightStore) -> Result<Self> {
+        let archs = c.architectures()?;
+        let full_clip = archs.iter().any(|a| a == "CLIPModel")
+            || c.str_opt("model_type")?.as_deref() == Some("clip");
+        let cfg = if full_clip {
+            let vc = c.object("vision_config")?.ok_or_else(|| {
+                c.err(
+                    "vision_config",
+                    "a CLIPModel config needs a `vision_config` object",
+                )
+            })?;
+            ClipVisionConfig::from_config(&vc, c)?
+        } else {
+            ClipVisionConfig::from_config(c, c)?
+        };
+        let h = cfg.hidden_size;
+        let p = "vision_model";
+        let ln = |n: &str| -> Result<LayerNorm> {
+            Ok(LayerNorm::new(
+                ws.get(&format!("{n}.weight"), &[h])?,
+                ws.get(&format!("{n}.bias"), &[h])?,
+                cfg.layer_norm_eps,
+            ))
+        };
+        let num_positions = cfg.grid() * cfg.grid() + 1;
+        let patch_w = ws.get(
+            &format!("{p}.embeddings.patch_embedding.weight"),
+            &[h, cfg.num_channels, cfg.patch_size, cfg.patch_size],
+        )?;
+        let patch_embedding = Conv2d::new(
+            patch_w,
+            None,
+            Conv2dConfig {
+                stride: cfg.patch_size,
+                ..Default::default()
+            },
+        );
+        let mut linears = Linears::default();
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = format!("{p}.encoder.layers.{i}");
+            let layer = ClipLayer {
+                ln1: ln(&format!("{l}.layer_norm1"))?,
+                q: format!("{l}.self_attn.q_proj"),
+                k: format!("{l}.self_attn.k_proj"),
+                v: format!("{l}.self_attn.v_proj"),
+                out: format!("{l}.self_attn.out_proj"),
+                ln2: ln(&format!("{l}.layer_norm2"))?,
+                fc1: format!("{l}.mlp.fc1"),
+                fc2: format!("{l}.mlp.fc2"),
+            };
+            for n in [&layer.q, &layer.k, &layer.v, &layer.out] {
+                linears.load(ws, n, h, h, true)?;
+            }
+            linears.load(ws, &layer.fc1, h, cfg.intermediate_size, true)?;
+            linears.load(ws, &layer.fc2, cfg.intermediate_size, h, true)?;
+            layers.push(layer);
+        }
+        let has_projection = full_clip
+            || archs.iter().any(|a| a == "CLIPVisionModelWithProjection")
+            || ws.contains("visual_projection.weight");
+        let projection = if has_projection {
+            Some(candle_nn::Linear::new(
+                ws.get("visual_projection.weight", &[cfg.projection_dim, h])?,
+                None,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            class_embedding: ws.get(&format!("{p}.embeddings.class_embedding"), &[h])?,
+            patch_embedding,
+            position_embedding: ws.get(
+                &format!("{p}.embeddings.position_embedding.weight"),
+                &[num_positions, h],
+            )?,
+            pre_ln: ln(&format!("{p}.pre_layrnorm"))?,
+            post_ln: ln(&format!("{p}.post_layernorm"))?,
+            cfg,
+            layers,
+            projection,
+            linears,
+        })
+    }
+
+    /// The parsed configuration.
+    pub fn config(&self) -> &ClipVisionConfig {
+        &self.cfg
+    }
+
+    /// Whether the checkpoint has a `visual_projection`.
+    pub fn has_projection(&self) -> bool {
+        self.projection.is_some()
+    }
+
+    /// Image embeddings `[b, projection_dim]` (or the pooled output `[b, hidden]` without a
+    /// projection) of preprocessed pixels `[b, C, image_size, image_size]`.
+    pub fn image_embedding(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.forward(&Batch::from_pixels(pixel_values.clone()))
+    }
+}
+
+impl BlockModel for ClipVisionModel {
+    fn family(&self) -> Family {
+        Family::ClipVision
+    }
+
+    fn num_blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn block_groups(&self, block: usize) -> Result<Vec<Vec<LinearSpec>>> {
+        check_block(block, self.layers.len())?;
+        let l = &self.layers[block];
+        Ok(vec![
+            self.linears
+                .group(&[l.q.clone(), l.k.clone(), l.v.clone()])?,
+            self.linears.group(std::slice::from_ref(&l.out))?,
+            self.linears.group(std::slice::from_ref(&l.fc1))?,
+            self.linears.group(std::slice::from_ref(&l.fc2))?,
+        ])
+    }
+
+    fn embed(&self, batch: &Batch) -> Result<State> {
+        let px = batch
+            .pixel_values
+            .as_ref()
+            .ok_or_else(|| Error::input("CLIP vision needs `pixel_values`"))?;
+        let c = &self.cfg;
+        let dims = px.dims();
+        if dims.len() != 4
+            || dims[1] != c.num_channels
+            || dims[2] != c.image_size
+            || dims[3] != c.image_size
+        {
+            return Err(Error::input(format!(
+                "pixel_values has shape {dims:?}, expected [batch, {}, {}, {}]",
+                c.num_channels, c.image_size, c.image_size
+            )));
+        }
+        let px = px.to_dtype(DType::F32)?;
+        let b = dims[0];
+        let patches = self
+            .patch_embedding
+            .forward(&px)?
+            .flatten_from(2)?
+            .transpose(1, 2)?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, c.hidden_size))?
+            .broadcast_as((b, 1, c.hidden_size))?;
+        let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding)?;
+        let x = self.pre_ln.forward(&x)?;
+        State::new(x, None, Extra::None)
+    }
+
+    fn block_forward(
+        &self,
+        block: usize,
+        state: &State,
+        capture: Option<&mut CaptureFn<'_>>,
+    ) -> Result<State> {
+        check_block(block, self.layers.len())?;
+        if !matches!(state.extra, Extra::None) {
+            return Err(Error::input(
+                "state was not produced by a CLIP vision model",
+            ));
+        }
+        let l = &self.layers[block];
+        let mut cap = Capturer::new(capture);
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, None, cap);
+        let heads = self.cfg.num_attention_heads;
+        let x = &state.hidden;
+        let hn = l.ln1.forward(x)?;
+        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, heads)?;
+        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, heads)?;
+        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, heads)?;
+        let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
+        let ctx = merge_heads(&attend(&q, &k, &v, scale, None)?)?;
+        let x = (lin(&l.out, &ctx, &mut cap)? + x)?;
+        let hn = l.ln2.forward(&x)?;
+        let a = self.cfg.hidden_act.forward(&lin(&l.fc1, &hn, &mut cap)?)?;
+        let y = (lin(&l.fc2, &a, &mut cap)? + x)?;
+        Ok(State {
+            hidden: y,
+            ..state.clone()
+        })
+    }
+
+    fn head(&self, state: &State) -> Result<Tensor> {
+        let pooled = self
+            .post_ln
+            .forward(&state.hidden.i((.., 0, ..))?.contiguous()?)?;
+        match &self.projection {
+            Some(p) => Ok(p.forward(&pooled)?),
+            None => Ok(pooled),
+        }
+    }
+
+    fn set_linear_weight(&mut self, name: &str, weight: Tensor) -> Result<()> {
+        self.linears.set_weight(name, weight)
+    }
+
+    fn linear_weight(&self, name: &str) -> Result<Tensor> {
+        self.linears.weight(name)
+    }
+}

@@ -1,0 +1,249 @@
+//! Typed access to HF `config.json` fields with the family defaults of transformers and
+//! errors that name the file and the field.
+
+use crate::error::{Error, Result};
+use crate::weights::read_to_string;
+use candle_core::Tensor;
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// A JSON object from a config file (the root or a nested object such as `vision_config`).
+#[derive(Debug, Clone)]
+pub struct ConfigObject {
+    file: PathBuf,
+    /// Dotted prefix of this object inside the file ("" for the root).
+    prefix: String,
+    map: Map<String, Value>,
+}
+
+impl ConfigObject {
+    /// Reads and parses `path`, which must hold a JSON object.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = read_to_string(path)?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            file: path.to_path_buf(),
+            field: "(root)".into(),
+            msg: format!("invalid JSON: {e}"),
+        })?;
+        Self::from_value(path.to_path_buf(), String::new(), value)
+    }
+
+    /// Wraps an already parsed JSON object (`file` is used in error messages).
+    pub fn from_value(file: PathBuf, prefix: String, value: Value) -> Result<Self> {
+        match value {
+            Value::Object(map) => Ok(Self { file, prefix, map }),
+            other => Err(Error::Config {
+                file,
+                field: if prefix.is_empty() {
+                    "(root)".into()
+                } else {
+                    prefix
+                },
+                msg: format!("expected a JSON object, found {other}"),
+            }),
+        }
+    }
+
+    /// The config file this object came from.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Full dotted name of `field` for messages.
+    pub fn field_name(&self, field: &str) -> String {
+        if self.prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
+    }
+
+    /// The raw value of `field`, treating JSON `null` as absent.
+    pub fn raw(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
+    /// An error about `field`.
+    pub fn err(&self, field: &str, msg: impl Into<String>) -> Error {
+        Error::Config {
+            file: self.file.clone(),
+            field: self.field_name(field),
+            msg: msg.into(),
+        }
+    }
+
+    /// An "unsupported value" error about `field`.
+    pub fn unsupported(&self, field: &str, value: impl std::fmt::Display, why: &str) -> Error {
+        Error::Unsupported {
+            file: self.file.clone(),
+            field: self.field_name(field),
+            value: value.to_string(),
+            why: why.to_string(),
+        }
+    }
+
+    /// Nested object `field`, if present.
+    pub fn object(&self, field: &str) -> Result<Option<ConfigObject>> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => {
+                Self::from_value(self.file.clone(), self.field_name(field), v.clone()).map(Some)
+            }
+        }
+    }
+
+    /// Optional non-negative integer.
+    pub fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
+                self.err(field, format!("expected a non-negative integer, found {v}"))
+            }),
+        }
+    }
+
+    /// Non-negative integer with a default.
+    pub fn usize_or(&self, field: &str, default: usize) -> Result<usize> {
+        Ok(self.usize_opt(field)?.unwrap_or(default))
+    }
+
+    /// Required positive integer.
+    pub fn usize_req(&self, field: &str) -> Result<usize> {
+        self.usize_opt(field)?
+            .ok_or_else(|| self.err(field, "required field is missing"))
+    }
+
+    /// Optional number.
+    pub fn f64_opt(&self, field: &str) -> Result<Option<f64>> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| self.err(field, format!("expected a number, found {v}"))),
+        }
+    }
+
+    /// Number with a default.
+    pub fn f64_or(&self, field: &str, default: f64) -> Result<f64> {
+        Ok(self.f64_opt(field)?.unwrap_or(default))
+    }
+
+    /// Boolean with a default.
+    pub fn bool_or(&self, field: &str, default: bool) -> Result<bool> {
+        match self.raw(field) {
+            None => Ok(default),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(field, format!("expected true/false, found {v}"))),
+        }
+    }
+
+    /// Optional string.
+    pub fn str_opt(&self, field: &str) -> Result<Option<String>> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(|s| Some(s.to_string()))
+                .ok_or_else(|| self.err(field, format!("expected a string, found {v}"))),
+        }
+    }
+
+    /// String with a default.
+    pub fn str_or(&self, field: &str, default: &str) -> Result<String> {
+        Ok(self.str_opt(field)?.unwrap_or_else(|| default.to_string()))
+    }
+
+    /// The `architectures` list (empty when absent).
+    pub fn architectures(&self) -> Result<Vec<String>> {
+        match self.raw("architectures") {
+            None => Ok(vec![]),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.err("architectures", "expected a list of strings"))
+                })
+                .collect(),
+            Some(v) => Err(self.err("architectures", format!("expected a list, found {v}"))),
+        }
+    }
+
+    /// Requires `field`'s value to be positive.
+    pub fn positive(&self, field: &str, value: usize) -> Result<usize> {
+        if value == 0 {
+            Err(self.err(field, "must be > 0"))
+        } else {
+            Ok(value)
+        }
+    }
+
+    /// Requires `a` to be divisible by `b` (both named fields).
+    pub fn divisible(&self, field_a: &str, a: usize, field_b: &str, b: usize) -> Result<()> {
+        if b == 0 || !a.is_multiple_of(b) {
+            Err(self.err(
+                field_a,
+                format!(
+                    "{a} is not divisible by `{}` = {b}",
+                    self.field_name(field_b)
+                ),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads an activation name (`field`) with a default.
+    pub fn activation_or(&self, field: &str, default: &str) -> Result<Activation> {
+        let name = self.str_or(field, default)?;
+        Activation::from_hf_name(&name).ok_or_else(|| {
+            self.unsupported(
+                field,
+                &name,
+                "supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, quick_gelu, relu, silu, swish",
+            )
+        })
+    }
+}
+
+/// Activation functions by their transformers `ACT2FN` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu`: exact (erf) GELU.
+    GeluErf,
+    /// `gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`: tanh approximation.
+    GeluTanh,
+    /// `quick_gelu`: x·σ(1.702x).
+    QuickGelu,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+}
+
+impl Activation {
+    /// Maps a transformers activation name.
+    pub fn from_hf_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu" => Self::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Self::GeluTanh,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            _ => return None,
+        })
+    }
+
+    /// Applies the activation.
+    pub fn forward(self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluErf => xs.gelu_erf(),
+            Self::GeluTanh => xs.gelu(),
+            Self::QuickGelu => xs * candle_nn::ops::sigmoid(&(xs * 1.702f64)?)?,
+            Self::Relu => xs.relu(),
+            Self::Silu => candle_nn::ops::silu(xs),
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Architecture adapters for post-merge quantization.
+//!
+//! Each supported family (BERT, CLIP vision tower, T5/FLAN-T5, Llama) is loaded from an HF
+//! checkpoint directory (`config.json` + memory-mapped safetensors, f32/f16/bf16, computed in
+//! f32 on CPU) and exposed through [`BlockModel`]: an embedding stage, ordered blocks whose
+//! linears can be captured and swapped, and a head stage. See [`load_model`].
+//!
+//! A layer-wise pass (what a GPTQ-style pipeline does per calibration batch):
+//!
+//! ```no_run
+//! use pmq_models::{load_model, BlockModel, Tensor, TextTokenizer};
+//! use std::collections::HashMap;
+//!
+//! # fn quantize(w: Tensor, _h: &Tensor) -> Tensor { w }
+//! # fn main() -> pmq_models::Result<()> {
+//! let dir = std::path::Path::new("all-MiniLM-L6-v2");
+//! let mut model = load_model(dir)?.into_block_model();
+//! let tok = TextTokenizer::from_file(&dir.join("tokenizer.json"), 256)?;
+//! let batch = tok.batch(&["a sentence", "another, longer sentence"])?;
+//! let mut state = model.embed(&batch)?;
+//! for b in 0..model.num_blocks() {
+//!     for group in model.block_groups(b)? {
+//!         // X Xᵀ per linear; `x` is [tokens, in_features] with padding removed
+//!         let mut hessians: HashMap<String, Tensor> = HashMap::new();
+//!         let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
+//!             hessians.insert(name.to_string(), x.t()?.matmul(x)?);
+//!             Ok(())
+//!         };
+//!         model.block_forward(b, &state, Some(&mut capture))?;
+//!         for lin in &group {
+//!             let w = model.linear_weight(&lin.name)?;
+//!             model.set_linear_weight(&lin.name, quantize(w, &hessians[&lin.name]))?;
+//!         }
+//!     }
+//!     state = model.block_forward(b, &state, None)?; // quantized outputs feed the next block
+//! }
+//! let last_hidden = model.head(&state)?;
+//! # let _ = last_hidden;
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
+
+mod attention;
+pub mod bert;
+pub mod clip;
+pub mod config;
+pub mod error;
+mod linear;
+pub mod llama;
+mod loader;
+mod model;
+pub mod pixels;
+pub mod t5;
+pub mod text;
+pub mod weights;
+
+pub use bert::{BertConfig, BertModel, Pooling};
+pub use clip::{ClipVisionConfig, ClipVisionModel};
+pub use error::{Error, Result};
+pub use llama::{LlamaConfig, LlamaModel, RopeScaling};
+pub use loader::{detect_family, load_model, LoadedModel};
+pub use model::{pad_sequences, Batch, BlockModel, CaptureFn, Family, LinearSpec, State};
+pub use pixels::ClipImageProcessor;
+pub use t5::{T5Config, T5Model};
+pub use text::TextTokenizer;
+pub use weights::WeightStore;
+
+/// The tensor type of the API (candle's).
+pub use candle_core::Tensor;

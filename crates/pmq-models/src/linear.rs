@@ -1,0 +1,141 @@
+//! The table of a model's quantizable linears: loading by HF name, forward with input capture,
+//! and weight swapping.
+
+use crate::error::{Error, Result};
+use crate::model::{CaptureFn, LinearSpec};
+use crate::weights::WeightStore;
+use candle_core::{DType, Module, Tensor};
+use std::collections::HashMap;
+
+/// Wraps the optional capture callback for the duration of one block forward.
+pub(crate) struct Capturer<'a, 'b> {
+    f: Option<&'a mut CaptureFn<'b>>,
+}
+
+impl<'a, 'b> Capturer<'a, 'b> {
+    pub(crate) fn new(f: Option<&'a mut CaptureFn<'b>>) -> Self {
+        Self { f }
+    }
+
+    /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback.
+    fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<()> {
+        let Some(f) = self.f.as_mut() else {
+            return Ok(());
+        };
+        let in_features = x.dim(candle_core::D::Minus1)?;
+        let flat = x.reshape(((), in_features))?;
+        let flat = match rows {
+            Some(r) => flat.index_select(r, 0)?,
+            None => flat.contiguous()?,
+        };
+        f(name, &flat).map_err(|e| match e {
+            e @ Error::Capture { .. } => e,
+            other => Error::Capture {
+                linear: name.to_string(),
+                msg: other.to_string(),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    spec: LinearSpec,
+    layer: candle_nn::Linear,
+}
+
+/// All quantizable linears of a model, keyed by HF prefix.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Linears {
+    map: HashMap<String, Entry>,
+}
+
+impl Linears {
+    /// Loads `{name}.weight` `[out, in]` (and `{name}.bias` `[out]` when `bias`).
+    pub(crate) fn load(
+        &mut self,
+        ws: &WeightStore,
+        name: &str,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+    ) -> Result<LinearSpec> {
+        let spec = LinearSpec {
+            name: name.to_string(),
+            in_features,
+            out_features,
+            has_bias: bias,
+        };
+        let w = ws.get(&spec.weight_name(), &[out_features, in_features])?;
+        let b = if bias {
+            Some(ws.get(&spec.bias_name(), &[out_features])?)
+        } else {
+            None
+        };
+        self.map.insert(
+            name.to_string(),
+            Entry {
+                spec: spec.clone(),
+                layer: candle_nn::Linear::new(w, b),
+            },
+        );
+        Ok(spec)
+    }
+
+    fn entry(&self, name: &str) -> Result<&Entry> {
+        self.map
+            .get(name)
+            .ok_or_else(|| Error::UnknownLinear(name.to_string()))
+    }
+
+    /// The spec of linear `name`.
+    pub(crate) fn spec(&self, name: &str) -> Result<LinearSpec> {
+        Ok(self.entry(name)?.spec.clone())
+    }
+
+    /// Specs of the given names, as one group.
+    pub(crate) fn group(&self, names: &[String]) -> Result<Vec<LinearSpec>> {
+        names.iter().map(|n| self.spec(n)).collect()
+    }
+
+    /// Applies linear `name` to `x` `[..., in]`, first reporting its input to the capturer.
+    pub(crate) fn forward(
+        &self,
+        name: &str,
+        x: &Tensor,
+        rows: Option<&Tensor>,
+        cap: &mut Capturer<'_, '_>,
+    ) -> Result<Tensor> {
+        let e = self.entry(name)?;
+        cap.emit(name, x, rows)?;
+        Ok(e.layer.forward(x)?)
+    }
+
+    /// Replaces the weight of `name`; the shape must stay `[out, in]`.
+    pub(crate) fn set_weight(&mut self, name: &str, weight: Tensor) -> Result<()> {
+        let e = self
+            .map
+            .get_mut(name)
+            .ok_or_else(|| Error::UnknownLinear(name.to_string()))?;
+        let expected = [e.spec.out_features, e.spec.in_features];
+        if weight.dims() != expected {
+            return Err(Error::Shape {
+                name: e.spec.weight_name(),
+                location: "set_linear_weight".into(),
+                expected: expected.to_vec(),
+                found: weight.dims().to_vec(),
+            });
+        }
+        let w = weight
+            .to_device(&candle_core::Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .contiguous()?;
+        e.layer = candle_nn::Linear::new(w, e.layer.bias().cloned());
+        Ok(())
+    }
+
+    /// The current weight of `name`.
+    pub(crate) fn weight(&self, name: &str) -> Result<Tensor> {
+        Ok(self.entry(name)?.layer.weight().clone())
+    }
+}
