@@ -38,11 +38,19 @@ fn load_bert(dir: &Path, scratch: &Path) -> Result<BertModel> {
     };
     match load_model(&dir).with_context(|| format!("loading {}", dir.display()))? {
         LoadedModel::Bert(m) => Ok(m),
-        _ => bail!("{}: pmq compare works on BERT sentence encoders", dir.display()),
+        _ => bail!(
+            "{}: pmq compare works on BERT sentence encoders",
+            dir.display()
+        ),
     }
 }
 
-fn embeddings(m: &BertModel, tok: &TextTokenizer, texts: &[String], bs: usize) -> Result<Vec<Vec<f32>>> {
+fn embeddings(
+    m: &BertModel,
+    tok: &TextTokenizer,
+    texts: &[String],
+    bs: usize,
+) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::new();
     for chunk in texts.chunks(bs.max(1)) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
@@ -60,12 +68,19 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 pub fn run(args: CompareArgs) -> Result<()> {
-    let text = std::fs::read_to_string(&args.texts).with_context(|| format!("reading {}", args.texts.display()))?;
+    let text = std::fs::read_to_string(&args.texts)
+        .with_context(|| format!("reading {}", args.texts.display()))?;
     let mut texts = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let v: serde_json::Value = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not JSON", args.texts.display(), i + 1))?;
-        let t = v["text"].as_str().with_context(|| format!("{}:{}: no \"text\" field", args.texts.display(), i + 1))?;
+        let t = v["text"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"text\" field", args.texts.display(), i + 1))?;
         texts.push(t.to_string());
         if texts.len() >= args.max_texts {
             break;

@@ -617,3 +617,65 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
         .collect();
     assert!(hidden.is_empty(), "{hidden:?}");
 }
+
+/// On the real all-MiniLM-L6-v2 (gated: `PMQ_REAL_MODEL_DIR`, fetched by
+/// scripts/fetch_minilm.sh): 4-bit GPTQ keeps the sentence embeddings close to the
+/// full-precision model's, and E-PMQ with the model itself as expert does too.
+#[test]
+fn real_minilm_quantizes_with_close_embeddings() {
+    let Some(model) = std::env::var_os("PMQ_REAL_MODEL_DIR").map(PathBuf::from) else {
+        println!(
+            "skipping real_minilm_quantizes_with_close_embeddings: PMQ_REAL_MODEL_DIR is not set"
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = [
+        "A man is playing a guitar on the street.",
+        "The quarterly earnings beat analyst expectations.",
+        "Restart the database replica before the failover test.",
+        "She baked a chocolate cake for her grandmother.",
+        "The telescope captured images of a distant galaxy.",
+        "Traffic was heavy on the highway this morning.",
+    ];
+    let cal = tmp.path().join("cal.jsonl");
+    std::fs::write(
+        &cal,
+        texts
+            .iter()
+            .map(|t| json!({"text": t}).to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    for method in ["gptq", "epmq"] {
+        let out = tmp.path().join(method);
+        let experts = if method == "epmq" {
+            vec![model.clone()]
+        } else {
+            vec![]
+        };
+        let (ok, _, err) = pmq(&quantize_args(
+            &model,
+            method,
+            &experts,
+            &[format!("t={}", cal.display())],
+            &out,
+            &["--bits", "8"],
+        ));
+        assert!(ok, "{err}");
+        let (ok, stdout, err) = pmq(&[
+            "compare".into(),
+            "--model".into(),
+            s(&out),
+            "--reference".into(),
+            s(&model),
+            "--texts".into(),
+            s(&cal),
+        ]);
+        assert!(ok, "{err}");
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let mean = v["mean_cosine"].as_f64().unwrap();
+        assert!(mean > 0.99, "{method}: 8-bit mean cosine {mean}");
+    }
+}

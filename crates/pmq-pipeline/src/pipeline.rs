@@ -147,17 +147,37 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
                     )
                 })
                 .collect();
+            // Linears fed the very same tensor (q, k, v) share one accumulation; the sharing
+            // pattern is fixed by the architecture and checked on every forward.
+            let mut aliases: Option<HashMap<String, String>> = None;
             for (t, task_states) in states.iter().enumerate() {
                 for s in task_states {
+                    let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
+                    let mut call_aliases: HashMap<String, String> = HashMap::new();
                     let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-                        if let Some(per_task) = acc.get_mut(name) {
-                            let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                            per_task[t].add_rows_f32(&v);
+                        if !acc.contains_key(name) {
+                            return Ok(());
                         }
+                        if let Some(src) = seen.get(&x.id()) {
+                            call_aliases.insert(name.to_string(), src.clone());
+                            return Ok(());
+                        }
+                        seen.insert(x.id(), name.to_string());
+                        let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                        acc.get_mut(name).expect("checked")[t].add_rows_f32(&v);
                         Ok(())
                     };
                     model.block_forward(block, s, Some(&mut capture))?;
+                    match &aliases {
+                        None => aliases = Some(call_aliases),
+                        Some(a) if *a == call_aliases => {}
+                        Some(_) => bail!("block {block}: the linears sharing an input changed between batches"),
+                    }
                 }
+            }
+            for (name, src) in aliases.unwrap_or_default() {
+                let copy = acc[&src].clone();
+                acc.insert(name, copy);
             }
             for spec in &group {
                 let t_lin = Instant::now();
