@@ -4,6 +4,7 @@ mod compare_cmd;
 mod merge_cmd;
 mod quantize_cmd;
 mod solve_cmd;
+mod testbed_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +27,8 @@ enum Command {
     Quantize(quantize_cmd::QuantizeArgs),
     /// Compare two BERT models' sentence embeddings (mean cosine) on a JSONL text file.
     Compare(compare_cmd::CompareArgs),
+    /// The real testbed: fetch it, list it, export task splits.
+    Testbed(testbed_cmd::TestbedArgs),
     /// Quantize one linear layer (RTN, GPTQ or E-PMQ) from a layer file; for research and checks.
     Solve(solve_cmd::SolveArgs),
 }
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Command::Solve(args) => solve_cmd::run(args),
         Command::Quantize(args) => quantize_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
+        Command::Testbed(args) => testbed_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

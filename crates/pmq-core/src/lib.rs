@@ -10,10 +10,13 @@
 //! - [`objective`]: quadratic errors `tr(D H Dᵀ)`.
 //! - [`hessian`]: accumulation of `H = Σ_tokens x xᵀ`.
 //! - [`packing`]: the GPTQ int32 checkpoint layout (v1/v2) for 2/3/4/8 bits.
+//! - [`awq`]: the AWQ searches (Lin et al. 2023): per-channel scales `s` minimising the block
+//!   error of `Q(W·diag(s))·diag(s)⁻¹`, then per-group clipping, then RTN.
 //!
 //! Matrices are `faer::Mat<f64>`; a weight is `[out, in]` (rows = output channels), a Hessian
 //! `[in, in]`.
 
+pub mod awq;
 pub mod damping;
 pub mod epmq;
 mod error;

@@ -479,16 +479,24 @@ pub fn dequantize_checkpoint(src: &Path, out: &Path, overwrite: bool) -> Result<
         .into_iter()
         .map(|n| match reader.store().info(&n) {
             Some(info) => info.clone(),
-            None => TensorInfo::new(n.clone(), Dtype::F32, reader.shape(&n).expect("logical name")),
+            None => TensorInfo::new(
+                n.clone(),
+                Dtype::F32,
+                reader.shape(&n).expect("logical name"),
+            ),
         })
         .collect();
     let dir = AtomicDir::create(out, overwrite)?;
-    let mut writer = SafetensorsWriter::create(&dir.path().join("model.safetensors"), &infos, None)?;
+    let mut writer =
+        SafetensorsWriter::create(&dir.path().join("model.safetensors"), &infos, None)?;
     for info in &infos {
         if reader.store().contains(&info.name) {
             writer.write(&info.name, reader.store().raw_bytes(&info.name)?)?;
         } else {
-            writer.write(&info.name, &pmq_io::f32_bytes(&reader.read_f32(&info.name)?))?;
+            writer.write(
+                &info.name,
+                &pmq_io::f32_bytes(&reader.read_f32(&info.name)?),
+            )?;
         }
     }
     writer.finish()?;

@@ -171,7 +171,9 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
                     match &aliases {
                         None => aliases = Some(call_aliases),
                         Some(a) if *a == call_aliases => {}
-                        Some(_) => bail!("block {block}: the linears sharing an input changed between batches"),
+                        Some(_) => bail!(
+                            "block {block}: the linears sharing an input changed between batches"
+                        ),
                     }
                 }
             }
