@@ -1,7 +1,12 @@
 //! `pmq`: merge expert models, then quantize the merged model guided by the experts.
 
+mod bench_cmd;
 mod compare_cmd;
+mod demo_cmd;
+mod eval_cmd;
+mod finetune_cmd;
 mod merge_cmd;
+mod quant_flags;
 mod quantize_cmd;
 mod solve_cmd;
 mod testbed_cmd;
@@ -23,7 +28,7 @@ struct Cli {
 enum Command {
     /// Merge K fine-tuned experts that share a base checkpoint into one model.
     Merge(merge_cmd::MergeArgs),
-    /// Quantize a whole (merged) model layer by layer: RTN, GPTQ or E-PMQ.
+    /// Quantize a whole (merged) model layer by layer: RTN, GPTQ, AWQ or E-PMQ.
     Quantize(quantize_cmd::QuantizeArgs),
     /// Compare two BERT models' sentence embeddings (mean cosine) on a JSONL text file.
     Compare(compare_cmd::CompareArgs),
@@ -31,6 +36,14 @@ enum Command {
     Testbed(testbed_cmd::TestbedArgs),
     /// Quantize one linear layer (RTN, GPTQ or E-PMQ) from a layer file; for research and checks.
     Solve(solve_cmd::SolveArgs),
+    /// Train one expert per testbed task (full fine-tuning or a linear probe).
+    Finetune(finetune_cmd::FinetuneArgs),
+    /// Per-task test accuracy of a model (HF or pmq GPTQ) with the experts' heads.
+    Eval(eval_cmd::EvalArgs),
+    /// The paper's tables on the real testbed (main, α ablation, bits, calibration budget).
+    Bench(bench_cmd::BenchArgs),
+    /// The whole path on the real testbed: fetch, fine-tune experts, merge, quantize, evaluate.
+    Demo(demo_cmd::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +61,10 @@ fn main() -> std::process::ExitCode {
         Command::Quantize(args) => quantize_cmd::run(args),
         Command::Compare(args) => compare_cmd::run(args),
         Command::Testbed(args) => testbed_cmd::run(args),
+        Command::Finetune(args) => finetune_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+        Command::Demo(args) => demo_cmd::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,18 +1,18 @@
-//! `pmq quantize`: layer-wise post-merge quantization of a whole model (RTN, GPTQ, E-PMQ),
-//! optionally merging the experts first, written as fake-quant safetensors and/or an HF GPTQ
-//! checkpoint with a per-layer report.
+//! `pmq quantize`: layer-wise post-merge quantization of a whole model (RTN, GPTQ, E-PMQ,
+//! AWQ), optionally merging the experts first, written as fake-quant safetensors and/or an HF
+//! GPTQ checkpoint with a per-layer report. AWQ's folded norms/biases are written with the
+//! quantized linears (both formats).
 
 use crate::merge_cmd::{run_merge, MergeOptions, MethodArg as MergeMethodArg};
+use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pmq_core::damping::Damping;
-use pmq_core::gptq::GptqConfig;
 use pmq_core::packing::CheckpointFormat;
-use pmq_core::{QuantGrid, ScalePrecision};
-use pmq_formats::fake_quant::write_fake_quant;
-use pmq_formats::gptq_checkpoint::{write_gptq, GptqSettings};
+use pmq_core::ScalePrecision;
+use pmq_formats::fake_quant::write_fake_quant_with;
+use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqSettings};
 use pmq_io::{AtomicDir, TensorStore};
-use pmq_pipeline::{CalibSpec, Method, PipelineConfig, PipelineInputs};
+use pmq_pipeline::{AwqOptions, CalibSpec, Method, PipelineConfig, PipelineInputs};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -23,6 +23,8 @@ pub enum QuantMethodArg {
     Gptq,
     /// Expert-guided post-merge quantization with merged-weight anchoring.
     Epmq,
+    /// Activation-aware weight quantization (AutoAWQ): scale search, exact folds, clip, RTN.
+    Awq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -50,25 +52,17 @@ pub struct QuantizeArgs {
     calib: Vec<CalibSpec>,
     #[arg(long, default_value_t = 256)]
     samples_per_task: usize,
-    #[arg(long, default_value_t = 4)]
-    bits: u32,
-    /// Input columns per group; -1 for one group per row.
-    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
-    group_size: i64,
+    #[command(flatten)]
+    q: QuantFlags,
+    /// AWQ: number of scale ratios r = i/N searched.
+    #[arg(long, default_value_t = 20)]
+    awq_grid: usize,
+    /// AWQ: llm-awq's activation-only scales s = x̄^r instead of AutoAWQ's x̄^r / w̄^(1−r).
     #[arg(long)]
-    sym: bool,
+    awq_act_scales: bool,
+    /// AWQ: skip the clipping search (plain RTN after scaling).
     #[arg(long)]
-    act_order: bool,
-    #[arg(long)]
-    static_groups: bool,
-    /// Damping fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
-    #[arg(long)]
-    damp: Option<f64>,
-    /// E-PMQ anchor strength α (λ = α · mean(diag ΣH_i)).
-    #[arg(long, default_value_t = 0.01)]
-    alpha: f64,
-    #[arg(long, default_value_t = 128)]
-    block_size: usize,
+    awq_no_clip: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Truncate calibration texts to this many tokens.
@@ -92,22 +86,31 @@ pub struct QuantizeArgs {
 }
 
 fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
-    let grid = QuantGrid::new(args.bits, args.sym, args.group_size, ScalePrecision::F16)?;
-    let mut gptq = GptqConfig::new(grid);
-    gptq.act_order = args.act_order;
-    gptq.static_groups = args.static_groups;
-    gptq.block_size = args.block_size;
     let method = match args.method {
         QuantMethodArg::Rtn => Method::Rtn,
         QuantMethodArg::Gptq => Method::Gptq,
-        QuantMethodArg::Epmq => Method::Epmq { alpha: args.alpha },
+        QuantMethodArg::Epmq => Method::Epmq {
+            alpha: args.q.alpha,
+        },
+        QuantMethodArg::Awq => Method::Awq(AwqOptions {
+            duo_scaling: !args.awq_act_scales,
+            n_grid: args.awq_grid,
+            clip: !args.awq_no_clip,
+        }),
     };
-    let default_damp = if matches!(method, Method::Epmq { .. }) {
-        0.0
-    } else {
-        0.01
-    };
-    gptq.damping = Damping::gptq(args.damp.unwrap_or(default_damp));
+    let awq = matches!(method, Method::Awq(_));
+    if !awq && (args.awq_act_scales || args.awq_no_clip || args.awq_grid != 20) {
+        bail!("--awq-grid, --awq-act-scales and --awq-no-clip only apply to --method awq");
+    }
+    if awq && (args.q.act_order || args.q.static_groups) {
+        bail!("AWQ rounds to nearest: --act-order and --static-groups do not apply");
+    }
+    if awq && args.awq_grid == 0 {
+        bail!("--awq-grid must be at least 1");
+    }
+    let gptq = args
+        .q
+        .gptq_config(matches!(method, Method::Epmq { .. }), ScalePrecision::F16)?;
     if args.samples_per_task == 0 || args.batch_size == 0 || args.max_seq_len == 0 {
         bail!("--samples-per-task, --batch-size and --max-seq-len must be positive");
     }
@@ -172,6 +175,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         calib: args.calib.clone(),
     };
     let out = pmq_pipeline::run(&inputs, &cfg)?;
+    let replaced = &out.tensors;
     let report_json = serde_json::to_vec_pretty(&out.report)?;
     let report_md = out.report.to_markdown().into_bytes();
     let extra: Vec<(&str, Vec<u8>)> = vec![
@@ -197,30 +201,39 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         quantizer: format!("pmq:{} {}", env!("CARGO_PKG_VERSION"), cfg.method.label()),
     };
     match args.format {
-        FormatArg::Gptq => write_gptq(
+        FormatArg::Gptq => write_gptq_with(
             &src,
             &out.layers,
+            replaced,
             &settings,
             &args.out,
             &extra,
             args.overwrite,
         )?,
-        FormatArg::Fake => {
-            write_fake_quant(&src, &out.layers, &args.out, None, &extra, args.overwrite)?
-        }
+        FormatArg::Fake => write_fake_quant_with(
+            &src,
+            &out.layers,
+            replaced,
+            &args.out,
+            None,
+            &extra,
+            args.overwrite,
+        )?,
         FormatArg::Both => {
             let dir = AtomicDir::create(&args.out, args.overwrite)?;
-            write_gptq(
+            write_gptq_with(
                 &src,
                 &out.layers,
+                replaced,
                 &settings,
                 &dir.path().join("gptq"),
                 &extra,
                 false,
             )?;
-            write_fake_quant(
+            write_fake_quant_with(
                 &src,
                 &out.layers,
+                replaced,
                 &dir.path().join("fake"),
                 None,
                 &extra,
@@ -239,6 +252,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         "out": args.out,
         "method": cfg.method,
         "linears": r.linears.len(),
+        "replaced_tensors": replaced.len(),
         "tasks": r.tasks,
         "wall_seconds": r.wall_seconds,
         "peak_rss_mib": r.peak_rss_mib,

@@ -5,17 +5,17 @@
 //! dequantized `weight`, the GPTQ tensors (`qweight`, `qzeros` with true zeros as in
 //! `gptq_v2`, `scales` in f32, `g_idx`) and, for E-PMQ, the continuous `target` W*.
 
+use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use faer::Mat;
-use pmq_core::damping::Damping;
 use pmq_core::epmq::{epmq, EpmqProblem};
-use pmq_core::gptq::{gptq, GptqConfig};
+use pmq_core::gptq::gptq;
 use pmq_core::matrix::{from_row_major, to_row_major_f32};
 use pmq_core::objective::quadratic_error;
 use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
 use pmq_core::rtn::rtn;
-use pmq_core::{QuantGrid, QuantizedLayer, ScalePrecision};
+use pmq_core::{QuantizedLayer, ScalePrecision};
 use pmq_io::{f32_bytes, i32_bytes, write_safetensors, Dtype, TensorStore};
 use serde_json::json;
 use std::path::PathBuf;
@@ -35,30 +35,8 @@ pub struct SolveArgs {
     layer: PathBuf,
     #[arg(long, value_enum)]
     method: SolveMethod,
-    /// Bits per weight: 2, 3, 4 or 8.
-    #[arg(long, default_value_t = 4)]
-    bits: u32,
-    /// Input columns per group; -1 for one group per row.
-    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
-    group_size: i64,
-    /// Symmetric grid.
-    #[arg(long)]
-    sym: bool,
-    /// Quantize columns by decreasing Hessian diagonal (desc_act).
-    #[arg(long)]
-    act_order: bool,
-    /// Fit group parameters before the act-order permutation.
-    #[arg(long)]
-    static_groups: bool,
-    /// Damping as a fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
-    #[arg(long)]
-    damp: Option<f64>,
-    /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i).
-    #[arg(long, default_value_t = 0.01)]
-    alpha: f64,
-    /// Columns per lazy block.
-    #[arg(long, default_value_t = 128)]
-    block_size: usize,
+    #[command(flatten)]
+    q: QuantFlags,
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
@@ -132,18 +110,10 @@ pub fn run(args: SolveArgs) -> Result<()> {
             args.method
         );
     }
-    let grid = QuantGrid::new(args.bits, args.sym, args.group_size, ScalePrecision::F32)?;
-    let mut cfg = GptqConfig::new(grid);
-    cfg.block_size = args.block_size;
-    cfg.act_order = args.act_order;
-    cfg.static_groups = args.static_groups;
-    let default_damp = if args.method == SolveMethod::Epmq {
-        0.0
-    } else {
-        0.01
-    };
-    cfg.damping = Damping::gptq(args.damp.unwrap_or(default_damp));
-
+    let cfg = args
+        .q
+        .gptq_config(args.method == SolveMethod::Epmq, ScalePrecision::F32)?;
+    let grid = cfg.grid;
     let h_sum = (!hessians.is_empty()).then(|| {
         hessians
             .iter()
@@ -154,8 +124,8 @@ pub fn run(args: SolveArgs) -> Result<()> {
         "method": format!("{:?}", args.method).to_lowercase(),
         "layer": args.layer.display().to_string(),
         "rows": rows, "cols": cols, "tasks": hessians.len(),
-        "bits": args.bits, "group_size": grid.group_size_i64(), "sym": args.sym,
-        "act_order": args.act_order, "static_groups": args.static_groups, "block_size": args.block_size,
+        "bits": grid.bits, "group_size": grid.group_size_i64(), "sym": grid.sym,
+        "act_order": cfg.act_order, "static_groups": cfg.static_groups, "block_size": cfg.block_size,
     });
     let (layer, target): (QuantizedLayer, Option<Mat<f64>>) = match args.method {
         SolveMethod::Rtn => (rtn(merged.as_ref(), &grid)?, None),
@@ -187,8 +157,8 @@ pub fn run(args: SolveArgs) -> Result<()> {
                 experts: &e_refs,
                 hessians: &h_refs,
             };
-            let out = epmq(&problem, args.alpha, &cfg)?;
-            report["alpha"] = json!(args.alpha);
+            let out = epmq(&problem, args.q.alpha, &cfg)?;
+            report["alpha"] = json!(args.q.alpha);
             report["lambda"] = json!(out.target.lambda);
             report["extra_damping"] = json!(out.target.extra_damping);
             report["extra_percdamp"] = json!(out.target.extra_percdamp);

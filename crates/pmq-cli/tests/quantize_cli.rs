@@ -1,5 +1,5 @@
-//! End-to-end `pmq quantize` on tiny random BERT and Llama checkpoints with real HF tensor
-//! names, synthetic experts and tiny calibration sets.
+//! End-to-end `pmq quantize` (every method, AWQ included) on tiny random BERT and Llama
+//! checkpoints with real HF tensor names, synthetic experts and tiny calibration sets.
 
 use pmq_formats::gptq_checkpoint::GptqReader;
 use pmq_io::{encode_f32, write_safetensors, Dtype, TensorStore};
@@ -365,8 +365,14 @@ fn every_method_on_bert_and_llama_writes_loadable_matching_checkpoints() {
         let (base, experts) = family(tmp.path(), llama, 2);
         let cal = calib(tmp.path(), 2);
         // inline merge → quantize, every method, both formats
-        for (method, sym) in [("rtn", false), ("gptq", true), ("epmq", false)] {
-            let out = tmp.path().join(format!("q-{method}"));
+        for (method, sym) in [
+            ("rtn", false),
+            ("gptq", true),
+            ("epmq", false),
+            ("awq", false),
+            ("awq", true),
+        ] {
+            let out = tmp.path().join(format!("q-{method}-{sym}"));
             let args = inline_merge_args(method, &base, &experts, &cal, &out, sym);
             let (ok, stdout, stderr) = pmq(&args);
             assert!(ok, "llama={llama} {method}: {stderr}");
@@ -400,6 +406,20 @@ fn every_method_on_bert_and_llama_writes_loadable_matching_checkpoints() {
             )
             .unwrap();
             assert_eq!(report["linears"].as_array().unwrap().len(), n_linears);
+            if method == "awq" {
+                // AWQ folds its scales into norms/biases, written with the checkpoint
+                assert!(
+                    summary["replaced_tensors"].as_u64().unwrap() > 0,
+                    "{stdout}"
+                );
+                for l in report["linears"].as_array().unwrap() {
+                    let a = &l["awq"];
+                    assert!(a["inspected"].is_string(), "{l}");
+                    assert!(l["objective"].as_f64().unwrap().is_finite(), "{l}");
+                }
+            } else {
+                assert_eq!(summary["replaced_tensors"], 0);
+            }
             // no temporary merge directory is left behind
             let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
                 .unwrap()
@@ -603,6 +623,18 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
             quantize_args(&tmp.path().join("nope"), "rtn", &[], &[], &out, &[]),
             "nope",
         ),
+        (
+            quantize_args(&merged, "gptq", &[], &cal, &out, &["--awq-grid", "10"]),
+            "only apply to --method awq",
+        ),
+        (
+            quantize_args(&merged, "awq", &[], &cal, &out, &["--act-order"]),
+            "do not apply",
+        ),
+        (
+            quantize_args(&merged, "awq", &[], &[], &out, &[]),
+            "needs calibration",
+        ),
     ];
     for (args, needle) in cases {
         let (ok, _, err) = pmq(&args);
@@ -619,8 +651,8 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
 }
 
 /// On the real all-MiniLM-L6-v2 (gated: `PMQ_REAL_MODEL_DIR`, fetched by
-/// scripts/fetch_minilm.sh): 4-bit GPTQ keeps the sentence embeddings close to the
-/// full-precision model's, and E-PMQ with the model itself as expert does too.
+/// scripts/fetch_minilm.sh): 8-bit GPTQ keeps the sentence embeddings close to the
+/// full-precision model's, and so do E-PMQ with the model itself as expert and AWQ.
 #[test]
 fn real_minilm_quantizes_with_close_embeddings() {
     let Some(model) = std::env::var_os("PMQ_REAL_MODEL_DIR").map(PathBuf::from) else {
@@ -648,7 +680,7 @@ fn real_minilm_quantizes_with_close_embeddings() {
             .join("\n"),
     )
     .unwrap();
-    for method in ["gptq", "epmq"] {
+    for method in ["gptq", "epmq", "awq"] {
         let out = tmp.path().join(method);
         let experts = if method == "epmq" {
             vec![model.clone()]

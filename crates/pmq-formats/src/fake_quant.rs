@@ -1,6 +1,7 @@
 //! The fake-quantized model: the source checkpoint with every quantized linear's `weight`
 //! replaced by its dequantized value `scale · (q − zero)`, as ordinary HF safetensors.
 
+use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
 use crate::{FormatError, PackedLinear};
 use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
 use std::collections::BTreeMap;
@@ -62,7 +63,23 @@ pub fn write_fake_quant(
     extra_files: &[(&str, Vec<u8>)],
     overwrite: bool,
 ) -> Result<(), FormatError> {
+    let none = ReplacedTensors::new();
+    write_fake_quant_with(src, layers, &none, out, dtype, extra_files, overwrite)
+}
+
+/// [`write_fake_quant`] with some unquantized tensors `replaced` (written in their source
+/// dtype), e.g. the norms an AWQ fold changed.
+pub fn write_fake_quant_with(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+    replaced: &ReplacedTensors,
+    out: &Path,
+    dtype: Option<Dtype>,
+    extra_files: &[(&str, Vec<u8>)],
+    overwrite: bool,
+) -> Result<(), FormatError> {
     check_layers(src, layers)?;
+    check_replaced(src, layers, replaced)?;
     let names = src.names();
     let infos: Vec<TensorInfo> = names
         .iter()
@@ -94,7 +111,7 @@ pub fn write_fake_quant(
                 let w = layers[prefix].dequantize();
                 writer.write(&info.name, &encode_f32(info.dtype, &w)?)?;
             }
-            None => writer.write(&info.name, src.raw_bytes(&info.name)?)?,
+            None => writer.write(&info.name, &unquantized_bytes(src, replaced, &info.name)?)?,
         }
     }
     writer.finish()?;

@@ -7,6 +7,7 @@
 //! (`"gptq_v2"`) the true zero (see [`pmq_core::packing`]).
 
 use crate::fake_quant::{check_layers, quantized_prefix, write_extra_files};
+use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
 use crate::{FormatError, PackedLinear};
 use pmq_core::packing::{
     pack_qweight, pack_qzeros, unpack_qweight, unpack_qzeros, CheckpointFormat,
@@ -127,7 +128,23 @@ pub fn write_gptq(
     extra_files: &[(&str, Vec<u8>)],
     overwrite: bool,
 ) -> Result<(), FormatError> {
+    let none = ReplacedTensors::new();
+    write_gptq_with(src, layers, &none, settings, out, extra_files, overwrite)
+}
+
+/// [`write_gptq`] with some unquantized tensors `replaced` (written in their source dtype),
+/// e.g. the norms and biases an AWQ fold changed.
+pub fn write_gptq_with(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+    replaced: &ReplacedTensors,
+    settings: &GptqSettings,
+    out: &Path,
+    extra_files: &[(&str, Vec<u8>)],
+    overwrite: bool,
+) -> Result<(), FormatError> {
     check_layers(src, layers)?;
+    check_replaced(src, layers, replaced)?;
     for (prefix, l) in layers {
         if l.grid.bits != settings.bits
             || l.grid.sym != settings.sym
@@ -195,7 +212,7 @@ pub fn write_gptq(
             .get(prefix)
             .filter(|_| matches!(suffix, "qweight" | "qzeros" | "scales" | "g_idx"));
         let Some(l) = layer else {
-            writer.write(&info.name, src.raw_bytes(&info.name)?)?;
+            writer.write(&info.name, &unquantized_bytes(src, replaced, &info.name)?)?;
             continue;
         };
         let context =

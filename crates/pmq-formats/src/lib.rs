@@ -7,12 +7,17 @@
 //!   linear, `quantization_config` in config.json, quantize_config.json), v1 or v2 zero points,
 //!   and a reader that dequantizes them back.
 //!
+//! - [`replaced`]: unquantized tensors a method changed (AWQ's folded norms), written instead
+//!   of the source's by `write_fake_quant_with` / `write_gptq_with`.
+//!
 //! Both writers stream tensor by tensor into a temporary directory renamed into place at the end.
 
 mod error;
 pub mod fake_quant;
 pub mod gptq_checkpoint;
 mod packed_linear;
+pub mod replaced;
 
 pub use error::FormatError;
 pub use packed_linear::PackedLinear;
+pub use replaced::ReplacedTensors;

@@ -11,6 +11,8 @@ use crate::IoError;
 
 /// The standard index file name of a sharded checkpoint.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// The single-file checkpoint name of the HF convention.
+pub const SINGLE_FILE: &str = "model.safetensors";
 
 /// The weight files of a checkpoint directory.
 pub enum Layout {
@@ -64,6 +66,11 @@ pub fn discover(dir: &Path) -> Result<Layout, IoError> {
         return Err(IoError::NoWeights {
             dir: dir.to_path_buf(),
         });
+    }
+    // HF convention: a lone `model.safetensors` is the checkpoint; other safetensors files next
+    // to it (task heads, adapters) are not part of the model.
+    if let Some(single) = safetensors.iter().find(|p| p.ends_with(SINGLE_FILE)) {
+        return Ok(Layout::Files(vec![single.clone()]));
     }
     Ok(Layout::Files(safetensors))
 }

@@ -292,3 +292,21 @@ fn bad_indexes() {
     let err = TensorStore::open_dir(d).unwrap_err();
     assert!(matches!(err, IoError::Index { .. }), "{err}");
 }
+
+#[test]
+fn model_safetensors_wins_over_stray_files() {
+    // A task head or adapter saved next to the checkpoint is not part of the model.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write(
+        &d.join("model.safetensors"),
+        &[t("x", Dtype::F32, &[1], f32_bytes(&[1.0]))],
+    );
+    write(
+        &d.join("pmq_head.safetensors"),
+        &[t("weight", Dtype::F32, &[1], f32_bytes(&[2.0]))],
+    );
+    let store = TensorStore::open_dir(d).unwrap();
+    assert_eq!(store.names(), ["x"]);
+    assert_eq!(store.files().len(), 1);
+}

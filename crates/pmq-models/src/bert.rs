@@ -6,8 +6,11 @@ use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::linear::{Capturer, Linears};
 use crate::model::{
-    check_block, padding_bias, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, State,
+    check_block, padding_bias, token_rows, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec,
+    Ran, State,
 };
+use crate::norm::Norms;
+use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::weights::WeightStore;
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm};
@@ -99,10 +102,10 @@ struct BertLayer {
     k: String,
     v: String,
     attn_out: String,
-    attn_ln: LayerNorm,
+    attn_ln: String,
     inter: String,
     out: String,
-    out_ln: LayerNorm,
+    out_ln: String,
 }
 
 /// A BERT encoder split into blocks.
@@ -115,6 +118,7 @@ pub struct BertModel {
     emb_ln: LayerNorm,
     layers: Vec<BertLayer>,
     linears: Linears,
+    norms: Norms,
 }
 
 fn layer_norm(ws: &WeightStore, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
@@ -183,6 +187,8 @@ impl BertModel {
             cfg.layer_norm_eps,
         )?;
         let mut linears = Linears::default();
+        let mut norms = Norms::default();
+        let eps = cfg.layer_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = format!("{p}encoder.layer.{i}");
@@ -202,15 +208,15 @@ impl BertModel {
                 k,
                 v,
                 attn_out,
-                attn_ln: layer_norm(
+                attn_ln: norms.load_layer_norm(
                     ws,
                     &format!("{l}.attention.output.LayerNorm"),
                     h,
-                    cfg.layer_norm_eps,
+                    eps,
                 )?,
                 inter,
                 out,
-                out_ln: layer_norm(ws, &format!("{l}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
+                out_ln: norms.load_layer_norm(ws, &format!("{l}.output.LayerNorm"), h, eps)?,
             });
         }
         Ok(Self {
@@ -221,6 +227,7 @@ impl BertModel {
             emb_ln,
             layers,
             linears,
+            norms,
         })
     }
 
@@ -249,6 +256,52 @@ impl BertModel {
             s = self.block_forward(b, &s, None)?;
         }
         Self::pool(s.hidden(), s.token_mask(), pooling)
+    }
+
+    /// The post-LN block, stopping after `stop` when given.
+    fn run_block(
+        &self,
+        block: usize,
+        state: &State,
+        capture: Option<&mut CaptureFn<'_>>,
+        stop: Option<SubBlock>,
+    ) -> Result<Ran> {
+        check_block(block, self.layers.len())?;
+        let Extra::Bias(bias) = &state.extra else {
+            return Err(Error::input("state was not produced by a BERT model"));
+        };
+        let l = &self.layers[block];
+        let mut cap = Capturer::new(capture);
+        let rows = state.rows.as_ref();
+        let x = &state.hidden;
+        let heads = self.cfg.num_attention_heads;
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, rows, cap);
+        let q = split_heads(&lin(&l.q, x, &mut cap)?, heads)?;
+        let k = split_heads(&lin(&l.k, x, &mut cap)?, heads)?;
+        let v = split_heads(&lin(&l.v, x, &mut cap)?, heads)?;
+        let head_dim = self.cfg.hidden_size / heads;
+        let ctx = merge_heads(&attend(
+            &q,
+            &k,
+            &v,
+            1.0 / (head_dim as f64).sqrt(),
+            Some(bias),
+        )?)?;
+        let a = lin(&l.attn_out, &ctx, &mut cap)?;
+        if stop == Some(SubBlock::SelfAttention) {
+            return Ok(Ran::Sub(token_rows(&a, rows)?));
+        }
+        let x = self.norms.forward(&l.attn_ln, &(a + x)?)?;
+        let i = self.cfg.hidden_act.forward(&lin(&l.inter, &x, &mut cap)?)?;
+        let o = lin(&l.out, &i, &mut cap)?;
+        if stop == Some(SubBlock::Mlp) {
+            return Ok(Ran::Sub(token_rows(&o, rows)?));
+        }
+        let y = self.norms.forward(&l.out_ln, &(o + &x)?)?;
+        Ok(Ran::Block(State {
+            hidden: y,
+            ..state.clone()
+        }))
     }
 }
 
@@ -319,36 +372,7 @@ impl BlockModel for BertModel {
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
     ) -> Result<State> {
-        check_block(block, self.layers.len())?;
-        let Extra::Bias(bias) = &state.extra else {
-            return Err(Error::input("state was not produced by a BERT model"));
-        };
-        let l = &self.layers[block];
-        let mut cap = Capturer::new(capture);
-        let rows = state.rows.as_ref();
-        let x = &state.hidden;
-        let heads = self.cfg.num_attention_heads;
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, rows, cap);
-        let q = split_heads(&lin(&l.q, x, &mut cap)?, heads)?;
-        let k = split_heads(&lin(&l.k, x, &mut cap)?, heads)?;
-        let v = split_heads(&lin(&l.v, x, &mut cap)?, heads)?;
-        let head_dim = self.cfg.hidden_size / heads;
-        let ctx = merge_heads(&attend(
-            &q,
-            &k,
-            &v,
-            1.0 / (head_dim as f64).sqrt(),
-            Some(bias),
-        )?)?;
-        let a = lin(&l.attn_out, &ctx, &mut cap)?;
-        let x = l.attn_ln.forward(&(a + x)?)?;
-        let i = self.cfg.hidden_act.forward(&lin(&l.inter, &x, &mut cap)?)?;
-        let o = lin(&l.out, &i, &mut cap)?;
-        let y = l.out_ln.forward(&(o + &x)?)?;
-        Ok(State {
-            hidden: y,
-            ..state.clone()
-        })
+        self.run_block(block, state, capture, None)?.into_state()
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
@@ -361,5 +385,33 @@ impl BlockModel for BertModel {
 
     fn linear_weight(&self, name: &str) -> Result<Tensor> {
         self.linears.weight(name)
+    }
+
+    /// Post-LN: every LayerNorm output is also the residual stream, so only the value →
+    /// attention-output pair has an exact fold.
+    fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
+        check_block(block, self.layers.len())?;
+        let l = &self.layers[block];
+        Ok(AwqLayout {
+            groups: vec![
+                ScalingGroup::unscaled(&[&l.q, &l.k, &l.v], Some(SubBlock::SelfAttention)),
+                ScalingGroup::folded(&[&l.attn_out], ScaleFold::linear(&l.v, true), None),
+                ScalingGroup::unscaled(&[&l.inter], Some(SubBlock::Mlp)),
+                ScalingGroup::unscaled(&[&l.out], None),
+            ],
+            skip_clip: vec![l.q.clone(), l.k.clone()],
+        })
+    }
+
+    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
+        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        crate::norm::get_tensor(&self.norms, &self.linears, name)
+    }
+
+    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
+        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

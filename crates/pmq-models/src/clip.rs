@@ -7,7 +7,11 @@ use crate::attention::{attend, merge_heads, split_heads};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::linear::{Capturer, Linears};
-use crate::model::{check_block, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, State};
+use crate::model::{
+    check_block, token_rows, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, Ran, State,
+};
+use crate::norm::Norms;
+use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::weights::WeightStore;
 use candle_core::{DType, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
@@ -81,12 +85,12 @@ impl ClipVisionConfig {
 
 #[derive(Debug, Clone)]
 struct ClipLayer {
-    ln1: LayerNorm,
+    ln1: String,
     q: String,
     k: String,
     v: String,
     out: String,
-    ln2: LayerNorm,
+    ln2: String,
     fc1: String,
     fc2: String,
 }
@@ -103,6 +107,7 @@ pub struct ClipVisionModel {
     post_ln: LayerNorm,
     projection: Option<candle_nn::Linear>,
     linears: Linears,
+    norms: Norms,
 }
 
 impl ClipVisionModel {
@@ -153,16 +158,18 @@ impl ClipVisionModel {
             },
         );
         let mut linears = Linears::default();
+        let mut norms = Norms::default();
+        let eps = cfg.layer_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = format!("{p}.encoder.layers.{i}");
             let layer = ClipLayer {
-                ln1: ln(&format!("{l}.layer_norm1"))?,
+                ln1: norms.load_layer_norm(ws, &format!("{l}.layer_norm1"), h, eps)?,
                 q: format!("{l}.self_attn.q_proj"),
                 k: format!("{l}.self_attn.k_proj"),
                 v: format!("{l}.self_attn.v_proj"),
                 out: format!("{l}.self_attn.out_proj"),
-                ln2: ln(&format!("{l}.layer_norm2"))?,
+                ln2: norms.load_layer_norm(ws, &format!("{l}.layer_norm2"), h, eps)?,
                 fc1: format!("{l}.mlp.fc1"),
                 fc2: format!("{l}.mlp.fc2"),
             };
@@ -197,6 +204,7 @@ impl ClipVisionModel {
             layers,
             projection,
             linears,
+            norms,
         })
     }
 
@@ -214,6 +222,48 @@ impl ClipVisionModel {
     /// projection) of preprocessed pixels `[b, C, image_size, image_size]`.
     pub fn image_embedding(&self, pixel_values: &Tensor) -> Result<Tensor> {
         self.forward(&Batch::from_pixels(pixel_values.clone()))
+    }
+
+    /// The pre-LN block, stopping after `stop` when given.
+    fn run_block(
+        &self,
+        block: usize,
+        state: &State,
+        capture: Option<&mut CaptureFn<'_>>,
+        stop: Option<SubBlock>,
+    ) -> Result<Ran> {
+        check_block(block, self.layers.len())?;
+        if !matches!(state.extra, Extra::None) {
+            return Err(Error::input(
+                "state was not produced by a CLIP vision model",
+            ));
+        }
+        let l = &self.layers[block];
+        let mut cap = Capturer::new(capture);
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, None, cap);
+        let heads = self.cfg.num_attention_heads;
+        let x = &state.hidden;
+        let hn = self.norms.forward(&l.ln1, x)?;
+        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, heads)?;
+        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, heads)?;
+        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, heads)?;
+        let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
+        let ctx = merge_heads(&attend(&q, &k, &v, scale, None)?)?;
+        let a = lin(&l.out, &ctx, &mut cap)?;
+        if stop == Some(SubBlock::SelfAttention) {
+            return Ok(Ran::Sub(token_rows(&a, None)?));
+        }
+        let x = (a + x)?;
+        let hn = self.norms.forward(&l.ln2, &x)?;
+        let h = self.cfg.hidden_act.forward(&lin(&l.fc1, &hn, &mut cap)?)?;
+        let m = lin(&l.fc2, &h, &mut cap)?;
+        if stop == Some(SubBlock::Mlp) {
+            return Ok(Ran::Sub(token_rows(&m, None)?));
+        }
+        Ok(Ran::Block(State {
+            hidden: (m + x)?,
+            ..state.clone()
+        }))
     }
 }
 
@@ -277,31 +327,7 @@ impl BlockModel for ClipVisionModel {
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
     ) -> Result<State> {
-        check_block(block, self.layers.len())?;
-        if !matches!(state.extra, Extra::None) {
-            return Err(Error::input(
-                "state was not produced by a CLIP vision model",
-            ));
-        }
-        let l = &self.layers[block];
-        let mut cap = Capturer::new(capture);
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, None, cap);
-        let heads = self.cfg.num_attention_heads;
-        let x = &state.hidden;
-        let hn = l.ln1.forward(x)?;
-        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, heads)?;
-        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, heads)?;
-        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, heads)?;
-        let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
-        let ctx = merge_heads(&attend(&q, &k, &v, scale, None)?)?;
-        let x = (lin(&l.out, &ctx, &mut cap)? + x)?;
-        let hn = l.ln2.forward(&x)?;
-        let a = self.cfg.hidden_act.forward(&lin(&l.fc1, &hn, &mut cap)?)?;
-        let y = (lin(&l.fc2, &a, &mut cap)? + x)?;
-        Ok(State {
-            hidden: y,
-            ..state.clone()
-        })
+        self.run_block(block, state, capture, None)?.into_state()
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
@@ -320,5 +346,40 @@ impl BlockModel for ClipVisionModel {
 
     fn linear_weight(&self, name: &str) -> Result<Tensor> {
         self.linears.weight(name)
+    }
+
+    /// Pre-LN: both LayerNorms fold; v → out_proj folds; quick_gelu blocks fc1 → fc2.
+    fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
+        check_block(block, self.layers.len())?;
+        let l = &self.layers[block];
+        Ok(AwqLayout {
+            groups: vec![
+                ScalingGroup::folded(
+                    &[&l.q, &l.k, &l.v],
+                    ScaleFold::norm(&l.ln1, true),
+                    Some(SubBlock::SelfAttention),
+                ),
+                ScalingGroup::folded(&[&l.out], ScaleFold::linear(&l.v, true), None),
+                ScalingGroup::folded(
+                    &[&l.fc1],
+                    ScaleFold::norm(&l.ln2, true),
+                    Some(SubBlock::Mlp),
+                ),
+                ScalingGroup::unscaled(&[&l.fc2], None),
+            ],
+            skip_clip: vec![l.q.clone(), l.k.clone()],
+        })
+    }
+
+    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
+        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        crate::norm::get_tensor(&self.norms, &self.linears, name)
+    }
+
+    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
+        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

@@ -81,6 +81,9 @@ pub enum Error {
     /// A linear name that the model does not have.
     #[error("unknown linear `{0}` (see BlockModel::linears for the valid names)")]
     UnknownLinear(String),
+    /// A tensor name that is not a replaceable parameter (block norm weight/bias, linear bias).
+    #[error("unknown tensor `{0}` (only block norm weights/biases and linear biases can be read or replaced)")]
+    UnknownTensor(String),
     /// Invalid model input (batch, block index, ...).
     #[error("invalid input: {0}")]
     Input(String),

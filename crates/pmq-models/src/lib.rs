@@ -3,7 +3,10 @@
 //! Each supported family (BERT, CLIP vision tower, T5/FLAN-T5, Llama) is loaded from an HF
 //! checkpoint directory (`config.json` + memory-mapped safetensors, f32/f16/bf16, computed in
 //! f32 on CPU) and exposed through [`BlockModel`]: an embedding stage, ordered blocks whose
-//! linears can be captured and swapped, and a head stage. See [`load_model`].
+//! linears can be captured and swapped, and a head stage. See [`load_model`]. For AWQ, each
+//! adapter also describes where input-channel scales fold exactly ([`BlockModel::awq_layout`],
+//! the table in [`scaling`]), runs single sub-blocks ([`BlockModel::sub_block_output`]) and
+//! reads/replaces its norm and bias tensors by name ([`BlockModel::tensor`]).
 //!
 //! A layer-wise pass (what a GPTQ-style pipeline does per calibration batch):
 //!
@@ -51,7 +54,9 @@ mod linear;
 pub mod llama;
 mod loader;
 mod model;
+mod norm;
 pub mod pixels;
+pub mod scaling;
 pub mod t5;
 pub mod text;
 pub mod weights;
@@ -63,6 +68,7 @@ pub use llama::{LlamaConfig, LlamaModel, RopeScaling};
 pub use loader::{detect_family, load_model, LoadedModel};
 pub use model::{pad_sequences, Batch, BlockModel, CaptureFn, Family, LinearSpec, State};
 pub use pixels::ClipImageProcessor;
+pub use scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 pub use t5::{T5Config, T5Model};
 pub use text::TextTokenizer;
 pub use weights::WeightStore;

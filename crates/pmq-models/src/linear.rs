@@ -4,17 +4,20 @@
 use crate::error::{Error, Result};
 use crate::model::{CaptureFn, LinearSpec};
 use crate::weights::WeightStore;
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Module, Tensor, TensorId};
 use std::collections::HashMap;
 
 /// Wraps the optional capture callback for the duration of one block forward.
 pub(crate) struct Capturer<'a, 'b> {
     f: Option<&'a mut CaptureFn<'b>>,
+    /// The last input sent and its flattened rows: linears fed the same tensor (q, k, v) get
+    /// the very same rows tensor, so callers can recognise shared inputs by tensor id.
+    last: Option<((TensorId, Option<TensorId>), Tensor)>,
 }
 
 impl<'a, 'b> Capturer<'a, 'b> {
     pub(crate) fn new(f: Option<&'a mut CaptureFn<'b>>) -> Self {
-        Self { f }
+        Self { f, last: None }
     }
 
     /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback.
@@ -22,11 +25,14 @@ impl<'a, 'b> Capturer<'a, 'b> {
         let Some(f) = self.f.as_mut() else {
             return Ok(());
         };
-        let in_features = x.dim(candle_core::D::Minus1)?;
-        let flat = x.reshape(((), in_features))?;
-        let flat = match rows {
-            Some(r) => flat.index_select(r, 0)?,
-            None => flat.contiguous()?,
+        let key = (x.id(), rows.map(Tensor::id));
+        let flat = match &self.last {
+            Some((k, flat)) if *k == key => flat.clone(),
+            _ => {
+                let flat = crate::model::token_rows(x, rows)?;
+                self.last = Some((key, flat.clone()));
+                flat
+            }
         };
         f(name, &flat).map_err(|e| match e {
             e @ Error::Capture { .. } => e,
@@ -137,5 +143,24 @@ impl Linears {
     /// The current weight of `name`.
     pub(crate) fn weight(&self, name: &str) -> Result<Tensor> {
         Ok(self.entry(name)?.layer.weight().clone())
+    }
+
+    /// The bias tensor named `{prefix}.bias`, if that linear has one.
+    pub(crate) fn bias_tensor(&self, name: &str) -> Option<Tensor> {
+        let prefix = name.strip_suffix(".bias")?;
+        self.map.get(prefix)?.layer.bias().cloned()
+    }
+
+    /// Replaces the bias tensor `{prefix}.bias`; `Ok(false)` when no linear has that bias.
+    pub(crate) fn set_bias_tensor(&mut self, name: &str, value: Tensor) -> Result<bool> {
+        let Some(e) = name.strip_suffix(".bias").and_then(|p| self.map.get_mut(p)) else {
+            return Ok(false);
+        };
+        let Some(current) = e.layer.bias() else {
+            return Ok(false);
+        };
+        let value = crate::norm::checked(name, current, value)?;
+        e.layer = candle_nn::Linear::new(e.layer.weight().clone(), Some(value));
+        Ok(true)
     }
 }

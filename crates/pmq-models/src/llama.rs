@@ -7,7 +7,11 @@ use crate::bert::{check_ids, ids_u32};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::linear::{Capturer, Linears};
-use crate::model::{check_block, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, State};
+use crate::model::{
+    check_block, token_rows, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, Ran, State,
+};
+use crate::norm::Norms;
+use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::weights::WeightStore;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, RmsNorm};
@@ -223,12 +227,12 @@ pub(crate) struct LlamaExtra {
 
 #[derive(Debug, Clone)]
 struct LlamaLayer {
-    input_norm: RmsNorm,
+    input_norm: String,
     q: String,
     k: String,
     v: String,
     o: String,
-    post_norm: RmsNorm,
+    post_norm: String,
     gate: String,
     up: String,
     down: String,
@@ -243,6 +247,7 @@ pub struct LlamaModel {
     norm: RmsNorm,
     lm_head: candle_nn::Linear,
     linears: Linears,
+    norms: Norms,
     inv_freq: Tensor,
 }
 
@@ -273,17 +278,19 @@ impl LlamaModel {
         let q_dim = cfg.num_attention_heads * cfg.head_dim;
         let kv_dim = cfg.num_key_value_heads * cfg.head_dim;
         let mut linears = Linears::default();
+        let mut norms = Norms::default();
+        let eps = cfg.rms_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let n = |s: &str| format!("{p}.{s}");
             let l = LlamaLayer {
-                input_norm: rms(&n("input_layernorm"))?,
+                input_norm: norms.load_rms_norm(ws, &n("input_layernorm"), h, eps)?,
                 q: n("self_attn.q_proj"),
                 k: n("self_attn.k_proj"),
                 v: n("self_attn.v_proj"),
                 o: n("self_attn.o_proj"),
-                post_norm: rms(&n("post_attention_layernorm"))?,
+                post_norm: norms.load_rms_norm(ws, &n("post_attention_layernorm"), h, eps)?,
                 gate: n("mlp.gate_proj"),
                 up: n("mlp.up_proj"),
                 down: n("mlp.down_proj"),
@@ -306,6 +313,7 @@ impl LlamaModel {
             layers,
             lm_head,
             linears,
+            norms,
             inv_freq,
         })
     }
@@ -352,6 +360,49 @@ impl LlamaModel {
     pub fn perplexity(&self, seqs: &[Vec<u32>]) -> Result<f64> {
         let batch = Batch::from_token_ids(seqs, 0)?;
         Ok(self.nll(&batch)?.0.exp())
+    }
+
+    /// The pre-RMSNorm block, stopping after `stop` when given.
+    fn run_block(
+        &self,
+        block: usize,
+        state: &State,
+        capture: Option<&mut CaptureFn<'_>>,
+        stop: Option<SubBlock>,
+    ) -> Result<Ran> {
+        check_block(block, self.layers.len())?;
+        let Extra::Llama(ex) = &state.extra else {
+            return Err(Error::input("state was not produced by a Llama model"));
+        };
+        let l = &self.layers[block];
+        let mut cap = Capturer::new(capture);
+        let rows = state.rows.as_ref();
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, rows, cap);
+        let x = &state.hidden;
+        let hn = self.norms.forward(&l.input_norm, x)?;
+        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, self.cfg.num_attention_heads)?;
+        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
+        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
+        let q = candle_nn::rotary_emb::rope(&q, &ex.cos, &ex.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &ex.cos, &ex.sin)?;
+        let scale = 1.0 / (self.cfg.head_dim as f64).sqrt();
+        let ctx = merge_heads(&attend(&q, &k, &v, scale, Some(&ex.bias))?)?;
+        let a = lin(&l.o, &ctx, &mut cap)?;
+        if stop == Some(SubBlock::SelfAttention) {
+            return Ok(Ran::Sub(token_rows(&a, rows)?));
+        }
+        let x = (a + x)?;
+        let hn = self.norms.forward(&l.post_norm, &x)?;
+        let g = self.cfg.hidden_act.forward(&lin(&l.gate, &hn, &mut cap)?)?;
+        let u = lin(&l.up, &hn, &mut cap)?;
+        let m = lin(&l.down, &(g * u)?, &mut cap)?;
+        if stop == Some(SubBlock::Mlp) {
+            return Ok(Ran::Sub(token_rows(&m, rows)?));
+        }
+        Ok(Ran::Block(State {
+            hidden: (m + x)?,
+            ..state.clone()
+        }))
     }
 }
 
@@ -413,32 +464,7 @@ impl BlockModel for LlamaModel {
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
     ) -> Result<State> {
-        check_block(block, self.layers.len())?;
-        let Extra::Llama(ex) = &state.extra else {
-            return Err(Error::input("state was not produced by a Llama model"));
-        };
-        let l = &self.layers[block];
-        let mut cap = Capturer::new(capture);
-        let rows = state.rows.as_ref();
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, rows, cap);
-        let x = &state.hidden;
-        let hn = l.input_norm.forward(x)?;
-        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, self.cfg.num_attention_heads)?;
-        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
-        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &ex.cos, &ex.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &ex.cos, &ex.sin)?;
-        let scale = 1.0 / (self.cfg.head_dim as f64).sqrt();
-        let ctx = merge_heads(&attend(&q, &k, &v, scale, Some(&ex.bias))?)?;
-        let x = (lin(&l.o, &ctx, &mut cap)? + x)?;
-        let hn = l.post_norm.forward(&x)?;
-        let g = self.cfg.hidden_act.forward(&lin(&l.gate, &hn, &mut cap)?)?;
-        let u = lin(&l.up, &hn, &mut cap)?;
-        let y = (lin(&l.down, &(g * u)?, &mut cap)? + x)?;
-        Ok(State {
-            hidden: y,
-            ..state.clone()
-        })
+        self.run_block(block, state, capture, None)?.into_state()
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
@@ -451,5 +477,47 @@ impl BlockModel for LlamaModel {
 
     fn linear_weight(&self, name: &str) -> Result<Tensor> {
         self.linears.weight(name)
+    }
+
+    /// Pre-RMSNorm: both norms fold; up → down folds (`act(gate)·up` is linear in up);
+    /// v → o folds only without GQA (otherwise one V channel feeds several o columns).
+    fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
+        check_block(block, self.layers.len())?;
+        let l = &self.layers[block];
+        let c = &self.cfg;
+        let o = if c.num_key_value_heads == c.num_attention_heads {
+            ScalingGroup::folded(&[&l.o], ScaleFold::linear(&l.v, c.attention_bias), None)
+        } else {
+            ScalingGroup::unscaled(&[&l.o], None)
+        };
+        Ok(AwqLayout {
+            groups: vec![
+                ScalingGroup::folded(
+                    &[&l.q, &l.k, &l.v],
+                    ScaleFold::norm(&l.input_norm, false),
+                    Some(SubBlock::SelfAttention),
+                ),
+                o,
+                ScalingGroup::folded(
+                    &[&l.gate, &l.up],
+                    ScaleFold::norm(&l.post_norm, false),
+                    Some(SubBlock::Mlp),
+                ),
+                ScalingGroup::folded(&[&l.down], ScaleFold::linear(&l.up, c.mlp_bias), None),
+            ],
+            skip_clip: vec![l.q.clone(), l.k.clone()],
+        })
+    }
+
+    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
+        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        crate::norm::get_tensor(&self.norms, &self.linears, name)
+    }
+
+    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
+        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

@@ -1,6 +1,7 @@
 //! The block-wise model interface that the quantization pipeline drives.
 
 use crate::error::{Error, Result};
+use crate::scaling::{AwqLayout, SubBlock};
 use candle_core::{DType, Device, Tensor};
 
 /// Supported model families.
@@ -207,7 +208,9 @@ pub(crate) fn token_mask_and_rows(
 }
 
 /// The capture callback: receives a linear's name and its input as `[tokens, in_features]`
-/// with padding tokens already removed. Returning an error aborts the forward pass.
+/// with padding tokens already removed. Linears fed the same tensor one after the other (q, k,
+/// v; gate, up) receive the very same rows tensor (equal [`Tensor::id`]). Returning an error
+/// aborts the forward pass.
 pub type CaptureFn<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
 /// A model split into embedding stage → ordered blocks → head stage, with swappable linears.
@@ -264,6 +267,57 @@ pub trait BlockModel: Send + Sync {
 
     /// The current weight `[out, in]` (f32) of linear `name`.
     fn linear_weight(&self, name: &str) -> Result<Tensor>;
+
+    /// The scaling groups of `block` for AWQ: which linears share an input, where `1/s` folds
+    /// exactly, and what to inspect (see [`crate::scaling`] for the table).
+    fn awq_layout(&self, block: usize) -> Result<AwqLayout>;
+
+    /// Runs `block` on `state` (its input) with the current weights up to the end of `sub`
+    /// and returns that sub-block's output before the residual add, as `[tokens, hidden]`
+    /// rows with padding removed. Fails when the block has no such sub-block.
+    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor>;
+
+    /// A block norm's weight or bias, or a quantizable linear's bias, by HF tensor name.
+    fn tensor(&self, name: &str) -> Result<Tensor>;
+
+    /// Replaces a tensor that [`BlockModel::tensor`] can read (same shape).
+    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()>;
+}
+
+/// What a block run with a possible early stop produced.
+pub(crate) enum Ran {
+    /// The whole block ran.
+    Block(State),
+    /// It stopped after a sub-block: that output as token rows.
+    Sub(Tensor),
+}
+
+impl Ran {
+    /// The state after the block.
+    pub(crate) fn into_state(self) -> Result<State> {
+        match self {
+            Ran::Block(s) => Ok(s),
+            Ran::Sub(_) => Err(Error::input("block stopped early without being asked to")),
+        }
+    }
+
+    /// The sub-block output asked for.
+    pub(crate) fn into_sub(self, sub: SubBlock) -> Result<Tensor> {
+        match self {
+            Ran::Sub(t) => Ok(t),
+            Ran::Block(_) => Err(Error::input(format!("this block has no {sub:?} sub-block"))),
+        }
+    }
+}
+
+/// `x` (`[..., d]`) flattened to `[rows, d]`, restricted to the unpadded `rows` when given.
+pub(crate) fn token_rows(x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+    let d = x.dim(candle_core::D::Minus1)?;
+    let flat = x.reshape(((), d))?;
+    Ok(match rows {
+        Some(r) => flat.index_select(r, 0)?,
+        None => flat.contiguous()?,
+    })
 }
 
 /// Checks a block index.

@@ -11,9 +11,11 @@ use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::linear::{Capturer, Linears};
 use crate::model::{
-    check_block, padding_bias, token_mask_and_rows, Batch, BlockModel, CaptureFn, Extra, Family,
-    LinearSpec, State,
+    check_block, padding_bias, token_mask_and_rows, token_rows, Batch, BlockModel, CaptureFn,
+    Extra, Family, LinearSpec, Ran, State,
 };
+use crate::norm::Norms;
+use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::weights::WeightStore;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::Embedding;
@@ -191,10 +193,10 @@ struct Attn {
 
 #[derive(Debug, Clone)]
 struct T5Layer {
-    self_ln: Tensor,
+    self_ln: String,
     self_attn: Attn,
-    cross: Option<(Tensor, Attn)>,
-    ff_ln: Tensor,
+    cross: Option<(String, Attn)>,
+    ff_ln: String,
     wi: Vec<String>,
     wo: String,
 }
@@ -211,6 +213,7 @@ pub struct T5Model {
     layers: Vec<T5Layer>,
     lm_head: candle_nn::Linear,
     linears: Linears,
+    norms: Norms,
 }
 
 impl T5Model {
@@ -237,6 +240,8 @@ impl T5Model {
         let shared_w = ws.get(emb_name, &[cfg.vocab_size, d])?;
         let ln = |n: &str| ws.get(&format!("{n}.weight"), &[d]);
         let mut linears = Linears::default();
+        let mut norms = Norms::default();
+        let eps = cfg.layer_norm_epsilon;
         let attn = |linears: &mut Linears, p: &str| -> Result<Attn> {
             let a = Attn {
                 q: format!("{p}.q"),
@@ -258,10 +263,11 @@ impl T5Model {
             for i in 0..n {
                 let p = format!("{stack}.block.{i}.layer");
                 let self_attn = attn(&mut linears, &format!("{p}.0.SelfAttention"))?;
-                let self_ln = ln(&format!("{p}.0.layer_norm"))?;
+                let self_ln = norms.load_rms_norm(ws, &format!("{p}.0.layer_norm"), d, eps)?;
                 let (cross, ff) = if stack == "decoder" {
                     let a = attn(&mut linears, &format!("{p}.1.EncDecAttention"))?;
-                    (Some((ln(&format!("{p}.1.layer_norm"))?, a)), 2)
+                    let cross_ln = norms.load_rms_norm(ws, &format!("{p}.1.layer_norm"), d, eps)?;
+                    (Some((cross_ln, a)), 2)
                 } else {
                     (None, 1)
                 };
@@ -280,7 +286,7 @@ impl T5Model {
                     self_ln,
                     self_attn,
                     cross,
-                    ff_ln: ln(&format!("{p}.{ff}.layer_norm"))?,
+                    ff_ln: norms.load_rms_norm(ws, &format!("{p}.{ff}.layer_norm"), d, eps)?,
                     wi,
                     wo,
                 });
@@ -307,6 +313,7 @@ impl T5Model {
             layers,
             lm_head,
             linears,
+            norms,
         })
     }
 
@@ -358,7 +365,9 @@ impl T5Model {
         b.decoder_input_ids = None;
         let mut s = self.embed(&b)?;
         for i in 0..self.cfg.num_layers {
-            s = self.encoder_block(i, &s, &mut Capturer::new(None))?;
+            s = self
+                .encoder_block(i, &s, &mut Capturer::new(None), None)?
+                .into_state()?;
         }
         self.rms(&s.hidden, &self.enc_final_ln)
     }
@@ -410,6 +419,7 @@ impl T5Model {
         })
     }
 
+    /// The feed-forward sub-block's output (before the residual add).
     fn ff(
         &self,
         l: &T5Layer,
@@ -417,7 +427,7 @@ impl T5Model {
         rows: Option<&Tensor>,
         cap: &mut Capturer,
     ) -> Result<Tensor> {
-        let hn = self.rms(x, &l.ff_ln)?;
+        let hn = self.norms.forward(&l.ff_ln, x)?;
         let h = if self.cfg.gated {
             let g = self
                 .cfg
@@ -430,7 +440,7 @@ impl T5Model {
                 .dense_act
                 .forward(&self.linears.forward(&l.wi[0], &hn, rows, cap)?)?
         };
-        Ok((self.linears.forward(&l.wo, &h, rows, cap)? + x)?)
+        self.linears.forward(&l.wo, &h, rows, cap)
     }
 
     /// T5 attention (no 1/√d scaling): queries from `xq`, keys/values from `xkv`.
@@ -454,7 +464,13 @@ impl T5Model {
         self.linears.forward(&a.o, &ctx, q_rows, cap)
     }
 
-    fn encoder_block(&self, i: usize, state: &State, cap: &mut Capturer) -> Result<State> {
+    fn encoder_block(
+        &self,
+        i: usize,
+        state: &State,
+        cap: &mut Capturer,
+        stop: Option<SubBlock>,
+    ) -> Result<Ran> {
         let Extra::T5(ex) = &state.extra else {
             return Err(Error::input("state was not produced by a T5 model"));
         };
@@ -466,16 +482,29 @@ impl T5Model {
         let l = &self.layers[i];
         let rows = state.rows.as_ref();
         let x = &state.hidden;
-        let hn = self.rms(x, &l.self_ln)?;
-        let x = (self.attention(&l.self_attn, &hn, rows, &hn, rows, bias, cap)? + x)?;
-        let y = self.ff(l, &x, rows, cap)?;
-        Ok(State {
-            hidden: y,
+        let hn = self.norms.forward(&l.self_ln, x)?;
+        let a = self.attention(&l.self_attn, &hn, rows, &hn, rows, bias, cap)?;
+        if stop == Some(SubBlock::SelfAttention) {
+            return Ok(Ran::Sub(token_rows(&a, rows)?));
+        }
+        let x = (a + x)?;
+        let m = self.ff(l, &x, rows, cap)?;
+        if stop == Some(SubBlock::Mlp) {
+            return Ok(Ran::Sub(token_rows(&m, rows)?));
+        }
+        Ok(Ran::Block(State {
+            hidden: (m + x)?,
             ..state.clone()
-        })
+        }))
     }
 
-    fn decoder_block(&self, i: usize, state: &State, cap: &mut Capturer) -> Result<State> {
+    fn decoder_block(
+        &self,
+        i: usize,
+        state: &State,
+        cap: &mut Capturer,
+        stop: Option<SubBlock>,
+    ) -> Result<Ran> {
         let Extra::T5(ex) = &state.extra else {
             return Err(Error::input("state was not produced by a T5 model"));
         };
@@ -494,14 +523,18 @@ impl T5Model {
         let l = &self.layers[i];
         let rows = state.rows.as_ref();
         let x = &state.hidden;
-        let hn = self.rms(x, &l.self_ln)?;
-        let x = (self.attention(&l.self_attn, &hn, rows, &hn, rows, self_bias, cap)? + x)?;
+        let hn = self.norms.forward(&l.self_ln, x)?;
+        let a = self.attention(&l.self_attn, &hn, rows, &hn, rows, self_bias, cap)?;
+        if stop == Some(SubBlock::SelfAttention) {
+            return Ok(Ran::Sub(token_rows(&a, rows)?));
+        }
+        let x = (a + x)?;
         let (cross_ln, cross) = l
             .cross
             .as_ref()
             .ok_or_else(|| Error::input("decoder block without cross-attention"))?;
-        let hn = self.rms(&x, cross_ln)?;
-        let x = (self.attention(
+        let hn = self.norms.forward(cross_ln, &x)?;
+        let c = self.attention(
             cross,
             &hn,
             rows,
@@ -509,12 +542,19 @@ impl T5Model {
             enc_rows.as_ref(),
             cross_bias,
             cap,
-        )? + x)?;
-        let y = self.ff(l, &x, rows, cap)?;
-        Ok(State {
-            hidden: y,
+        )?;
+        if stop == Some(SubBlock::CrossAttention) {
+            return Ok(Ran::Sub(token_rows(&c, rows)?));
+        }
+        let x = (c + x)?;
+        let m = self.ff(l, &x, rows, cap)?;
+        if stop == Some(SubBlock::Mlp) {
+            return Ok(Ran::Sub(token_rows(&m, rows)?));
+        }
+        Ok(Ran::Block(State {
+            hidden: (m + x)?,
             ..state.clone()
-        })
+        }))
     }
 
     /// Greedy decoding: for each input sequence, up to `max_new_tokens` tokens generated after
@@ -530,7 +570,9 @@ impl T5Model {
             let ids = Tensor::new(seqs.clone(), &Device::Cpu)?;
             let mut st = self.decoder_state(&enc_out, &enc_mask, enc_rows.clone(), &ids, None)?;
             for i in self.cfg.num_layers..self.layers.len() {
-                st = self.decoder_block(i, &st, &mut Capturer::new(None))?;
+                st = self
+                    .decoder_block(i, &st, &mut Capturer::new(None), None)?
+                    .into_state()?;
             }
             let t = st.hidden.dim(1)?;
             let last = st.hidden.narrow(1, t - 1, 1)?;
@@ -634,9 +676,13 @@ impl BlockModel for T5Model {
         check_block(block, self.layers.len())?;
         let mut cap = Capturer::new(capture);
         if block >= self.cfg.num_layers {
-            return self.decoder_block(block, state, &mut cap);
+            return self
+                .decoder_block(block, state, &mut cap, None)?
+                .into_state();
         }
-        let out = self.encoder_block(block, state, &mut cap)?;
+        let out = self
+            .encoder_block(block, state, &mut cap, None)?
+            .into_state()?;
         if block + 1 < self.cfg.num_layers {
             return Ok(out);
         }
@@ -681,5 +727,77 @@ impl BlockModel for T5Model {
 
     fn linear_weight(&self, name: &str) -> Result<Tensor> {
         self.linears.weight(name)
+    }
+
+    /// Pre-RMSNorm: every block norm folds; v → o folds (self and cross); wi_1 → wo (gated) or
+    /// wi → wo (ReLU only) folds; cross-attention k/v read the final encoder norm, shared by
+    /// every decoder block, so they are not scaled.
+    fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
+        check_block(block, self.layers.len())?;
+        let l = &self.layers[block];
+        let a = &l.self_attn;
+        let mut groups = vec![
+            ScalingGroup::folded(
+                &[&a.q, &a.k, &a.v],
+                ScaleFold::norm(&l.self_ln, false),
+                Some(SubBlock::SelfAttention),
+            ),
+            ScalingGroup::folded(&[&a.o], ScaleFold::linear(&a.v, false), None),
+        ];
+        let mut skip_clip = vec![a.q.clone(), a.k.clone()];
+        if let Some((ln, c)) = &l.cross {
+            groups.push(ScalingGroup::folded(
+                &[&c.q],
+                ScaleFold::norm(ln, false),
+                Some(SubBlock::CrossAttention),
+            ));
+            groups.push(ScalingGroup::unscaled(
+                &[&c.k, &c.v],
+                Some(SubBlock::CrossAttention),
+            ));
+            groups.push(ScalingGroup::folded(
+                &[&c.o],
+                ScaleFold::linear(&c.v, false),
+                None,
+            ));
+            skip_clip.extend([c.q.clone(), c.k.clone()]);
+        }
+        let wi: Vec<&String> = l.wi.iter().collect();
+        groups.push(ScalingGroup::folded(
+            &wi,
+            ScaleFold::norm(&l.ff_ln, false),
+            Some(SubBlock::Mlp),
+        ));
+        let wo_fold = if self.cfg.gated {
+            Some(&l.wi[1])
+        } else if self.cfg.dense_act == Activation::Relu {
+            Some(&l.wi[0])
+        } else {
+            None
+        };
+        groups.push(match wo_fold {
+            Some(prev) => ScalingGroup::folded(&[&l.wo], ScaleFold::linear(prev, false), None),
+            None => ScalingGroup::unscaled(&[&l.wo], None),
+        });
+        Ok(AwqLayout { groups, skip_clip })
+    }
+
+    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
+        check_block(block, self.layers.len())?;
+        let mut cap = Capturer::new(None);
+        let ran = if block >= self.cfg.num_layers {
+            self.decoder_block(block, state, &mut cap, Some(sub))?
+        } else {
+            self.encoder_block(block, state, &mut cap, Some(sub))?
+        };
+        ran.into_sub(sub)
+    }
+
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        crate::norm::get_tensor(&self.norms, &self.linears, name)
+    }
+
+    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
+        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

@@ -1,19 +1,30 @@
 //! The layer-wise post-merge quantization pipeline (the paper's Algorithm 1) and its baselines.
 //!
-//! Blocks are walked in forward order. Each task's calibration batches are propagated through
-//! the *current, partially quantized* merged model; for every true-sequential group of linears
-//! the block is run with input capture, one Hessian `H_i = X_i X_iᵀ` is accumulated per task,
-//! every linear of the group is quantized by the chosen [`method::Method`] and written back, and
-//! once the block is done it is re-run so its quantized outputs feed the next block.
+//! Blocks are walked in forward order ([`pipeline`]); what happens inside a block is the
+//! method's strategy:
+//!
+//! - [`sequential`] (RTN, GPTQ, E-PMQ): each task's calibration batches are propagated through
+//!   the *current, partially quantized* merged model; for every true-sequential group of
+//!   linears the block is run with input capture, one Hessian `H_i = X_i X_iᵀ` is accumulated
+//!   per task, every linear of the group is quantized by the chosen [`method::Method`] and
+//!   written back, and once the block is done it is re-run so its quantized outputs feed the
+//!   next block.
+//! - [`awq_strategy`] (AWQ): scales searched on the block's full-precision inputs, folded
+//!   exactly into norms or preceding linears ([`awq_fold`]), clipping, RTN; the block's
+//!   full-precision outputs feed the next block.
 
+pub mod awq_fold;
+pub mod awq_strategy;
 pub mod calib;
+mod capture;
 pub mod deviation;
 pub mod experts;
 pub mod method;
 pub mod pipeline;
 pub mod report;
+pub mod sequential;
 
 pub use calib::CalibSpec;
-pub use method::Method;
+pub use method::{AwqOptions, Method};
 pub use pipeline::{run, PipelineConfig, PipelineInputs, PipelineOutput};
 pub use report::Report;

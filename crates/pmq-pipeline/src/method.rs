@@ -1,11 +1,18 @@
-//! Quantization methods as small strategies over the shared solver core: each turns one
-//! linear's merged weight, per-task Hessians and (E-PMQ) expert weights into a quantized layer.
+//! Quantization methods as small strategies over the shared solver core.
+//!
+//! Per linear (the true-sequential strategy, [`crate::sequential`]): each turns one linear's
+//! merged weight, per-task Hessians and (E-PMQ) expert weights into a quantized layer.
 //!
 //! - RTN: round to nearest on the grid.
 //! - GPTQ (naive PMQ): `min_Q ‖Q X − W_m X‖²`, `X` = all tasks' inputs, i.e. GPTQ on `H = Σ H_i`.
 //! - E-PMQ: `min_Q Σ_i ‖Q X_i − W_i X_i‖² + λ‖Q − W_m‖²` = GPTQ on `(W* = R H_E⁻¹, H_E)`.
+//!
+//! Per block ([`crate::awq_strategy`]):
+//!
+//! - AWQ: activation-aware scales searched on the block's full-precision inputs, folded into
+//!   the preceding norm or linear where that is exact, then clipping and RTN.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use faer::Mat;
 use pmq_core::epmq::{epmq, EpmqProblem};
 use pmq_core::gptq::{gptq, GptqConfig};
@@ -21,6 +28,39 @@ pub enum Method {
     Rtn,
     Gptq,
     Epmq { alpha: f64 },
+    Awq(AwqOptions),
+}
+
+/// The settings of AWQ (AutoAWQ's defaults: duo scaling, 20 ratios, clipping on).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct AwqOptions {
+    /// `s = x̄^r / w̄^(1−r)` (AutoAWQ) instead of `s = x̄^r` (llm-awq).
+    pub duo_scaling: bool,
+    /// Number of grid ratios `r = i / n_grid`, `i = 0 … n_grid − 1`.
+    pub n_grid: usize,
+    /// Search per-group clipping thresholds (skipping queries and keys).
+    pub clip: bool,
+}
+
+impl Default for AwqOptions {
+    fn default() -> Self {
+        Self {
+            duo_scaling: true,
+            n_grid: 20,
+            clip: true,
+        }
+    }
+}
+
+impl AwqOptions {
+    /// The core search settings.
+    pub fn config(&self) -> pmq_core::awq::AwqConfig {
+        pmq_core::awq::AwqConfig {
+            duo_scaling: self.duo_scaling,
+            n_grid: self.n_grid,
+            ..Default::default()
+        }
+    }
 }
 
 impl Method {
@@ -39,7 +79,14 @@ impl Method {
             Method::Rtn => "rtn",
             Method::Gptq => "gptq",
             Method::Epmq { .. } => "epmq",
+            Method::Awq(_) => "awq",
         }
+    }
+
+    /// Whether the next block's inputs are the full-precision outputs of this block (AWQ)
+    /// rather than the outputs of the quantized block.
+    pub fn propagates_full_precision(&self) -> bool {
+        matches!(self, Method::Awq(_))
     }
 }
 
@@ -103,6 +150,7 @@ pub fn solve(method: Method, p: &LinearProblem<'_>, cfg: &GptqConfig) -> Result<
                 layer: out.layer,
             }
         }
+        Method::Awq(_) => bail!("AWQ quantizes whole blocks (see awq_strategy), not one linear"),
         Method::Epmq { alpha } => {
             let experts: Vec<_> = p.experts.iter().map(|m| m.as_ref()).collect();
             let hessians: Vec<_> = p.hessians.iter().map(|m| m.as_ref()).collect();

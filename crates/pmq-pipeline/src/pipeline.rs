@@ -1,20 +1,23 @@
-//! The block-by-block loop shared by every method.
+//! The block-by-block loop shared by every method: validation, calibration batches, the walk
+//! over blocks in forward order, propagation of the calibration states and the report. What
+//! happens inside a block is the method's strategy: [`crate::sequential`] (RTN, GPTQ, E-PMQ)
+//! or [`crate::awq_strategy`] (AWQ).
 
 use crate::calib::{read_samples, Batcher, CalibSpec};
-use crate::deviation::deviation;
 use crate::experts::Experts;
-use crate::method::{solve, LinearProblem, Method};
+use crate::method::Method;
 use crate::report::{peak_rss_mib, LinearRecord, Report};
+use crate::{awq_strategy, sequential};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::gptq::GptqConfig;
-use pmq_core::hessian::HessianAccumulator;
 use pmq_core::matrix::{from_row_major_f32, to_row_major_f32};
-use pmq_formats::PackedLinear;
-use pmq_models::{load_model, State};
-use std::collections::{BTreeMap, HashMap};
+use pmq_core::QuantizedLayer;
+use pmq_formats::{PackedLinear, ReplacedTensors};
+use pmq_models::{load_model, BlockModel, State};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -41,16 +44,58 @@ pub struct PipelineConfig {
     pub show_progress: bool,
 }
 
-/// The quantized linears and the report.
+/// The quantized linears, the unquantized tensors the method changed, and the report.
 pub struct PipelineOutput {
     pub layers: BTreeMap<String, PackedLinear>,
+    /// Unquantized tensors the method changed (AWQ: the norms and biases its inverse scales
+    /// were folded into); a writer must store these instead of the source's values.
+    pub tensors: ReplacedTensors,
     pub report: Report,
 }
 
-fn tensor_to_mat(t: &Tensor) -> Result<Mat<f64>> {
+/// One block's work for a strategy: the model, the calibration states entering the block
+/// (per task, per batch), the experts and the settings.
+pub(crate) struct BlockJob<'a> {
+    pub block: usize,
+    pub model: &'a mut dyn BlockModel,
+    pub states: &'a [Vec<State>],
+    pub experts: &'a Experts,
+    pub cfg: &'a PipelineConfig,
+    pub bar: &'a ProgressBar,
+}
+
+/// Everything quantized so far.
+#[derive(Default)]
+pub(crate) struct Results {
+    pub layers: BTreeMap<String, PackedLinear>,
+    pub records: Vec<LinearRecord>,
+    /// Names of unquantized tensors changed in the model.
+    pub changed: BTreeSet<String>,
+}
+
+impl Results {
+    /// Stores a quantized linear and its report entry.
+    pub fn push(&mut self, record: LinearRecord, layer: QuantizedLayer) {
+        self.layers
+            .insert(record.name.clone(), PackedLinear::from(layer));
+        self.records.push(record);
+    }
+}
+
+/// A 2-D tensor as an f64 matrix.
+pub(crate) fn tensor_to_mat(t: &Tensor) -> Result<Mat<f64>> {
     let (r, c) = t.dims2()?;
     let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     Ok(from_row_major_f32(r, c, &v))
+}
+
+/// An f64 matrix as a 2-D f32 tensor.
+pub(crate) fn mat_to_tensor(m: MatRef<'_, f64>) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        to_row_major_f32(m),
+        (m.nrows(), m.ncols()),
+        &Device::Cpu,
+    )?)
 }
 
 /// Runs the pipeline. Everything is validated (model, experts, calibration files) before any
@@ -129,113 +174,36 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
                 .collect::<pmq_models::Result<Vec<_>>>()
         })
         .collect::<pmq_models::Result<_>>()?;
-    let mut layers = BTreeMap::new();
-    let mut records = Vec::new();
-    let n_tasks = states.len();
-
+    let mut results = Results::default();
     for block in 0..model.num_blocks() {
-        for (gi, group) in model.block_groups(block)?.into_iter().enumerate() {
-            // One Hessian per (linear, task), from the current quantized trajectory.
-            let mut acc: HashMap<String, Vec<HessianAccumulator>> = group
+        let mut job = BlockJob {
+            block,
+            model: model.as_mut(),
+            states: &states,
+            experts: &experts,
+            cfg,
+            bar: &bar,
+        };
+        let next = match method {
+            Method::Awq(opts) => Some(awq_strategy::quantize_block(&mut job, &opts, &mut results)?),
+            _ => {
+                sequential::quantize_block(&mut job, &mut results)?;
+                None
+            }
+        };
+        states = match next {
+            // AWQ: the full-precision block outputs, computed before quantizing
+            Some(next) => next,
+            // the quantized block's outputs feed the next block
+            None => states
                 .iter()
-                .map(|l| {
-                    (
-                        l.name.clone(),
-                        (0..n_tasks)
-                            .map(|_| HessianAccumulator::new(l.in_features))
-                            .collect(),
-                    )
+                .map(|task| {
+                    task.iter()
+                        .map(|s| model.block_forward(block, s, None))
+                        .collect::<pmq_models::Result<Vec<_>>>()
                 })
-                .collect();
-            // Linears fed the very same tensor (q, k, v) share one accumulation; the sharing
-            // pattern is fixed by the architecture and checked on every forward.
-            let mut aliases: Option<HashMap<String, String>> = None;
-            for (t, task_states) in states.iter().enumerate() {
-                for s in task_states {
-                    let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
-                    let mut call_aliases: HashMap<String, String> = HashMap::new();
-                    let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-                        if !acc.contains_key(name) {
-                            return Ok(());
-                        }
-                        if let Some(src) = seen.get(&x.id()) {
-                            call_aliases.insert(name.to_string(), src.clone());
-                            return Ok(());
-                        }
-                        seen.insert(x.id(), name.to_string());
-                        let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                        acc.get_mut(name).expect("checked")[t].add_rows_f32(&v);
-                        Ok(())
-                    };
-                    model.block_forward(block, s, Some(&mut capture))?;
-                    match &aliases {
-                        None => aliases = Some(call_aliases),
-                        Some(a) if *a == call_aliases => {}
-                        Some(_) => bail!(
-                            "block {block}: the linears sharing an input changed between batches"
-                        ),
-                    }
-                }
-            }
-            for (name, src) in aliases.unwrap_or_default() {
-                let copy = acc[&src].clone();
-                acc.insert(name, copy);
-            }
-            for spec in &group {
-                let t_lin = Instant::now();
-                bar.set_message(spec.name.clone());
-                let per_task = acc.remove(&spec.name).expect("accumulated above");
-                let tokens: Vec<usize> = per_task.iter().map(|a| a.tokens()).collect();
-                let hessians: Vec<Mat<f64>> =
-                    per_task.into_iter().map(|a| a.into_hessian()).collect();
-                let merged = tensor_to_mat(&model.linear_weight(&spec.name)?)?;
-                let expert_weights = if experts.is_empty() {
-                    Vec::new()
-                } else {
-                    experts.weights(spec)?
-                };
-                let problem = LinearProblem {
-                    merged: &merged,
-                    hessians: &hessians,
-                    experts: &expert_weights,
-                };
-                let sol = solve(method, &problem, &cfg.gptq)
-                    .with_context(|| format!("quantizing {}", spec.name))?;
-                let q = &sol.layer.dequant;
-                let dev = (!hessians.is_empty())
-                    .then(|| deviation(q, &merged, &expert_weights, &hessians));
-                let w = Tensor::from_vec(
-                    to_row_major_f32(q.as_ref()),
-                    (q.nrows(), q.ncols()),
-                    &Device::Cpu,
-                )?;
-                model.set_linear_weight(&spec.name, w)?;
-                records.push(LinearRecord {
-                    name: spec.name.clone(),
-                    block,
-                    group: gi,
-                    rows: spec.out_features,
-                    cols: spec.in_features,
-                    tokens,
-                    objective_rtn: sol.objective_rtn,
-                    objective: sol.objective,
-                    percdamp: sol.percdamp,
-                    damping: sol.damping,
-                    lambda: sol.lambda,
-                    extra_damping: sol.extra_damping,
-                    seconds: t_lin.elapsed().as_secs_f64(),
-                    deviation: dev,
-                });
-                layers.insert(spec.name.clone(), PackedLinear::from(sol.layer));
-                bar.inc(1);
-            }
-        }
-        // The quantized block's outputs feed the next block.
-        for task_states in states.iter_mut() {
-            for s in task_states.iter_mut() {
-                *s = model.block_forward(block, s, None)?;
-            }
-        }
+                .collect::<pmq_models::Result<_>>()?,
+        };
         tracing::debug!(block, "block quantized");
     }
     bar.finish_and_clear();
@@ -257,9 +225,18 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         }),
         tasks: inputs.calib.iter().map(|c| c.task.clone()).collect(),
-        linears: records,
+        linears: results.records,
         wall_seconds: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
     };
-    Ok(PipelineOutput { layers, report })
+    let mut tensors = ReplacedTensors::new();
+    for name in &results.changed {
+        let t = model.tensor(name)?;
+        tensors.insert(name.clone(), t.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(PipelineOutput {
+        layers: results.layers,
+        tensors,
+        report,
+    })
 }

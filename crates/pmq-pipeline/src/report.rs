@@ -24,6 +24,49 @@ pub struct LinearRecord {
     pub seconds: f64,
     /// The Eq. 9 split on the calibration inputs.
     pub deviation: Option<Deviation>,
+    /// AWQ's choices (AWQ only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awq: Option<AwqRecord>,
+}
+
+/// What AWQ chose for one linear. The objectives of the [`LinearRecord`] are measured in the
+/// original coordinates: `‖(Q_eff − W) X‖²` on the summed Hessian of the full-precision inputs,
+/// with `Q_eff = diag(s_out)·Q(W'·diag(s))·diag(s)⁻¹` (`s_out` from a fold into this linear's
+/// rows), against plain RTN of `W` for "before".
+#[derive(Clone, Debug, Serialize)]
+pub struct AwqRecord {
+    /// The linears scaled together with this one (its scaling group).
+    pub group: Vec<String>,
+    /// Where the group's `1/s` was folded; `None`: no exact fold, not scaled.
+    pub folded_into: Option<String>,
+    /// What measured the search loss: `self_attention`, `cross_attention`, `mlp` or `linear`.
+    pub inspected: String,
+    /// The chosen grid ratio `r`; `None` when the group was not scaled or the identity won.
+    pub ratio: Option<f64>,
+    /// Search loss (mean squared error of the inspected output) at the chosen scales.
+    pub loss: Option<f64>,
+    /// The same loss without scaling (plain RTN).
+    pub loss_unscaled: Option<f64>,
+    /// `min s`, `max s` of the chosen scales (1, 1 when not scaled).
+    pub scale_min: f64,
+    pub scale_max: f64,
+    /// This linear's output rows were divided by the next group's scales (a fold).
+    pub rows_rescaled: bool,
+    /// The clip search; `None` when not clipped (queries, keys, or clipping off).
+    pub clip: Option<ClipRecord>,
+    /// Seconds of the group's scale search (shared by the group's linears).
+    pub search_seconds: f64,
+}
+
+/// Summary of one linear's clip search.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClipRecord {
+    /// Fraction of (row, group) thresholds below the group's `max |w|`.
+    pub clipped_fraction: f64,
+    /// Mean relative shrink `1 − m / max |w|` over all (row, group).
+    pub mean_shrink: f64,
+    /// Token rows the search used.
+    pub tokens: usize,
 }
 
 /// The whole run.
@@ -80,8 +123,38 @@ impl Report {
                 l.seconds
             ));
         }
+        if self.linears.iter().any(|l| l.awq.is_some()) {
+            s.push_str(&awq_markdown(&self.linears));
+        }
         s
     }
+}
+
+/// The AWQ choices as a table: fold target, ratio, scale range, search losses, clipping.
+fn awq_markdown(linears: &[LinearRecord]) -> String {
+    let mut s = String::from(
+        "\n## AWQ\n\n| linear | 1/s folded into | inspected | r | s range | loss RTN → AWQ | clipped | search s |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for l in linears {
+        let Some(a) = &l.awq else { continue };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2}–{:.2} | {} → {} | {} | {:.2} |\n",
+            l.name,
+            a.folded_into.as_deref().unwrap_or("– (not scaled)"),
+            a.inspected,
+            a.ratio.map_or("–".into(), |r| format!("{r:.2}")),
+            a.scale_min,
+            a.scale_max,
+            opt(a.loss_unscaled),
+            opt(a.loss),
+            a.clip.as_ref().map_or("–".into(), |c| format!(
+                "{:.0} %",
+                100.0 * c.clipped_fraction
+            )),
+            a.search_seconds,
+        ));
+    }
+    s
 }
 
 /// Peak resident memory of this process (VmHWM), in MiB, where the OS reports it.

@@ -23,7 +23,7 @@ pub fn default_cache_dir() -> Result<PathBuf> {
 }
 
 /// Hex sha256 of a file's contents.
-pub(crate) fn sha256_file(path: &Path) -> Result<String> {
+pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];

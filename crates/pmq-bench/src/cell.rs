@@ -1,0 +1,257 @@
+//! One cell of a benchmark table: a merge method × a quantizer × its settings.
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The merge methods of the paper's main table (FusionBench settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MergeKind {
+    /// Simple averaging.
+    Average,
+    /// Task arithmetic, λ = 0.3.
+    Ta,
+    /// TIES-merging, λ = 0.3, top-20 % trim, sign election, disjoint sum.
+    Ties,
+    /// WUDI-merging (closed-form solve of its quadratic; see the bench README).
+    Wudi,
+}
+
+impl MergeKind {
+    /// All of them, in table order.
+    pub const ALL: [MergeKind; 4] = [Self::Average, Self::Ta, Self::Ties, Self::Wudi];
+
+    /// Short id used in file names and on the command line.
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Average => "avg",
+            Self::Ta => "ta",
+            Self::Ties => "ties",
+            Self::Wudi => "wudi",
+        }
+    }
+
+    /// Row label in the tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Average => "Simple Averaging",
+            Self::Ta => "Task Arithmetic (λ=0.3)",
+            Self::Ties => "TIES (λ=0.3)",
+            Self::Wudi => "WUDI",
+        }
+    }
+
+    /// Arguments of `pmq merge` after `--base` and the experts.
+    pub fn merge_args(self) -> Vec<String> {
+        let v: &[&str] = match self {
+            Self::Average => &["--method", "average"],
+            Self::Ta => &["--method", "task-arithmetic", "--lambda", "0.3"],
+            Self::Ties => &["--method", "ties", "--lambda", "0.3"],
+            Self::Wudi => &["--method", "wudi", "--wudi-solver", "exact"],
+        };
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Parses an id (`avg`/`average`, `ta`, `ties`, `wudi`).
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "avg" | "average" => Self::Average,
+            "ta" | "task-arithmetic" => Self::Ta,
+            "ties" => Self::Ties,
+            "wudi" => Self::Wudi,
+            _ => bail!("unknown merge method {s:?} (expected avg, ta, ties or wudi)"),
+        })
+    }
+}
+
+/// What is done to the merged model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantKind {
+    /// Nothing: the full-precision merged model.
+    Fp,
+    Rtn,
+    Gptq,
+    Awq,
+    Epmq,
+}
+
+impl QuantKind {
+    /// All of them, in table order.
+    pub const ALL: [QuantKind; 5] = [Self::Fp, Self::Rtn, Self::Gptq, Self::Awq, Self::Epmq];
+
+    pub fn id(self) -> &'static str {
+        match self {
+            Self::Fp => "fp",
+            Self::Rtn => "rtn",
+            Self::Gptq => "gptq",
+            Self::Awq => "awq",
+            Self::Epmq => "epmq",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Fp => "FP merged",
+            Self::Rtn => "RTN",
+            Self::Gptq => "GPTQ",
+            Self::Awq => "AWQ",
+            Self::Epmq => "E-PMQ",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fp" => Self::Fp,
+            "rtn" => Self::Rtn,
+            "gptq" => Self::Gptq,
+            "awq" => Self::Awq,
+            "epmq" | "e-pmq" => Self::Epmq,
+            _ => bail!("unknown method {s:?} (expected fp, rtn, gptq, awq or epmq)"),
+        })
+    }
+}
+
+/// One model to build and evaluate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub merge: MergeKind,
+    pub quant: QuantKind,
+    /// Bits (ignored for `Fp`).
+    pub bits: u8,
+    /// Group size (−1: one group per row; ignored for `Fp`).
+    pub group_size: i64,
+    /// E-PMQ anchor weight α (only for `Epmq`).
+    pub alpha: f64,
+    /// Calibration samples per task (ignored for `Fp` and `Rtn`).
+    pub samples: usize,
+}
+
+impl Cell {
+    /// The full-precision merged model.
+    pub fn fp(merge: MergeKind) -> Self {
+        Self {
+            merge,
+            quant: QuantKind::Fp,
+            bits: 16,
+            group_size: -1,
+            alpha: 0.0,
+            samples: 0,
+        }
+    }
+
+    /// A quantized cell; irrelevant settings are normalised so equal models get equal keys.
+    pub fn quant(
+        merge: MergeKind,
+        quant: QuantKind,
+        bits: u8,
+        group_size: i64,
+        alpha: f64,
+        samples: usize,
+    ) -> Self {
+        if quant == QuantKind::Fp {
+            return Self::fp(merge);
+        }
+        Self {
+            merge,
+            quant,
+            bits,
+            group_size,
+            alpha: if quant == QuantKind::Epmq { alpha } else { 0.0 },
+            samples: if quant == QuantKind::Rtn { 0 } else { samples },
+        }
+    }
+
+    /// A unique, file-name-safe key.
+    pub fn key(&self) -> String {
+        match self.quant {
+            QuantKind::Fp => format!("{}-fp", self.merge.id()),
+            QuantKind::Rtn => format!(
+                "{}-rtn-b{}-g{}",
+                self.merge.id(),
+                self.bits,
+                self.group_size
+            ),
+            QuantKind::Epmq => format!(
+                "{}-epmq-b{}-g{}-a{}-n{}",
+                self.merge.id(),
+                self.bits,
+                self.group_size,
+                self.alpha,
+                self.samples
+            ),
+            q => format!(
+                "{}-{}-b{}-g{}-n{}",
+                self.merge.id(),
+                q.id(),
+                self.bits,
+                self.group_size,
+                self.samples
+            ),
+        }
+    }
+
+    /// Arguments of `pmq quantize` for this cell (without model, calibration, experts, output).
+    pub fn quantize_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--method".to_string(),
+            self.quant.id().to_string(),
+            "--bits".into(),
+            self.bits.to_string(),
+            "--group-size".into(),
+            self.group_size.to_string(),
+        ];
+        if self.quant == QuantKind::Epmq {
+            a.push("--alpha".into());
+            a.push(self.alpha.to_string());
+        }
+        if self.samples > 0 {
+            a.push("--samples-per-task".into());
+            a.push(self.samples.to_string());
+        }
+        a
+    }
+}
+
+impl fmt::Display for Cell {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_unique_and_normalised() {
+        let a = Cell::quant(MergeKind::Ta, QuantKind::Gptq, 4, 128, 0.5, 128);
+        let b = Cell::quant(MergeKind::Ta, QuantKind::Gptq, 4, 128, 0.01, 128);
+        assert_eq!(a.key(), b.key(), "α does not change a GPTQ model");
+        let c = Cell::quant(MergeKind::Ta, QuantKind::Epmq, 4, 128, 0.01, 128);
+        let d = Cell::quant(MergeKind::Ta, QuantKind::Epmq, 4, 128, 0.1, 128);
+        assert_ne!(c.key(), d.key());
+        assert_eq!(
+            Cell::quant(MergeKind::Ties, QuantKind::Rtn, 4, 64, 0.0, 256).key(),
+            "ties-rtn-b4-g64"
+        );
+        assert_eq!(Cell::fp(MergeKind::Wudi).key(), "wudi-fp");
+        for m in MergeKind::ALL {
+            assert_eq!(MergeKind::parse(m.id()).unwrap(), m);
+        }
+        for q in QuantKind::ALL {
+            assert_eq!(QuantKind::parse(q.id()).unwrap(), q);
+        }
+        assert!(MergeKind::parse("dare").is_err());
+    }
+
+    #[test]
+    fn quantize_args_carry_the_settings() {
+        let c = Cell::quant(MergeKind::Ta, QuantKind::Epmq, 3, 64, 0.1, 64);
+        assert_eq!(
+            c.quantize_args().join(" "),
+            "--method epmq --bits 3 --group-size 64 --alpha 0.1 --samples-per-task 64"
+        );
+    }
+}

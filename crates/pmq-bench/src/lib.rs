@@ -1,0 +1,72 @@
+//! The paper's experiments on pmq's real testbed (all-MiniLM-L6-v2 + 8 real text tasks).
+//!
+//! One expert per task is fine-tuned from the backbone (cached), the experts are merged
+//! ({Simple Averaging, Task Arithmetic, TIES, WUDI}), the merged model is quantized
+//! ({RTN, GPTQ, AWQ, E-PMQ}) and every model is scored by per-task test accuracy with the
+//! experts' own heads (heads are never merged or quantized) — the structure of the paper's
+//! Tables 1–3 (main), the α ablation, the bit-width sweep and Table 6 (calibration budget and
+//! time). See `bench/README.md` for the settings and the committed results.
+
+pub mod cell;
+pub mod plan;
+pub mod plot;
+pub mod results;
+pub mod runner;
+pub mod tables;
+
+pub use cell::{Cell, MergeKind, QuantKind};
+pub use plan::{plan, Defaults, Experiment, Selection};
+pub use results::{BenchResults, CellResult, Meta, RefRow};
+pub use runner::{Bench, BenchConfig};
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// Writes `results.json`, `tables.md` (every table that has cells) and `bits.svg` into `dir`.
+pub fn write_results(dir: &Path, res: &BenchResults, d: &Defaults) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    runner::write_json(&dir.join("results.json"), res)?;
+    let md = render_markdown(res, d);
+    write_text(&dir.join("tables.md"), &md)?;
+    if let Some(svg) = plot::bits_svg(res, d.group_size, d.alpha, d.samples)? {
+        write_text(&dir.join("bits.svg"), &svg)?;
+    }
+    Ok(())
+}
+
+/// All tables as one markdown document, headed by how they were produced.
+pub fn render_markdown(res: &BenchResults, d: &Defaults) -> String {
+    let m = &res.meta;
+    let mut s = format!(
+        "# pmq bench results\n\nCommand: `{}`  \nLatest run: {} · {} cores ({}) · settings hash `{}`  \nTest accuracy (%) per task with each expert's head; Δ in percentage points.\n\n",
+        m.command, m.date, m.cores, m.cpu, m.context
+    );
+    for g in [d.group_size, 64] {
+        if let Some(t) = tables::main_table(res, d.bits, g, g == d.group_size) {
+            s.push_str(&format!(
+                "## Main table: {}-bit, group {g} (E-PMQ α = {})\n\n{t}\n",
+                d.bits, d.alpha
+            ));
+        }
+        if g == 64 && d.group_size == 64 {
+            break;
+        }
+    }
+    if let Some(t) = tables::alpha_table(res, d.bits, d.group_size, d.samples) {
+        s.push_str(&format!("## Anchor ablation (α)\n\n{t}\n"));
+    }
+    if let Some(t) = tables::bits_table(res, d.group_size, d.alpha, d.samples) {
+        s.push_str(&format!("## Bit width\n\n{t}\n![bits](bits.svg)\n\n"));
+    }
+    if let Some(t) = tables::budget_table(res, d.bits, d.group_size, d.alpha) {
+        s.push_str(&format!("## Calibration budget and time\n\n{t}\n"));
+    }
+    s
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Runs benchmark cells: experts (fine-tuned, cached) → `pmq merge` → `pmq quantize` →
+//! per-task test accuracy with the experts' heads.
+//!
+//! Merging and quantization run as `pmq` subprocesses, so the benchmark measures exactly the
+//! commands users run (their own wall time and peak RSS come from `pmq quantize`'s summary).
+//! Every intermediate is cached under the work directory, keyed by a hash of the settings that
+//! determine it: a rerun only computes what is missing (`force` recomputes the cells).
+
+use crate::cell::{Cell, QuantKind};
+use crate::results::{average, now, CellResult, RefRow};
+use anyhow::{bail, Context, Result};
+use pmq_eval::{evaluate, EvalOptions, Head, TaskAccuracy};
+use pmq_finetune::{finetune, ExpertOutput, FinetuneConfig, Mode};
+use pmq_testbed::{backbone_dir, load_task, write_calib_jsonl, SplitConfig, TaskData};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+/// Everything a benchmark run needs.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// The `pmq` executable used for `merge` and `quantize`.
+    pub pmq_exe: PathBuf,
+    /// The testbed cache (fetched).
+    pub cache: PathBuf,
+    /// Where experts, merged models, quantized models and cell results are cached.
+    pub work: PathBuf,
+    pub tasks: Vec<String>,
+    pub split: SplitConfig,
+    /// Name of the fine-tuning preset (part of the experts' cache path).
+    pub preset: String,
+    pub finetune: FinetuneConfig,
+    pub eval: EvalOptions,
+    /// Calibration sequence length and batch size of `pmq quantize`.
+    pub calib_max_seq_len: usize,
+    pub calib_batch_size: usize,
+    /// Recompute cells even when cached.
+    pub force: bool,
+    /// Keep the quantized models (otherwise only their reports are kept).
+    pub keep_models: bool,
+}
+
+impl BenchConfig {
+    /// The settings that determine every number, as JSON.
+    pub fn settings(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tasks": self.tasks,
+            "split": self.split,
+            "finetune_preset": self.preset,
+            "finetune": self.finetune,
+            "eval": {
+                "max_examples": self.eval.max_examples,
+                "max_seq_len": self.eval.max_seq_len,
+            },
+            "calibration": {
+                "max_seq_len": self.calib_max_seq_len,
+                "split": "calib",
+            },
+            "pmq_version": env!("CARGO_PKG_VERSION"),
+        })
+    }
+
+    /// A short hash of [`Self::settings`].
+    pub fn context(&self) -> String {
+        let h = Sha256::digest(self.settings().to_string().as_bytes());
+        h.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// A prepared benchmark: tasks loaded, experts trained, calibration files written.
+pub struct Bench {
+    cfg: BenchConfig,
+    context: String,
+    backbone: PathBuf,
+    tasks: Vec<TaskData>,
+    experts: Vec<ExpertOutput>,
+    heads: Vec<Head>,
+    calib: Vec<PathBuf>,
+}
+
+impl Bench {
+    /// Loads the tasks, fine-tunes (or reuses) one expert per task and writes the calibration
+    /// files.
+    pub fn prepare(cfg: BenchConfig) -> Result<Self> {
+        if cfg.tasks.is_empty() {
+            bail!("no tasks selected");
+        }
+        if !cfg.pmq_exe.is_file() {
+            bail!("pmq executable not found at {}", cfg.pmq_exe.display());
+        }
+        let context = cfg.context();
+        let backbone = backbone_dir(&cfg.cache);
+        if !backbone.join("config.json").is_file() {
+            bail!(
+                "the backbone is not in the cache ({}): run `pmq testbed fetch` first",
+                backbone.display()
+            );
+        }
+        let mut tasks = Vec::new();
+        for name in &cfg.tasks {
+            tasks.push(
+                load_task(&cfg.cache, name, &cfg.split)
+                    .with_context(|| format!("loading task {name}"))?,
+            );
+        }
+        let mut experts = Vec::new();
+        let mut heads = Vec::new();
+        for t in &tasks {
+            let dir = expert_dir(&cfg, Mode::Full, &t.name);
+            let e = finetune(&backbone, t, Mode::Full, &cfg.finetune, &dir)
+                .with_context(|| format!("fine-tuning the {} expert", t.name))?;
+            tracing::info!(
+                task = %t.name,
+                cached = e.cached,
+                seconds = e.train_seconds,
+                "expert ready at {}",
+                e.dir.display()
+            );
+            heads.push(Head::load(&e.head).with_context(|| format!("head of {}", t.name))?);
+            experts.push(e);
+        }
+        let calib_dir = cfg.work.join("calib").join(&context);
+        let mut calib = Vec::new();
+        for t in &tasks {
+            let p = calib_dir.join(format!("{}.jsonl", t.name));
+            if !p.is_file() {
+                write_calib_jsonl(t, &p)?;
+            }
+            calib.push(p);
+        }
+        Ok(Self {
+            cfg,
+            context,
+            backbone,
+            tasks,
+            experts,
+            heads,
+            calib,
+        })
+    }
+
+    pub fn config(&self) -> &BenchConfig {
+        &self.cfg
+    }
+
+    pub fn context(&self) -> &str {
+        &self.context
+    }
+
+    pub fn tasks(&self) -> &[TaskData] {
+        &self.tasks
+    }
+
+    /// The experts on their own tasks ("Fine-tuned (STL)") and, with `probe`, the frozen
+    /// backbone with a linear head per task ("Pre-trained (linear probe)").
+    pub fn reference_rows(&self, probe: bool) -> Result<Vec<RefRow>> {
+        let path = self.cfg.work.join("refs").join(format!(
+            "{}{}.json",
+            self.context,
+            if probe { "-probe" } else { "" }
+        ));
+        if !self.cfg.force {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(rows) = serde_json::from_str::<Vec<RefRow>>(&text) {
+                    return Ok(rows);
+                }
+            }
+        }
+        let mut rows = Vec::new();
+        if probe {
+            let mut probe_heads = Vec::new();
+            for t in &self.tasks {
+                let dir = expert_dir(&self.cfg, Mode::LinearProbe, &t.name);
+                let e = finetune(
+                    &self.backbone,
+                    t,
+                    Mode::LinearProbe,
+                    &self.cfg.finetune,
+                    &dir,
+                )
+                .with_context(|| format!("training the {} linear probe", t.name))?;
+                probe_heads.push(Head::load(&e.head)?);
+            }
+            let pairs: Vec<_> = self.tasks.iter().zip(&probe_heads).collect();
+            let acc = evaluate(&self.backbone, &pairs, &self.cfg.eval)?;
+            rows.push(RefRow {
+                name: "Pre-trained (linear probe)".into(),
+                average: average(&acc),
+                accuracies: acc,
+            });
+        }
+        let mut acc = Vec::new();
+        for ((t, e), h) in self.tasks.iter().zip(&self.experts).zip(&self.heads) {
+            acc.extend(evaluate(&e.dir, &[(t, h)], &self.cfg.eval)?);
+        }
+        rows.push(RefRow {
+            name: "Fine-tuned (STL)".into(),
+            average: average(&acc),
+            accuracies: acc,
+        });
+        write_json(&path, &rows)?;
+        Ok(rows)
+    }
+
+    fn cell_path(&self, c: &Cell) -> PathBuf {
+        self.cfg
+            .work
+            .join("cells")
+            .join(&self.context)
+            .join(format!("{}.json", c.key()))
+    }
+
+    /// One cell: merge (cached), quantize, evaluate.
+    pub fn run_cell(&self, c: &Cell) -> Result<CellResult> {
+        let path = self.cell_path(c);
+        if !self.cfg.force {
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if let Ok(r) = serde_json::from_str::<CellResult>(&text) {
+                    tracing::info!(cell = %c, "cached result");
+                    return Ok(r);
+                }
+            }
+        }
+        let merged = self.merged(c)?;
+        let (model, quant) = match c.quant {
+            QuantKind::Fp => (merged, None),
+            _ => {
+                let dir = self
+                    .cfg
+                    .work
+                    .join("models")
+                    .join(&self.context)
+                    .join(c.key());
+                let summary = self.quantize(c, &merged, &dir)?;
+                (dir, Some(summary))
+            }
+        };
+        let t0 = Instant::now();
+        let pairs: Vec<_> = self.tasks.iter().zip(&self.heads).collect();
+        let accuracies = evaluate(&model, &pairs, &self.cfg.eval)
+            .with_context(|| format!("evaluating {}", model.display()))?;
+        let eval_seconds = t0.elapsed().as_secs_f64();
+        let r = CellResult {
+            cell: *c,
+            key: c.key(),
+            average: average(&accuracies),
+            accuracies,
+            quant_seconds: quant.as_ref().and_then(|s| s["wall_seconds"].as_f64()),
+            quant_peak_rss_mib: quant.as_ref().and_then(|s| s["peak_rss_mib"].as_f64()),
+            eval_seconds,
+            finished: now(),
+        };
+        if quant.is_some() {
+            let report = model.join("pmq_report.json");
+            if report.is_file() {
+                let dst = path.with_extension("report.json");
+                std::fs::create_dir_all(dst.parent().expect("cell path has a parent"))?;
+                std::fs::copy(&report, &dst)
+                    .with_context(|| format!("copying {}", report.display()))?;
+            }
+            if !self.cfg.keep_models {
+                std::fs::remove_dir_all(&model)
+                    .with_context(|| format!("removing {}", model.display()))?;
+            }
+        }
+        write_json(&path, &r)?;
+        tracing::info!(cell = %c, average = r.average, "cell done");
+        Ok(r)
+    }
+
+    /// The merged model of the cell's merge method (built once).
+    fn merged(&self, c: &Cell) -> Result<PathBuf> {
+        let dir = self
+            .cfg
+            .work
+            .join("merged")
+            .join(&self.context)
+            .join(c.merge.id());
+        if dir.join("config.json").is_file() {
+            return Ok(dir);
+        }
+        let mut args: Vec<String> = vec!["merge".into(), "--base".into(), path_arg(&self.backbone)];
+        for e in &self.experts {
+            args.push("--expert".into());
+            args.push(path_arg(&e.dir));
+        }
+        args.extend(c.merge.merge_args());
+        args.push("--out".into());
+        args.push(path_arg(&dir));
+        args.push("--overwrite".into());
+        self.pmq(&args, &format!("merge-{}", c.merge.id()))?;
+        Ok(dir)
+    }
+
+    /// Runs `pmq quantize` for the cell into `out` (fake-quant format) and returns its summary.
+    fn quantize(&self, c: &Cell, merged: &Path, out: &Path) -> Result<serde_json::Value> {
+        let mut args: Vec<String> = vec!["quantize".into(), "--model".into(), path_arg(merged)];
+        args.extend(c.quantize_args());
+        if c.quant != QuantKind::Rtn {
+            for (t, p) in self.tasks.iter().zip(&self.calib) {
+                args.push("--calib".into());
+                args.push(format!("{}={}", t.name, p.display()));
+            }
+        }
+        if c.quant == QuantKind::Epmq {
+            for e in &self.experts {
+                args.push("--expert".into());
+                args.push(path_arg(&e.dir));
+            }
+        }
+        args.extend([
+            "--max-seq-len".into(),
+            self.cfg.calib_max_seq_len.to_string(),
+            "--batch-size".into(),
+            self.cfg.calib_batch_size.to_string(),
+            "--format".into(),
+            "fake".into(),
+            "--out".into(),
+            path_arg(out),
+            "--overwrite".into(),
+        ]);
+        let stdout = self.pmq(&args, &c.key())?;
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .with_context(|| format!("`pmq quantize` for {c} printed no JSON summary"))?;
+        serde_json::from_str(line).with_context(|| format!("parsing the summary of {c}"))
+    }
+
+    /// Runs `pmq ARGS`, stderr to a log file; returns stdout.
+    fn pmq(&self, args: &[String], log_name: &str) -> Result<String> {
+        let logs = self.cfg.work.join("logs");
+        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+        let log = logs.join(format!("{log_name}.log"));
+        let err =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        tracing::info!("running pmq {}", args.join(" "));
+        let output = Command::new(&self.cfg.pmq_exe)
+            .args(args)
+            .env(
+                "PMQ_LOG",
+                std::env::var("PMQ_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stderr(err)
+            .output()
+            .with_context(|| format!("starting {}", self.cfg.pmq_exe.display()))?;
+        if !output.status.success() {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "`pmq {}` failed ({}); log {}:\n{}",
+                args.first().map_or("", String::as_str),
+                output.status,
+                log.display(),
+                tail.join("\n")
+            );
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}
+
+/// Where an expert (or linear probe) of a task is cached.
+pub fn expert_dir(cfg: &BenchConfig, mode: Mode, task: &str) -> PathBuf {
+    let m = match mode {
+        Mode::Full => "full",
+        Mode::LinearProbe => "probe",
+    };
+    cfg.cache
+        .join("experts")
+        .join(&cfg.preset)
+        .join(m)
+        .join(task)
+}
+
+fn path_arg(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Writes JSON through a temporary file and a rename.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let dir = path.parent().context("output path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    Ok(())
+}
+
+/// The per-task accuracies as `task → accuracy`.
+pub fn by_task(acc: &[TaskAccuracy]) -> std::collections::BTreeMap<&str, f64> {
+    acc.iter().map(|a| (a.task.as_str(), a.accuracy)).collect()
+}

@@ -1,0 +1,211 @@
+//! Markdown tables with the structure of the paper's: main table (per task, average, change vs
+//! the FP merged model), anchor ablation, bit widths, calibration budget.
+
+use crate::cell::{Cell, MergeKind, QuantKind};
+use crate::plan::{ALPHAS, BITS, BUDGETS};
+use crate::results::{BenchResults, CellResult};
+use crate::runner::by_task;
+use std::fmt::Write;
+
+fn pct(x: f64) -> String {
+    format!("{:.1}", 100.0 * x)
+}
+
+fn delta(x: f64, base: Option<f64>) -> String {
+    match base {
+        Some(b) => format!("{:+.1}", 100.0 * (x - b)),
+        None => "–".into(),
+    }
+}
+
+fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<f64>) -> String {
+    let acc = by_task(&r.accuracies);
+    let cols: Vec<String> = tasks
+        .iter()
+        .map(|t| acc.get(t.as_str()).map_or("–".into(), |a| pct(*a)))
+        .collect();
+    format!(
+        "| {name} | {} | **{}** | {} |\n",
+        cols.join(" | "),
+        pct(r.average),
+        delta(r.average, fp)
+    )
+}
+
+/// The main table for one group size: reference rows, then per merge method the FP merged model
+/// and each quantizer, with the average and the change vs FP merged (percentage points).
+/// Merge methods with no quantized cell at this setting are listed only with `fp_only_rows`.
+pub fn main_table(res: &BenchResults, bits: u8, group: i64, fp_only_rows: bool) -> Option<String> {
+    let tasks = &res.meta.tasks;
+    let mut body = String::new();
+    let mut any = false;
+    for m in MergeKind::ALL {
+        let fp = res.cell(&Cell::fp(m).key());
+        let quantized: Vec<&CellResult> = QuantKind::ALL[1..]
+            .iter()
+            .filter_map(|&q| {
+                res.cells.iter().find(|c| {
+                    c.cell.merge == m
+                        && c.cell.quant == q
+                        && c.cell.bits == bits
+                        && c.cell.group_size == group
+                        && (q != QuantKind::Epmq || (c.cell.alpha - 0.01).abs() < 1e-12)
+                })
+            })
+            .collect();
+        if quantized.is_empty() && (fp.is_none() || !fp_only_rows) {
+            continue;
+        }
+        any = true;
+        let _ = writeln!(
+            body,
+            "| **{}** |{}",
+            m.label(),
+            " |".repeat(tasks.len() + 2)
+        );
+        let fp_avg = fp.map(|f| f.average);
+        if let Some(f) = fp {
+            body.push_str(&row("FP merged", tasks, f, None));
+        }
+        for c in quantized {
+            let name = format!("{} {}-bit", c.cell.quant.label(), c.cell.bits);
+            body.push_str(&row(&name, tasks, c, fp_avg));
+        }
+    }
+    if !any {
+        return None;
+    }
+    let mut s = format!(
+        "| Method | {} | Avg | Δ vs FP merged |\n|---|{}---|---|\n",
+        tasks.join(" | "),
+        "---|".repeat(tasks.len())
+    );
+    for r in &res.refs {
+        let acc = by_task(&r.accuracies);
+        let cols: Vec<String> = tasks
+            .iter()
+            .map(|t| acc.get(t.as_str()).map_or("–".into(), |a| pct(*a)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| {} | {} | **{}** | |",
+            r.name,
+            cols.join(" | "),
+            pct(r.average)
+        );
+    }
+    s.push_str(&body);
+    Some(s)
+}
+
+/// α ablation: average accuracy of E-PMQ per α under TA and TIES, with GPTQ and FP for reference.
+pub fn alpha_table(res: &BenchResults, bits: u8, group: i64, samples: usize) -> Option<String> {
+    let merges = [MergeKind::Ta, MergeKind::Ties];
+    let find = |m: MergeKind, q: QuantKind, a: f64| {
+        res.cell(&Cell::quant(m, q, bits, group, a, samples).key())
+    };
+    let mut rows = Vec::new();
+    let fmt = |c: Option<&CellResult>| c.map_or("–".into(), |c| pct(c.average));
+    rows.push(format!(
+        "| FP merged | {} |",
+        merges
+            .iter()
+            .map(|&m| fmt(res.cell(&Cell::fp(m).key())))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ));
+    rows.push(format!(
+        "| GPTQ | {} |",
+        merges
+            .iter()
+            .map(|&m| fmt(find(m, QuantKind::Gptq, 0.0)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ));
+    let mut alphas_run = 0;
+    for a in ALPHAS {
+        let cells: Vec<_> = merges
+            .iter()
+            .map(|&m| find(m, QuantKind::Epmq, a))
+            .collect();
+        alphas_run += usize::from(cells.iter().any(Option::is_some));
+        rows.push(format!(
+            "| E-PMQ α = {a} | {} |",
+            cells.into_iter().map(fmt).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    // An ablation needs more than the default α.
+    (alphas_run > 1).then(|| {
+        format!(
+            "| {bits}-bit, g{group}, average accuracy | {} | {} |\n|---|---|---|\n{}\n",
+            MergeKind::Ta.label(),
+            MergeKind::Ties.label(),
+            rows.join("\n")
+        )
+    })
+}
+
+/// Bit widths: GPTQ vs E-PMQ average accuracy under TA.
+pub fn bits_table(res: &BenchResults, group: i64, alpha: f64, samples: usize) -> Option<String> {
+    let fp = res.cell(&Cell::fp(MergeKind::Ta).key()).map(|c| c.average);
+    let mut rows = Vec::new();
+    for b in BITS {
+        let g =
+            res.cell(&Cell::quant(MergeKind::Ta, QuantKind::Gptq, b, group, 0.0, samples).key());
+        let e =
+            res.cell(&Cell::quant(MergeKind::Ta, QuantKind::Epmq, b, group, alpha, samples).key());
+        if g.is_none() && e.is_none() {
+            continue;
+        }
+        let f = |c: Option<&CellResult>| c.map_or("–".into(), |c| pct(c.average));
+        let d = match (g, e) {
+            (Some(g), Some(e)) => format!("{:+.1}", 100.0 * (e.average - g.average)),
+            _ => "–".into(),
+        };
+        rows.push(format!("| {b} | {} | {} | {d} |", f(g), f(e)));
+    }
+    (!rows.is_empty()).then(|| {
+        format!(
+            "Task Arithmetic, g{group}; FP merged: {}\n\n| bits | GPTQ | E-PMQ (α={alpha}) | E-PMQ − GPTQ |\n|---|---|---|---|\n{}\n",
+            fp.map_or("–".into(), pct),
+            rows.join("\n")
+        )
+    })
+}
+
+/// Calibration budget: accuracy and quantization wall time of GPTQ vs E-PMQ under TA.
+pub fn budget_table(res: &BenchResults, bits: u8, group: i64, alpha: f64) -> Option<String> {
+    let mut rows = Vec::new();
+    for n in BUDGETS {
+        let g = res.cell(&Cell::quant(MergeKind::Ta, QuantKind::Gptq, bits, group, 0.0, n).key());
+        let e = res.cell(&Cell::quant(MergeKind::Ta, QuantKind::Epmq, bits, group, alpha, n).key());
+        if g.is_none() && e.is_none() {
+            continue;
+        }
+        let acc = |c: Option<&CellResult>| c.map_or("–".into(), |c| pct(c.average));
+        let secs = |c: Option<&CellResult>| {
+            c.and_then(|c| c.quant_seconds)
+                .map_or("–".into(), |s| format!("{s:.0}"))
+        };
+        let ratio = match (
+            g.and_then(|c| c.quant_seconds),
+            e.and_then(|c| c.quant_seconds),
+        ) {
+            (Some(a), Some(b)) if a > 0.0 => format!("{:.2}×", b / a),
+            _ => "–".into(),
+        };
+        rows.push(format!(
+            "| {n} | {} | {} | {} | {} | {ratio} |",
+            acc(g),
+            acc(e),
+            secs(g),
+            secs(e)
+        ));
+    }
+    (!rows.is_empty()).then(|| {
+        format!(
+            "Task Arithmetic, {bits}-bit g{group}\n\n| samples / task | GPTQ acc | E-PMQ acc | GPTQ s | E-PMQ s | time ratio E-PMQ / GPTQ |\n|---|---|---|---|---|---|\n{}\n",
+            rows.join("\n")
+        )
+    })
+}

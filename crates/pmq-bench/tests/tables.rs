@@ -1,0 +1,167 @@
+//! Tables, plot and result merging on hand-made results.
+
+use pmq_bench::results::{BenchResults, CellResult, Meta, RefRow};
+use pmq_bench::{plot, render_markdown, tables, Cell, Defaults, MergeKind, QuantKind};
+use pmq_eval::TaskAccuracy;
+
+fn acc(values: &[(&str, usize, usize)]) -> Vec<TaskAccuracy> {
+    values
+        .iter()
+        .map(|&(t, c, n)| TaskAccuracy {
+            task: t.into(),
+            accuracy: c as f64 / n as f64,
+            correct: c,
+            total: n,
+        })
+        .collect()
+}
+
+fn cell(c: Cell, a: Vec<TaskAccuracy>, secs: Option<f64>) -> CellResult {
+    CellResult {
+        key: c.key(),
+        cell: c,
+        average: pmq_bench::results::average(&a),
+        accuracies: a,
+        quant_seconds: secs,
+        quant_peak_rss_mib: secs.map(|_| 500.0),
+        eval_seconds: 1.0,
+        finished: "2026-12-01T00:00:00Z".into(),
+    }
+}
+
+fn meta(context: &str) -> Meta {
+    Meta {
+        command: "pmq bench".into(),
+        date: "2026-12-01T00:00:00Z".into(),
+        cores: 2,
+        cpu: "test".into(),
+        tasks: vec!["a".into(), "b".into()],
+        settings: serde_json::json!({}),
+        context: context.into(),
+    }
+}
+
+fn defaults() -> Defaults {
+    Defaults {
+        bits: 4,
+        group_size: 128,
+        alpha: 0.01,
+        samples: 128,
+    }
+}
+
+fn results() -> BenchResults {
+    let q = |k, b| Cell::quant(MergeKind::Ta, k, b, 128, 0.01, 128);
+    BenchResults::merge_in(
+        None,
+        meta("x"),
+        vec![RefRow {
+            name: "Fine-tuned (STL)".into(),
+            accuracies: acc(&[("a", 90, 100), ("b", 80, 100)]),
+            average: 0.85,
+        }],
+        vec![
+            cell(
+                Cell::fp(MergeKind::Ta),
+                acc(&[("a", 80, 100), ("b", 70, 100)]),
+                None,
+            ),
+            cell(
+                q(QuantKind::Gptq, 4),
+                acc(&[("a", 70, 100), ("b", 60, 100)]),
+                Some(10.0),
+            ),
+            cell(
+                q(QuantKind::Epmq, 4),
+                acc(&[("a", 79, 100), ("b", 70, 100)]),
+                Some(25.0),
+            ),
+            cell(
+                q(QuantKind::Gptq, 2),
+                acc(&[("a", 50, 100), ("b", 50, 100)]),
+                Some(10.0),
+            ),
+            cell(
+                q(QuantKind::Epmq, 2),
+                acc(&[("a", 60, 100), ("b", 55, 100)]),
+                Some(25.0),
+            ),
+        ],
+    )
+}
+
+#[test]
+fn main_table_rows_and_deltas() {
+    let t = tables::main_table(&results(), 4, 128, true).unwrap();
+    assert!(
+        t.contains("| Method | a | b | Avg | Δ vs FP merged |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| Fine-tuned (STL) | 90.0 | 80.0 | **85.0** | |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| **Task Arithmetic (λ=0.3)** | | | | |\n"),
+        "{t}"
+    );
+    for line in t.lines() {
+        assert_eq!(
+            line.matches('|').count(),
+            6,
+            "every row has 5 cells: {line}"
+        );
+    }
+    assert!(
+        t.contains("| FP merged | 80.0 | 70.0 | **75.0** | – |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 |"),
+        "{t}"
+    );
+    assert!(
+        t.contains("| E-PMQ 4-bit | 79.0 | 70.0 | **74.5** | -0.5 |"),
+        "{t}"
+    );
+    assert!(!t.contains("AWQ"), "cells not run are not invented: {t}");
+    assert!(tables::main_table(&results(), 4, 64, false).is_none());
+}
+
+#[test]
+fn bits_and_budget_tables() {
+    let r = results();
+    let t = tables::bits_table(&r, 128, 0.01, 128).unwrap();
+    assert!(t.contains("| 2 | 50.0 | 57.5 | +7.5 |"), "{t}");
+    assert!(t.contains("| 4 | 65.0 | 74.5 | +9.5 |"), "{t}");
+    let b = tables::budget_table(&r, 4, 128, 0.01).unwrap();
+    assert!(b.contains("| 128 | 65.0 | 74.5 | 10 | 25 | 2.50× |"), "{b}");
+    let svg = plot::bits_svg(&r, 128, 0.01, 128).unwrap().unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("E-PMQ") && svg.contains("GPTQ"));
+    let md = render_markdown(&r, &defaults());
+    assert!(md.contains("## Main table") && md.contains("## Bit width"));
+    assert!(
+        !md.contains("## Anchor ablation"),
+        "no α cells beyond the default"
+    );
+}
+
+#[test]
+fn merging_results_replaces_cells_and_respects_context() {
+    let r = results();
+    let n = r.cells.len();
+    let again = cell(
+        Cell::fp(MergeKind::Ta),
+        acc(&[("a", 10, 100), ("b", 10, 100)]),
+        None,
+    );
+    let merged = BenchResults::merge_in(Some(r.clone()), meta("x"), vec![], vec![again]);
+    assert_eq!(merged.cells.len(), n);
+    assert_eq!(merged.refs.len(), 1);
+    assert!((merged.cell("ta-fp").unwrap().average - 0.1).abs() < 1e-12);
+    let other = BenchResults::merge_in(Some(r), meta("y"), vec![], vec![]);
+    assert!(
+        other.cells.is_empty(),
+        "results of other settings are dropped"
+    );
+}

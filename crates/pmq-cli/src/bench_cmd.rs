@@ -1,0 +1,273 @@
+//! `pmq bench`: the paper's tables on the real testbed (main table, α ablation, bit widths,
+//! calibration budget), written to a results directory as JSON + markdown + SVG. Subsets are
+//! selectable so a single cell can be rerun; finished cells are cached and merged into the
+//! existing results.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pmq_bench::{
+    plan, write_results, Bench, BenchConfig, BenchResults, Defaults, Experiment, MergeKind, Meta,
+    QuantKind, Selection,
+};
+use pmq_eval::EvalOptions;
+use pmq_finetune::FinetuneConfig;
+use pmq_testbed::{default_cache_dir, fetch, task_names, FetchOptions, SplitConfig};
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// The benchmark's fine-tuning budget (all 8 experts in ≤ 30 min on 2 cores).
+    Bench,
+    /// Fewer training steps, for `pmq demo`.
+    Demo,
+    /// A handful of steps: CI-sized runs.
+    Ci,
+}
+
+impl PresetArg {
+    pub fn config(self) -> FinetuneConfig {
+        match self {
+            Self::Bench => FinetuneConfig::bench(),
+            Self::Demo => FinetuneConfig::demo(),
+            Self::Ci => FinetuneConfig::ci(),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Bench => "bench",
+            Self::Demo => "demo",
+            Self::Ci => "ci",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Testbed cache [default: $PMQ_CACHE, else $XDG_CACHE_HOME/pmq, else ~/.cache/pmq].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Work directory for merged/quantized models and cached cells [default: <cache>/bench].
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    /// Where results.json, tables.md and bits.svg go.
+    #[arg(long, value_name = "DIR", default_value = "bench/results")]
+    results: PathBuf,
+    /// Experiments to run (comma-separated): main, alpha, bits, budget.
+    #[arg(long, value_delimiter = ',', default_value = "main,alpha,bits,budget")]
+    experiments: Vec<String>,
+    /// Only these merge methods: avg, ta, ties, wudi.
+    #[arg(long = "merge", value_delimiter = ',')]
+    merges: Vec<String>,
+    /// Only these methods: fp, rtn, gptq, awq, epmq.
+    #[arg(long, value_delimiter = ',')]
+    methods: Vec<String>,
+    /// Only these bit widths.
+    #[arg(long, value_delimiter = ',')]
+    bits: Vec<u8>,
+    /// Only these group sizes.
+    #[arg(long = "group-size", value_delimiter = ',', allow_hyphen_values = true)]
+    groups: Vec<i64>,
+    /// Only these E-PMQ anchor weights α.
+    #[arg(long = "alpha", value_delimiter = ',')]
+    alphas: Vec<f64>,
+    /// Only these calibration budgets (samples per task).
+    #[arg(long = "samples", value_delimiter = ',')]
+    samples: Vec<usize>,
+    /// Tasks (comma-separated) [default: all 8].
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Fine-tuning preset of the experts.
+    #[arg(long, value_enum, default_value_t = PresetArg::Bench)]
+    preset: PresetArg,
+    /// Seed of the splits and of the fine-tuning [default: the testbed's split seed and the
+    /// preset's training seed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Calibration samples per task where an experiment does not vary it.
+    #[arg(long, default_value_t = 128)]
+    default_samples: usize,
+    /// E-PMQ α where an experiment does not vary it.
+    #[arg(long, default_value_t = 0.01)]
+    default_alpha: f64,
+    /// Evaluate on at most this many test examples per task [default: the whole test split].
+    #[arg(long)]
+    eval_max_examples: Option<usize>,
+    /// Skip the linear-probe ("Pre-trained") reference row.
+    #[arg(long)]
+    no_probe: bool,
+    /// Recompute cells even when cached.
+    #[arg(long)]
+    force: bool,
+    /// Keep the quantized models in the work directory.
+    #[arg(long)]
+    keep_models: bool,
+}
+
+fn parse_all<T>(v: &[String], f: impl Fn(&str) -> Result<T>) -> Result<Option<Vec<T>>> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(v.iter().map(|s| f(s)).collect::<Result<_>>()?))
+}
+
+/// Settings shared by `pmq bench` and `pmq demo`.
+pub struct RunSpec {
+    pub cache: PathBuf,
+    pub work: PathBuf,
+    pub tasks: Vec<String>,
+    pub split: SplitConfig,
+    pub preset: PresetArg,
+    /// Overrides the preset's training seed.
+    pub seed: Option<u64>,
+    pub eval_max_examples: Option<usize>,
+    pub force: bool,
+    pub keep_models: bool,
+}
+
+/// Fetches what the tasks need and prepares the experts.
+pub fn prepare(spec: &RunSpec) -> Result<Bench> {
+    for t in &spec.tasks {
+        if !task_names().contains(&t.as_str()) {
+            bail!(
+                "unknown task {t:?}; the tasks are {}",
+                task_names().join(", ")
+            );
+        }
+    }
+    let opts = FetchOptions {
+        tasks: spec.tasks.clone(),
+        ..FetchOptions::default()
+    };
+    let report = fetch(&spec.cache, &opts).context("fetching the testbed")?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    let mut finetune = spec.preset.config();
+    if let Some(seed) = spec.seed {
+        finetune.seed = seed;
+    }
+    let cfg = BenchConfig {
+        pmq_exe: std::env::current_exe().context("locating the pmq executable")?,
+        cache: spec.cache.clone(),
+        work: spec.work.clone(),
+        tasks: spec.tasks.clone(),
+        split: spec.split.clone(),
+        preset: spec.preset.name().to_string(),
+        eval: EvalOptions {
+            max_examples: spec.eval_max_examples,
+            max_seq_len: finetune.max_seq_len,
+            batch_size: 32,
+        },
+        calib_max_seq_len: finetune.max_seq_len,
+        calib_batch_size: 32,
+        finetune,
+        force: spec.force,
+        keep_models: spec.keep_models,
+    };
+    Bench::prepare(cfg)
+}
+
+/// The metadata block of a results file.
+pub fn meta(bench: &Bench) -> Meta {
+    Meta {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        date: pmq_bench::results::now(),
+        cores: pmq_bench::results::cores(),
+        cpu: pmq_bench::results::cpu_model(),
+        tasks: bench.config().tasks.clone(),
+        settings: bench.config().settings(),
+        context: bench.context().to_string(),
+    }
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    let cache = match &args.cache {
+        Some(c) => c.clone(),
+        None => default_cache_dir()?,
+    };
+    let experiments = args
+        .experiments
+        .iter()
+        .map(|s| Experiment::parse(s))
+        .collect::<Result<Vec<_>>>()?;
+    let sel = Selection {
+        merges: parse_all(&args.merges, MergeKind::parse)?,
+        methods: parse_all(&args.methods, QuantKind::parse)?,
+        bits: (!args.bits.is_empty()).then(|| args.bits.clone()),
+        groups: (!args.groups.is_empty()).then(|| args.groups.clone()),
+        alphas: (!args.alphas.is_empty()).then(|| args.alphas.clone()),
+        samples: (!args.samples.is_empty()).then(|| args.samples.clone()),
+    };
+    let defaults = Defaults {
+        bits: 4,
+        group_size: 128,
+        alpha: args.default_alpha,
+        samples: args.default_samples,
+    };
+    let cells = plan(&experiments, &defaults, &sel);
+    if cells.is_empty() {
+        bail!("the selection matches no cell of the chosen experiments");
+    }
+    let tasks = if args.tasks.is_empty() {
+        task_names().iter().map(|s| s.to_string()).collect()
+    } else {
+        args.tasks.clone()
+    };
+    let spec = RunSpec {
+        work: args.work.clone().unwrap_or_else(|| cache.join("bench")),
+        cache,
+        tasks,
+        split: SplitConfig {
+            seed: args.seed.unwrap_or(pmq_testbed::DEFAULT_SEED),
+            ..SplitConfig::default()
+        },
+        preset: args.preset,
+        seed: args.seed,
+        eval_max_examples: args.eval_max_examples,
+        force: args.force,
+        keep_models: args.keep_models,
+    };
+    eprintln!(
+        "pmq bench: {} cells: {}",
+        cells.len(),
+        cells.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ")
+    );
+    let bench = prepare(&spec)?;
+    let refs = bench.reference_rows(!args.no_probe)?;
+    let results_file = args.results.join("results.json");
+    let mut done = Vec::new();
+    let bar = cell_bar(cells.len());
+    for c in &cells {
+        bar.set_message(c.key());
+        // Write after every cell so an interrupted run keeps what it finished.
+        let r = bench.run_cell(c)?;
+        bar.println(format!(
+            "{}: average {:.1}%{}",
+            r.key,
+            100.0 * r.average,
+            r.quant_seconds
+                .map_or(String::new(), |s| format!(" (quantize {s:.0} s)"))
+        ));
+        bar.inc(1);
+        done.push(r);
+        let old = BenchResults::load(&results_file)?;
+        let res = BenchResults::merge_in(old, meta(&bench), refs.clone(), done.clone());
+        write_results(&args.results, &res, &defaults)?;
+    }
+    bar.finish_and_clear();
+    let res = BenchResults::load(&results_file)?.context("results.json vanished")?;
+    println!("{}", pmq_bench::render_markdown(&res, &defaults));
+    eprintln!("results in {}", args.results.display());
+    Ok(())
+}
+
+/// A progress bar over benchmark cells.
+pub fn cell_bar(n: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("cells [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}

@@ -1,0 +1,107 @@
+//! `pmq eval`: test-split accuracy of a model directory (HF BERT or pmq GPTQ checkpoint) on
+//! testbed tasks, each with the head of its expert; prints a per-task table.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pmq_eval::{evaluate, EvalOptions, Head};
+use pmq_testbed::{default_cache_dir, load_task, task_names, SplitConfig, TaskData};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// The model (HF BERT directory or pmq GPTQ checkpoint).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Testbed cache directory [default: $PMQ_CACHE, else $XDG_CACHE_HOME/pmq, else ~/.cache/pmq].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// TASK=HEAD: a task and its head (an expert directory or a pmq_head.safetensors file); repeat.
+    #[arg(long = "task", value_name = "TASK=HEAD", required = true)]
+    tasks: Vec<String>,
+    /// Evaluate only the first N test examples of each task.
+    #[arg(long, value_name = "N")]
+    max_examples: Option<usize>,
+    /// Tokenizer truncation length [default: the one the heads were trained with, else 128].
+    #[arg(long, value_name = "N")]
+    max_seq_len: Option<usize>,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_pair(s: &str) -> Result<(String, PathBuf)> {
+    let (task, head) = s
+        .split_once('=')
+        .with_context(|| format!("--task {s:?}: expected TASK=HEAD_DIR"))?;
+    if !task_names().contains(&task) {
+        bail!(
+            "unknown task {task:?}; the tasks are {}",
+            task_names().join(", ")
+        );
+    }
+    Ok((task.to_string(), PathBuf::from(head)))
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let cache = match args.cache {
+        Some(c) => c,
+        None => default_cache_dir()?,
+    };
+    let mut tasks: Vec<TaskData> = Vec::new();
+    let mut heads: Vec<Head> = Vec::new();
+    for s in &args.tasks {
+        let (name, head_path) = parse_pair(s)?;
+        let head = Head::load(&head_path)?;
+        let task = load_task(&cache, &name, &SplitConfig::default()).with_context(|| {
+            format!(
+                "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
+                cache.display()
+            )
+        })?;
+        tasks.push(task);
+        heads.push(head);
+    }
+    let recorded: Vec<usize> = heads.iter().filter_map(|h| h.max_seq_len).collect();
+    let max_seq_len = match args.max_seq_len {
+        Some(m) => m,
+        None => match recorded.first() {
+            Some(&m) if recorded.iter().all(|&x| x == m) => m,
+            Some(_) => bail!(
+                "the heads were trained with different max_seq_len values {recorded:?}; pass --max-seq-len"
+            ),
+            None => 128,
+        },
+    };
+    let opts = EvalOptions {
+        max_examples: args.max_examples,
+        max_seq_len,
+        batch_size: args.batch_size,
+    };
+    let pairs: Vec<(&TaskData, &Head)> = tasks.iter().zip(&heads).collect();
+    let results = evaluate(&args.model, &pairs, &opts)?;
+    let mean = results.iter().map(|r| r.accuracy).sum::<f64>() / results.len().max(1) as f64;
+    println!("{:<22} {:>9} {:>13}", "task", "accuracy", "correct/total");
+    for r in &results {
+        println!(
+            "{:<22} {:>9.4} {:>13}",
+            r.task,
+            r.accuracy,
+            format!("{}/{}", r.correct, r.total)
+        );
+    }
+    println!("{:<22} {:>9.4}", "mean", mean);
+    if let Some(path) = &args.json {
+        let v = serde_json::json!({
+            "model": args.model,
+            "max_seq_len": max_seq_len,
+            "max_examples": args.max_examples,
+            "tasks": results,
+            "mean_accuracy": mean,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}

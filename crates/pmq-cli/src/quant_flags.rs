@@ -1,0 +1,49 @@
+//! The quantization flags shared by `pmq solve` and `pmq quantize`.
+
+use anyhow::Result;
+use clap::Args;
+use pmq_core::damping::Damping;
+use pmq_core::gptq::GptqConfig;
+use pmq_core::{QuantGrid, ScalePrecision};
+
+#[derive(Args, Debug, Clone)]
+pub struct QuantFlags {
+    /// Bits per weight: 2, 3, 4 or 8.
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Input columns per group; -1 for one group per row.
+    #[arg(long, default_value_t = 128, allow_hyphen_values = true)]
+    pub group_size: i64,
+    /// Symmetric grid.
+    #[arg(long)]
+    pub sym: bool,
+    /// Quantize columns by decreasing Hessian diagonal (desc_act).
+    #[arg(long)]
+    pub act_order: bool,
+    /// Fit group parameters before the act-order permutation.
+    #[arg(long)]
+    pub static_groups: bool,
+    /// Damping as a fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
+    #[arg(long)]
+    pub damp: Option<f64>,
+    /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i).
+    #[arg(long, default_value_t = 0.01)]
+    pub alpha: f64,
+    /// Columns per lazy GPTQ block.
+    #[arg(long, default_value_t = 128)]
+    pub block_size: usize,
+}
+
+impl QuantFlags {
+    /// The solver settings; `epmq` selects E-PMQ's default damping (0: λ damps).
+    pub fn gptq_config(&self, epmq: bool, precision: ScalePrecision) -> Result<GptqConfig> {
+        let grid = QuantGrid::new(self.bits, self.sym, self.group_size, precision)?;
+        let mut cfg = GptqConfig::new(grid);
+        cfg.block_size = self.block_size;
+        cfg.act_order = self.act_order;
+        cfg.static_groups = self.static_groups;
+        let default_damp = if epmq { 0.0 } else { 0.01 };
+        cfg.damping = Damping::gptq(self.damp.unwrap_or(default_damp));
+        Ok(cfg)
+    }
+}

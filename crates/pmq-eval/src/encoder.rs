@@ -1,0 +1,135 @@
+//! Sentence embeddings of a BERT model directory: `e = Σ_t m_t h_t / Σ_t m_t`, the mean of the
+//! last hidden states over the attention mask `m` (sentence-transformers' mean pooling, without
+//! its final normalisation), with the directory's `tokenizer.json` truncated to `max_seq_len`
+//! tokens and padding switched off ([`pmq_models::TextTokenizer`]).
+//!
+//! A pmq GPTQ checkpoint (a directory with `quantize_config.json`) is first dequantized into a
+//! temporary directory, which lives as long as the [`Encoder`].
+
+use anyhow::{bail, Context, Result};
+use indicatif::ProgressBar;
+use pmq_models::{load_model, BertModel, LoadedModel, Pooling, TextTokenizer};
+use std::path::{Path, PathBuf};
+
+/// Whether `dir` is a GPTQ checkpoint (has `quantize_config.json`).
+pub fn is_gptq_dir(dir: &Path) -> bool {
+    dir.join("quantize_config.json").is_file()
+}
+
+/// A loaded BERT encoder with its tokenizer.
+pub struct Encoder {
+    model: BertModel,
+    tokenizer: TextTokenizer,
+    source: PathBuf,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("source", &self.source)
+            .field("tokenizer", &self.tokenizer)
+            .finish()
+    }
+}
+
+impl Encoder {
+    /// Loads the BERT model in `dir` (HF directory or pmq GPTQ checkpoint) and its
+    /// `tokenizer.json` with truncation to `max_seq_len` tokens.
+    pub fn open(dir: &Path, max_seq_len: usize) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("model directory {} does not exist", dir.display());
+        }
+        let (load_dir, scratch) = if is_gptq_dir(dir) {
+            let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+            let out = tmp.path().join("dequantized");
+            tracing::info!(model = %dir.display(), "dequantizing GPTQ checkpoint");
+            pmq_formats::gptq_checkpoint::dequantize_checkpoint(dir, &out, false)
+                .with_context(|| format!("dequantizing GPTQ checkpoint {}", dir.display()))?;
+            (out, Some(tmp))
+        } else {
+            (dir.to_path_buf(), None)
+        };
+        let model = match load_model(&load_dir)
+            .with_context(|| format!("loading model {}", dir.display()))?
+        {
+            LoadedModel::Bert(m) => m,
+            _ => bail!(
+                "{}: task evaluation works on BERT sentence encoders only",
+                dir.display()
+            ),
+        };
+        let tok_path = [load_dir.join("tokenizer.json"), dir.join("tokenizer.json")]
+            .into_iter()
+            .find(|p| p.is_file())
+            .with_context(|| format!("{} has no tokenizer.json", dir.display()))?;
+        let tokenizer = TextTokenizer::from_file(&tok_path, max_seq_len)
+            .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+        Ok(Self {
+            model,
+            tokenizer,
+            source: dir.to_path_buf(),
+            _scratch: scratch,
+        })
+    }
+
+    /// The model.
+    pub fn model(&self) -> &BertModel {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Hidden size of the embeddings.
+    pub fn hidden(&self) -> usize {
+        self.model.config().hidden_size
+    }
+
+    /// The directory the encoder was opened from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Mean-pooled embeddings of `texts`, in input order. Texts are processed in batches of
+    /// similar token length (sorted), so little padding is computed; `progress` advances by one
+    /// per text.
+    pub fn embed(
+        &self,
+        texts: &[&str],
+        batch_size: usize,
+        progress: Option<&ProgressBar>,
+    ) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.tokenizer.encode(texts)?;
+        let pad = self.tokenizer.pad_id();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| (ids[i].len(), i));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let seqs: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&i| {
+                    if ids[i].is_empty() {
+                        vec![pad]
+                    } else {
+                        ids[i].clone()
+                    }
+                })
+                .collect();
+            let batch = pmq_models::Batch::from_token_ids(&seqs, pad)?;
+            let emb = self.model.sentence_embedding(&batch, Pooling::Mean)?;
+            for (&i, row) in chunk.iter().zip(emb.to_vec2::<f32>()?) {
+                out[i] = row;
+            }
+            if let Some(p) = progress {
+                p.inc(chunk.len() as u64);
+            }
+        }
+        Ok(out)
+    }
+}

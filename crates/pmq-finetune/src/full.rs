@@ -1,0 +1,197 @@
+//! Full fine-tuning: every encoder weight plus a linear head on the mean-pooled embedding,
+//! minimising the cross-entropy `−log softmax(W e(x) + b)_y` with AdamW
+//! ([`crate::optim`]; encoder at `lr`, head at `head_lr`, biases and LayerNorm weights without
+//! weight decay), global gradient-norm clipping at [`crate::config::MAX_GRAD_NORM`] and a
+//! linear warm-up/decay schedule. No dropout: runs are deterministic for a seed.
+
+use crate::bert::{mean_pool, TrainBert};
+use crate::config::{FinetuneConfig, MAX_GRAD_NORM};
+use crate::data::Encoded;
+use crate::optim::{no_decay, schedule, AdamW, ParamGroup};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use indicatif::{ProgressBar, ProgressStyle};
+use pmq_eval::Head;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What a training run produced.
+pub struct Trained {
+    pub head: Head,
+    /// Trained encoder tensors by checkpoint name (empty for a linear probe).
+    pub tensors: HashMap<String, Tensor>,
+    pub steps: usize,
+    pub final_loss: f64,
+    pub train_accuracy: f64,
+    pub seconds: f64,
+}
+
+/// A trainable linear head `[classes, hidden]` + `[classes]`.
+pub struct HeadVars {
+    pub w: Var,
+    pub b: Var,
+}
+
+impl HeadVars {
+    /// `w ~ N(0, 0.02²)` (BERT's `initializer_range`) from `rng`, `b = 0`.
+    pub fn init(classes: usize, hidden: usize, dtype: DType, rng: &mut StdRng) -> Result<Self> {
+        let normal = Normal::new(0.0f64, 0.02)?;
+        let w: Vec<f64> = (0..classes * hidden).map(|_| normal.sample(rng)).collect();
+        let w = Tensor::from_vec(w, (classes, hidden), &Device::Cpu)?.to_dtype(dtype)?;
+        Ok(Self {
+            w: Var::from_tensor(&w)?,
+            b: Var::zeros(classes, dtype, &Device::Cpu)?,
+        })
+    }
+
+    /// Logits `[b, classes]` of embeddings `[b, hidden]`.
+    pub fn logits(&self, e: &Tensor) -> Result<Tensor> {
+        Ok(e.matmul(&self.w.as_tensor().t()?)?
+            .broadcast_add(self.b.as_tensor())?)
+    }
+
+    /// The head as plain f32 values.
+    pub fn to_head(&self, task: &str, labels: &[String]) -> Result<Head> {
+        let (_, hidden) = self.w.as_tensor().dims2()?;
+        let f = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        Head::new(
+            task,
+            labels.to_vec(),
+            hidden,
+            f(self.w.as_tensor())?,
+            f(self.b.as_tensor())?,
+        )
+    }
+}
+
+/// Mean cross-entropy of `logits` `[b, c]` against `labels` `[b]` (u32).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::loss::cross_entropy(logits, labels)?)
+}
+
+/// Correct predictions of `logits` against `labels`.
+fn correct(logits: &Tensor, labels: &Tensor) -> Result<usize> {
+    let pred = logits.argmax(D::Minus1)?;
+    Ok(pred
+        .eq(labels)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()? as usize)
+}
+
+pub(crate) fn progress(total: u64, msg: String) -> ProgressBar {
+    let pb = ProgressBar::new(total).with_style(
+        ProgressStyle::with_template(
+            "{msg:>24} [{bar:30}] {pos}/{len} steps {elapsed}<{eta} {prefix}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// Fine-tunes `model` and a fresh head on `data`.
+pub fn train_full(
+    model: &TrainBert,
+    data: &Encoded,
+    task: &str,
+    labels: &[String],
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    if data.len() == 0 {
+        bail!("task {task:?} has no training examples");
+    }
+    let start = Instant::now();
+    let dtype = model.dtype();
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let head = HeadVars::init(labels.len(), model.config().hidden_size, dtype, &mut rng)?;
+    let (mut decay, mut plain) = (Vec::new(), Vec::new());
+    for (name, var) in model.params() {
+        if no_decay(name) {
+            plain.push(var.clone());
+        } else {
+            decay.push(var.clone());
+        }
+    }
+    let mut opt = AdamW::new(vec![
+        ParamGroup {
+            vars: decay,
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+        },
+        ParamGroup {
+            vars: plain,
+            lr: cfg.lr,
+            weight_decay: 0.0,
+        },
+        ParamGroup {
+            vars: vec![head.w.clone()],
+            lr: cfg.head_lr,
+            weight_decay: cfg.weight_decay,
+        },
+        ParamGroup {
+            vars: vec![head.b.clone()],
+            lr: cfg.head_lr,
+            weight_decay: 0.0,
+        },
+    ])?;
+    let per_epoch = data.len().div_ceil(cfg.batch_size);
+    let total = per_epoch * cfg.epochs;
+    let warmup = (cfg.warmup_frac * total as f64).round() as usize;
+    let tail_from = total - (total / 4).max(1);
+    let (mut tail_loss, mut tail_steps, mut tail_correct, mut tail_seen) = (0.0, 0usize, 0, 0);
+    let pb = progress(total as u64, format!("finetune {task}"));
+    let mut step = 0;
+    for epoch in 0..cfg.epochs {
+        for idx in data.epoch_batches(cfg.batch_size, &mut rng) {
+            let (ids, mask, y) = data.batch(&idx, dtype)?;
+            let hidden = model.forward(&ids, &mask)?;
+            let logits = head.logits(&mean_pool(&hidden, &mask)?)?;
+            let loss = cross_entropy(&logits, &y)?;
+            let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !loss_v.is_finite() {
+                bail!("task {task:?}: training loss became {loss_v} at step {step}");
+            }
+            let grads = loss.backward()?;
+            let norm = opt.step(&grads, schedule(step, total, warmup), Some(MAX_GRAD_NORM))?;
+            if step >= tail_from {
+                tail_loss += loss_v;
+                tail_steps += 1;
+                tail_correct += correct(&logits, &y)?;
+                tail_seen += idx.len();
+            }
+            step += 1;
+            pb.set_prefix(format!("loss {loss_v:.3}"));
+            pb.inc(1);
+            if step % 10 == 0 || step == total {
+                tracing::debug!(
+                    task,
+                    epoch,
+                    step,
+                    total,
+                    loss = loss_v,
+                    grad_norm = norm,
+                    "step"
+                );
+            }
+        }
+    }
+    pb.finish_and_clear();
+    let mut tensors = HashMap::new();
+    for (name, var) in model.params() {
+        tensors.insert(name.clone(), var.as_tensor().clone());
+    }
+    Ok(Trained {
+        head: head.to_head(task, labels)?,
+        tensors,
+        steps: total,
+        final_loss: tail_loss / tail_steps.max(1) as f64,
+        train_accuracy: tail_correct as f64 / tail_seen.max(1) as f64,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
