@@ -19,17 +19,16 @@ pub use plan::{plan, Defaults, Experiment, Selection};
 pub use results::{BenchResults, CellResult, Meta, RefRow};
 pub use runner::{Bench, BenchConfig};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::path::Path;
 
 /// Writes `results.json`, `tables.md` (every table that has cells) and `bits.svg` into `dir`.
 pub fn write_results(dir: &Path, res: &BenchResults, d: &Defaults) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     runner::write_json(&dir.join("results.json"), res)?;
     let md = render_markdown(res, d);
-    write_text(&dir.join("tables.md"), &md)?;
+    pmq_testbed::write_atomic(&dir.join("tables.md"), md.as_bytes())?;
     if let Some(svg) = plot::bits_svg(res, d.group_size, d.alpha, d.samples)? {
-        write_text(&dir.join("bits.svg"), &svg)?;
+        pmq_testbed::write_atomic(&dir.join("bits.svg"), svg.as_bytes())?;
     }
     Ok(())
 }
@@ -62,11 +61,4 @@ pub fn render_markdown(res: &BenchResults, d: &Defaults) -> String {
         s.push_str(&format!("## Calibration budget and time\n\n{t}\n"));
     }
     s
-}
-
-fn write_text(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

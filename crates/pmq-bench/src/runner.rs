@@ -379,15 +379,9 @@ fn path_arg(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Writes JSON through a temporary file and a rename.
+/// Writes pretty JSON atomically (temporary file + rename, parent created).
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let dir = path.parent().context("output path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
+    pmq_testbed::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// The per-task accuracies as `task → accuracy`.

@@ -47,6 +47,23 @@ impl HeadVars {
         })
     }
 
+    /// The optimizer groups of the head: the weight at `head_lr` with weight decay, the bias at
+    /// `head_lr` without.
+    pub fn param_groups(&self, cfg: &FinetuneConfig) -> Vec<ParamGroup> {
+        vec![
+            ParamGroup {
+                vars: vec![self.w.clone()],
+                lr: cfg.head_lr,
+                weight_decay: cfg.weight_decay,
+            },
+            ParamGroup {
+                vars: vec![self.b.clone()],
+                lr: cfg.head_lr,
+                weight_decay: 0.0,
+            },
+        ]
+    }
+
     /// Logits `[b, classes]` of embeddings `[b, hidden]`.
     pub fn logits(&self, e: &Tensor) -> Result<Tensor> {
         Ok(e.matmul(&self.w.as_tensor().t()?)?
@@ -118,7 +135,7 @@ pub fn train_full(
             decay.push(var.clone());
         }
     }
-    let mut opt = AdamW::new(vec![
+    let mut groups = vec![
         ParamGroup {
             vars: decay,
             lr: cfg.lr,
@@ -129,17 +146,9 @@ pub fn train_full(
             lr: cfg.lr,
             weight_decay: 0.0,
         },
-        ParamGroup {
-            vars: vec![head.w.clone()],
-            lr: cfg.head_lr,
-            weight_decay: cfg.weight_decay,
-        },
-        ParamGroup {
-            vars: vec![head.b.clone()],
-            lr: cfg.head_lr,
-            weight_decay: 0.0,
-        },
-    ])?;
+    ];
+    groups.extend(head.param_groups(cfg));
+    let mut opt = AdamW::new(groups)?;
     let per_epoch = data.len().div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_frac * total as f64).round() as usize;

@@ -7,7 +7,7 @@
 
 use crate::config::FinetuneConfig;
 use crate::full::{cross_entropy, progress, HeadVars, Trained};
-use crate::optim::{schedule, AdamW, ParamGroup};
+use crate::optim::{schedule, AdamW};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use pmq_eval::{Encoder, Head};
@@ -57,18 +57,7 @@ pub fn train_probe(
     )?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let head = HeadVars::init(labels.len(), h, DType::F32, &mut rng)?;
-    let mut opt = AdamW::new(vec![
-        ParamGroup {
-            vars: vec![head.w.clone()],
-            lr: cfg.head_lr,
-            weight_decay: cfg.weight_decay,
-        },
-        ParamGroup {
-            vars: vec![head.b.clone()],
-            lr: cfg.head_lr,
-            weight_decay: 0.0,
-        },
-    ])?;
+    let mut opt = AdamW::new(head.param_groups(cfg))?;
     let bs = cfg.batch_size.max(1);
     let epochs = cfg.probe_epochs();
     let total = epochs * n.div_ceil(bs);

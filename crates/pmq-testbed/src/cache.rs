@@ -58,7 +58,7 @@ pub(crate) fn sibling_tmp(target: &Path, tag: &str) -> PathBuf {
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
 /// reader sees either the old or the new file, never a partial one.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating directory {}", parent.display()))?;

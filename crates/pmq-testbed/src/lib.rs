@@ -33,7 +33,7 @@ mod text;
 mod tools;
 mod unpack;
 
-pub use cache::{default_cache_dir, sha256_file};
+pub use cache::{default_cache_dir, sha256_file, write_atomic};
 pub use error::{FetchError, MissingTool};
 pub use fetch::{
     backbone_dir, fetch, finetune_dir, ArtifactRecord, FetchAction, FetchOptions, FetchReport,
