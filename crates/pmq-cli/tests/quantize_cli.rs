@@ -2,294 +2,32 @@
 //! checkpoints with real HF tensor names, synthetic experts and tiny calibration sets.
 
 use pmq_formats::gptq_checkpoint::GptqReader;
-use pmq_io::{encode_f32, write_safetensors, Dtype, TensorStore};
-use rand::{Rng, SeedableRng};
+use pmq_io::TensorStore;
+use pmq_testkit::{write_calib, write_model, write_perturbed, Fam};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const WORDS: &[&str] = &[
-    "the",
-    "movie",
-    "was",
-    "great",
-    "bad",
-    "server",
-    "crashed",
-    "disk",
-    "full",
-    "stock",
-    "fell",
-    "rose",
-    "a",
-    "story",
-    "about",
-    "love",
-    "error",
-    "in",
-    "production",
-    "market",
-];
-
-/// A word-level tokenizer.json over WORDS (+ special tokens), whitespace pre-tokenizer, with
-/// BERT-style [CLS] … [SEP] post-processing when `bert`.
-fn tokenizer_json(bert: bool) -> Value {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-        .iter()
-        .chain(WORDS)
-        .enumerate()
-    {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    let post = if bert {
-        json!({"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {"[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]}, "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}})
-    } else {
-        Value::Null
-    };
-    json!({
-        "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": [],
-        "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": post,
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}
-    })
-}
-
-type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-fn rand_tensor(
-    rng: &mut rand::rngs::StdRng,
-    name: &str,
-    shape: &[usize],
-    scale: f32,
-    center: f32,
-) -> (String, Vec<usize>, Vec<f32>) {
-    let n = shape.iter().product();
-    let v = (0..n)
-        .map(|_| center + rng.random_range(-scale..scale))
-        .collect();
-    (name.to_string(), shape.to_vec(), v)
-}
-
-fn bert_tensors(seed: u64) -> (Value, Tensors) {
-    let (h, ff, layers, vocab) = (64usize, 128usize, 2usize, WORDS.len() + 4);
-    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut t = vec![rand_tensor(
-        &mut r,
-        "embeddings.word_embeddings.weight",
-        &[vocab, h],
-        1.0,
-        0.0,
-    )];
-    t.push(rand_tensor(
-        &mut r,
-        "embeddings.position_embeddings.weight",
-        &[32, h],
-        0.5,
-        0.0,
-    ));
-    t.push(rand_tensor(
-        &mut r,
-        "embeddings.token_type_embeddings.weight",
-        &[2, h],
-        0.5,
-        0.0,
-    ));
-    t.push(rand_tensor(
-        &mut r,
-        "embeddings.LayerNorm.weight",
-        &[h],
-        0.2,
-        1.0,
-    ));
-    t.push(rand_tensor(
-        &mut r,
-        "embeddings.LayerNorm.bias",
-        &[h],
-        0.1,
-        0.0,
-    ));
-    for l in 0..layers {
-        let p = format!("encoder.layer.{l}");
-        for (name, i, o) in [
-            ("attention.self.query", h, h),
-            ("attention.self.key", h, h),
-            ("attention.self.value", h, h),
-            ("attention.output.dense", h, h),
-            ("intermediate.dense", h, ff),
-            ("output.dense", ff, h),
-        ] {
-            let s = (3.0 / i as f32).sqrt();
-            t.push(rand_tensor(
-                &mut r,
-                &format!("{p}.{name}.weight"),
-                &[o, i],
-                s,
-                0.0,
-            ));
-            t.push(rand_tensor(
-                &mut r,
-                &format!("{p}.{name}.bias"),
-                &[o],
-                0.1,
-                0.0,
-            ));
-        }
-        for ln in ["attention.output.LayerNorm", "output.LayerNorm"] {
-            t.push(rand_tensor(
-                &mut r,
-                &format!("{p}.{ln}.weight"),
-                &[h],
-                0.2,
-                1.0,
-            ));
-            t.push(rand_tensor(
-                &mut r,
-                &format!("{p}.{ln}.bias"),
-                &[h],
-                0.1,
-                0.0,
-            ));
-        }
-    }
-    let config = json!({
-        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": h, "num_hidden_layers": layers,
-        "num_attention_heads": 4, "intermediate_size": ff, "hidden_act": "gelu", "vocab_size": vocab,
-        "max_position_embeddings": 32, "type_vocab_size": 2, "layer_norm_eps": 1e-12,
-        "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "pad_token_id": 0
-    });
-    (config, t)
-}
-
-fn llama_tensors(seed: u64) -> (Value, Tensors) {
-    let (h, ff, layers, vocab, heads, kv) =
-        (64usize, 96usize, 2usize, WORDS.len() + 4, 4usize, 2usize);
-    let hd = h / heads;
-    let mut r = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut t = vec![rand_tensor(
-        &mut r,
-        "model.embed_tokens.weight",
-        &[vocab, h],
-        1.0,
-        0.0,
-    )];
-    for l in 0..layers {
-        let p = format!("model.layers.{l}");
-        for (name, i, o) in [
-            ("self_attn.q_proj", h, heads * hd),
-            ("self_attn.k_proj", h, kv * hd),
-            ("self_attn.v_proj", h, kv * hd),
-            ("self_attn.o_proj", heads * hd, h),
-            ("mlp.gate_proj", h, ff),
-            ("mlp.up_proj", h, ff),
-            ("mlp.down_proj", ff, h),
-        ] {
-            let s = (3.0 / i as f32).sqrt();
-            t.push(rand_tensor(
-                &mut r,
-                &format!("{p}.{name}.weight"),
-                &[o, i],
-                s,
-                0.0,
-            ));
-        }
-        t.push(rand_tensor(
-            &mut r,
-            &format!("{p}.input_layernorm.weight"),
-            &[h],
-            0.2,
-            1.0,
-        ));
-        t.push(rand_tensor(
-            &mut r,
-            &format!("{p}.post_attention_layernorm.weight"),
-            &[h],
-            0.2,
-            1.0,
-        ));
-    }
-    t.push(rand_tensor(&mut r, "model.norm.weight", &[h], 0.2, 1.0));
-    t.push(rand_tensor(&mut r, "lm_head.weight", &[vocab, h], 0.3, 0.0));
-    let config = json!({
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
-        "intermediate_size": ff, "num_hidden_layers": layers, "num_attention_heads": heads,
-        "num_key_value_heads": kv, "vocab_size": vocab, "max_position_embeddings": 64,
-        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "hidden_act": "silu", "tie_word_embeddings": false,
-        "bos_token_id": 2, "eos_token_id": 3
-    });
-    (config, t)
-}
-
-fn save(dir: &Path, config: &Value, tensors: &Tensors, bert: bool) {
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), tokenizer_json(bert).to_string()).unwrap();
-    let t: Vec<_> = tensors
-        .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                Dtype::F32,
-                s.clone(),
-                encode_f32(Dtype::F32, v).unwrap(),
-            )
+/// base + K experts (the base plus uniform noise on every tensor) of a tiny BERT or Llama (GQA)
+/// in `root`; returns (base, experts).
+fn family(root: &Path, llama: bool, k: usize) -> (PathBuf, Vec<PathBuf>) {
+    let fam = if llama { Fam::LlamaGqa } else { Fam::Bert };
+    let base = root.join("base");
+    write_model(fam, &base, 1);
+    let experts = (0..k)
+        .map(|i| {
+            let d = root.join(format!("expert{i}"));
+            write_perturbed(fam, &d, 1, 100 + i as u64, 0.05);
+            d
         })
         .collect();
-    write_safetensors(&dir.join("model.safetensors"), &t, None).unwrap();
+    (base, experts)
 }
 
-/// base + K experts (base + noise on every tensor) in `root`; returns (base, experts).
-fn family(root: &Path, llama: bool, k: usize) -> (PathBuf, Vec<PathBuf>) {
-    let (config, base) = if llama {
-        llama_tensors(1)
-    } else {
-        bert_tensors(1)
-    };
-    let base_dir = root.join("base");
-    save(&base_dir, &config, &base, !llama);
-    let mut experts = Vec::new();
-    for i in 0..k {
-        let mut r = rand::rngs::StdRng::seed_from_u64(100 + i as u64);
-        let t: Tensors = base
-            .iter()
-            .map(|(n, s, v)| {
-                (
-                    n.clone(),
-                    s.clone(),
-                    v.iter().map(|x| x + r.random_range(-0.05..0.05)).collect(),
-                )
-            })
-            .collect();
-        let d = root.join(format!("expert{i}"));
-        save(&d, &config, &t, !llama);
-        experts.push(d);
-    }
-    (base_dir, experts)
-}
-
+/// K calibration files of 12 sentences; `t{i}=PATH`.
 fn calib(root: &Path, k: usize) -> Vec<String> {
     (0..k)
-        .map(|i| {
-            let mut r = rand::rngs::StdRng::seed_from_u64(7 + i as u64);
-            let lines: Vec<String> = (0..12)
-                .map(|_| {
-                    let n = r.random_range(3..9);
-                    let words: Vec<&str> = (0..n)
-                        .map(|_| WORDS[r.random_range(0..WORDS.len())])
-                        .collect();
-                    json!({"text": words.join(" ")}).to_string()
-                })
-                .collect();
-            let p = root.join(format!("task{i}.jsonl"));
-            std::fs::write(&p, lines.join("\n")).unwrap();
-            format!("t{i}={}", p.display())
-        })
+        .map(|i| write_calib(Fam::Bert, root, &format!("t{i}"), 12, 7 + i as u64))
         .collect()
 }
 

@@ -22,8 +22,6 @@
 mod encoder;
 mod head;
 #[doc(hidden)]
-pub mod testing;
-
 pub use encoder::{is_gptq_dir, Encoder};
 pub use head::{Head, EXPERT_FILE, HEAD_FILE};
 

@@ -3,12 +3,12 @@
 
 use pmq_core::packing::CheckpointFormat;
 use pmq_core::{QuantGrid, ScalePrecision};
-use pmq_eval::testing::{synthetic_task, write_tiny_bert, TinyBert};
 use pmq_eval::{evaluate, Encoder, EvalOptions, Head};
 use pmq_formats::gptq_checkpoint::{write_gptq, GptqSettings};
 use pmq_formats::PackedLinear;
 use pmq_io::TensorStore;
 use pmq_models::{BertModel, Pooling, TextTokenizer};
+use pmq_testkit::{synthetic_task, write_tiny_bert, TinyBert};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -39,7 +39,7 @@ fn picking_head(task: &str, hidden: usize) -> Head {
 fn accuracy_matches_a_count_by_hand() {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("bert");
-    write_tiny_bert(&model_dir, TinyBert::default(), 1).unwrap();
+    write_tiny_bert(&model_dir, TinyBert::default(), 1);
     let mut task = synthetic_task("t", 4, 6, 2);
     // embeddings of each text alone (no padding), straight from the model
     let model = BertModel::load(&model_dir).unwrap();
@@ -83,7 +83,7 @@ fn accuracy_matches_a_count_by_hand() {
 fn mismatched_heads_are_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("bert");
-    write_tiny_bert(&model_dir, TinyBert::default(), 1).unwrap();
+    write_tiny_bert(&model_dir, TinyBert::default(), 1);
     let task = synthetic_task("t", 4, 6, 2);
     let wrong_width = picking_head("t", 8);
     let err = evaluate(&model_dir, &[(&task, &wrong_width)], &opts(None)).unwrap_err();
@@ -142,7 +142,7 @@ fn quantized_twins(model_dir: &Path, root: &Path) -> (std::path::PathBuf, std::p
 fn gptq_checkpoint_evaluates_like_its_fake_quant_twin() {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("bert");
-    write_tiny_bert(&model_dir, TinyBert::default(), 5).unwrap();
+    write_tiny_bert(&model_dir, TinyBert::default(), 5);
     let (gptq, fake) = quantized_twins(&model_dir, tmp.path());
     assert!(pmq_eval::is_gptq_dir(&gptq) && !pmq_eval::is_gptq_dir(&fake));
     let task = synthetic_task("t", 4, 40, 9);

@@ -3,9 +3,9 @@
 //! all-MiniLM-L6-v2 when `PMQ_TESTBED_CACHE` points to a fetched cache.
 
 use candle_core::{DType, Tensor};
-use pmq_eval::testing::{synthetic_task, write_tiny_bert, TinyBert};
 use pmq_finetune::bert::TrainBert;
 use pmq_models::{BertModel, BlockModel, Pooling, TextTokenizer};
+use pmq_testkit::{synthetic_task, write_tiny_bert, TinyBert};
 use std::path::Path;
 
 fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
@@ -58,7 +58,7 @@ fn check_parity(dir: &Path, texts: &[&str], max_len: usize) {
 #[test]
 fn tiny_random_bert_matches_the_inference_forward() {
     let tmp = tempfile::tempdir().unwrap();
-    write_tiny_bert(tmp.path(), TinyBert::default(), 3).unwrap();
+    write_tiny_bert(tmp.path(), TinyBert::default(), 3);
     let task = synthetic_task("t", 6, 0, 4);
     let texts: Vec<&str> = task.train.iter().map(|e| e.text.as_str()).collect();
     check_parity(tmp.path(), &texts, 16);
@@ -67,7 +67,7 @@ fn tiny_random_bert_matches_the_inference_forward() {
 #[test]
 fn params_carry_the_checkpoint_names() {
     let tmp = tempfile::tempdir().unwrap();
-    write_tiny_bert(tmp.path(), TinyBert::default(), 3).unwrap();
+    write_tiny_bert(tmp.path(), TinyBert::default(), 3);
     let m = TrainBert::load(tmp.path(), DType::F32).unwrap();
     let names: Vec<&str> = m.params().iter().map(|(n, _)| n.as_str()).collect();
     // 3 embeddings + LN (2) + per layer 6 linears × 2 + 2 LNs × 2

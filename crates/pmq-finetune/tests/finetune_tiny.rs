@@ -1,10 +1,10 @@
 //! `finetune` end to end on a tiny random BERT and a synthetic two-class task: output layout
 //! (mergeable model directory, head, record), learning, caching, seeding and the linear probe.
 
-use pmq_eval::testing::{synthetic_task, write_tiny_bert, TinyBert};
 use pmq_eval::{evaluate, EvalOptions, Head};
 use pmq_finetune::{finetune, ExpertRecord, FinetuneConfig, Mode};
 use pmq_io::TensorStore;
+use pmq_testkit::{synthetic_task, write_tiny_bert, TinyBert};
 use std::path::Path;
 
 fn cfg() -> FinetuneConfig {
@@ -57,7 +57,7 @@ fn assert_same_layout(backbone: &Path, expert: &Path) {
 fn full_finetune_writes_a_mergeable_expert_that_learns_and_is_cached() {
     let tmp = tempfile::tempdir().unwrap();
     let backbone = tmp.path().join("backbone");
-    write_tiny_bert(&backbone, TinyBert::default(), 1).unwrap();
+    write_tiny_bert(&backbone, TinyBert::default(), 1);
     let task = synthetic_task("synth", 128, 60, 3);
     let out = tmp.path().join("experts/full/synth");
     let r = finetune(&backbone, &task, Mode::Full, &cfg(), &out).unwrap();
@@ -122,7 +122,7 @@ fn full_finetune_writes_a_mergeable_expert_that_learns_and_is_cached() {
 fn linear_probe_writes_only_a_head_that_works_on_the_backbone() {
     let tmp = tempfile::tempdir().unwrap();
     let backbone = tmp.path().join("backbone");
-    write_tiny_bert(&backbone, TinyBert::default(), 1).unwrap();
+    write_tiny_bert(&backbone, TinyBert::default(), 1);
     let task = synthetic_task("synth", 128, 60, 3);
     let out = tmp.path().join("probe");
     let r = finetune(&backbone, &task, Mode::LinearProbe, &cfg(), &out).unwrap();
@@ -150,7 +150,7 @@ fn linear_probe_writes_only_a_head_that_works_on_the_backbone() {
 fn refuses_to_replace_foreign_directories_and_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let backbone = tmp.path().join("backbone");
-    write_tiny_bert(&backbone, TinyBert::default(), 1).unwrap();
+    write_tiny_bert(&backbone, TinyBert::default(), 1);
     let task = synthetic_task("synth", 8, 4, 3);
     let foreign = tmp.path().join("foreign");
     std::fs::create_dir_all(&foreign).unwrap();

@@ -4,10 +4,10 @@
 //! backward) or is wrong.
 
 use candle_core::{DType, Device, Tensor, Var};
-use pmq_eval::testing::{synthetic_task, write_tiny_bert, TinyBert};
 use pmq_finetune::bert::{mean_pool, TrainBert};
 use pmq_finetune::full::{cross_entropy, HeadVars};
 use pmq_models::TextTokenizer;
+use pmq_testkit::{synthetic_task, write_tiny_bert, TinyBert};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -39,7 +39,7 @@ fn setup(dir: &std::path::Path) -> Setup {
         layers: 2,
         max_positions: 24,
     };
-    write_tiny_bert(dir, shape, 11).unwrap();
+    write_tiny_bert(dir, shape, 11);
     let model = TrainBert::load(dir, DType::F64).unwrap();
     let head = HeadVars::init(2, 8, DType::F64, &mut StdRng::seed_from_u64(1)).unwrap();
     // a larger head so the loss is sensitive to the encoder
@@ -143,7 +143,7 @@ fn gradients_match_finite_differences() {
 #[test]
 fn every_parameter_gets_a_gradient_in_f32() {
     let tmp = tempfile::tempdir().unwrap();
-    write_tiny_bert(tmp.path(), TinyBert::default(), 2).unwrap();
+    write_tiny_bert(tmp.path(), TinyBert::default(), 2);
     let model = TrainBert::load(tmp.path(), DType::F32).unwrap();
     let head = HeadVars::init(2, 16, DType::F32, &mut StdRng::seed_from_u64(1)).unwrap();
     let task = synthetic_task("t", 4, 0, 7);

@@ -1,0 +1,22 @@
+//! Fixtures for pmq's tests, in one place so every suite builds its checkpoints the same way.
+//!
+//! - [`Ckpt`]: a random checkpoint under construction, written as HF `config.json` +
+//!   `model.safetensors`.
+//! - [`families`]: tiny checkpoints of every supported family with real HF tensor names and
+//!   real-looking configs (BERT, CLIP vision, Llama with and without GQA/biases, T5 with ReLU and
+//!   gated-GELU feed-forwards), and "experts" near a base.
+//! - [`text`]: a word-level `tokenizer.json` and calibration files (JSONL or images).
+//! - [`tiny_bert`]: a configurable tiny BERT and a synthetic two-class task whose label is
+//!   carried by marker words, for fine-tuning and evaluation tests.
+//!
+//! Test-only: every function panics on I/O errors instead of returning them.
+
+pub mod checkpoint;
+pub mod families;
+pub mod text;
+pub mod tiny_bert;
+
+pub use checkpoint::Ckpt;
+pub use families::{write_model, write_perturbed, Fam, ALL};
+pub use text::{tokenizer_json, write_calib, WORDS};
+pub use tiny_bert::{synthetic_task, write_tiny_bert, TinyBert};
