@@ -3,6 +3,7 @@
 
 use crate::checkpoint::Ckpt;
 use crate::text::{tokenizer_json, WORDS};
+use crate::tiny_bert::{bert_encoder, TinyBert};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -51,32 +52,14 @@ impl Fam {
 }
 
 fn bert(c: &mut Ckpt) -> Value {
-    let ff = 128;
-    c.rand("embeddings.word_embeddings.weight", &[VOCAB, H], 0.0, 1.0);
-    c.rand("embeddings.position_embeddings.weight", &[32, H], 0.0, 0.5);
-    c.rand("embeddings.token_type_embeddings.weight", &[2, H], 0.0, 0.5);
-    c.norm_with_outliers("embeddings.LayerNorm", H, true);
-    for l in 0..2 {
-        let p = format!("encoder.layer.{l}");
-        for (n, i, o) in [
-            ("attention.self.query", H, H),
-            ("attention.self.key", H, H),
-            ("attention.self.value", H, H),
-            ("attention.output.dense", H, H),
-            ("intermediate.dense", H, ff),
-            ("output.dense", ff, H),
-        ] {
-            c.linear(&format!("{p}.{n}"), i, o, true);
-        }
-        c.norm_with_outliers(&format!("{p}.attention.output.LayerNorm"), H, true);
-        c.norm_with_outliers(&format!("{p}.output.LayerNorm"), H, true);
-    }
-    json!({
-        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": H,
-        "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": ff,
-        "hidden_act": "gelu", "vocab_size": VOCAB, "max_position_embeddings": 32,
-        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 0
-    })
+    let shape = TinyBert {
+        hidden: H,
+        heads: 4,
+        intermediate: 128,
+        layers: 2,
+        max_positions: 32,
+    };
+    bert_encoder(c, shape, VOCAB, true)
 }
 
 fn llama(c: &mut Ckpt, kv: usize, bias: bool) -> Value {

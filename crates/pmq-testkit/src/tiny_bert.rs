@@ -58,9 +58,9 @@ pub fn tokenizer_json() -> Value {
     t
 }
 
-/// Writes a random BERT (`config.json`, `tokenizer.json`, `model.safetensors` with the HF
-/// names of `BertModel`, plus an unused i64 `embeddings.position_ids` and a `pooler`) to `dir`.
-pub fn write_tiny_bert(dir: &Path, shape: TinyBert, seed: u64) {
+/// Draws a `BertModel`'s embeddings and encoder layers (HF names) of `shape` over `vocab`
+/// tokens into `c` and returns its config; norms get outlier channels when `outliers`.
+pub(crate) fn bert_encoder(c: &mut Ckpt, shape: TinyBert, vocab: usize, outliers: bool) -> Value {
     let TinyBert {
         hidden: h,
         heads,
@@ -68,9 +68,14 @@ pub fn write_tiny_bert(dir: &Path, shape: TinyBert, seed: u64) {
         layers,
         max_positions,
     } = shape;
-    let v = 4 + words().len();
-    let mut c = Ckpt::new(seed);
-    c.rand("embeddings.word_embeddings.weight", &[v, h], 0.0, 1.0);
+    let norm = |c: &mut Ckpt, p: &str| {
+        if outliers {
+            c.norm_with_outliers(p, h, true)
+        } else {
+            c.norm(p, h, true)
+        }
+    };
+    c.rand("embeddings.word_embeddings.weight", &[vocab, h], 0.0, 1.0);
     c.rand(
         "embeddings.position_embeddings.weight",
         &[max_positions, h],
@@ -78,7 +83,7 @@ pub fn write_tiny_bert(dir: &Path, shape: TinyBert, seed: u64) {
         0.3,
     );
     c.rand("embeddings.token_type_embeddings.weight", &[2, h], 0.0, 0.3);
-    c.norm("embeddings.LayerNorm", h, true);
+    norm(c, "embeddings.LayerNorm");
     for l in 0..layers {
         let p = format!("encoder.layer.{l}");
         for (name, i, o) in [
@@ -91,23 +96,31 @@ pub fn write_tiny_bert(dir: &Path, shape: TinyBert, seed: u64) {
         ] {
             c.linear(&format!("{p}.{name}"), i, o, true);
         }
-        c.norm(&format!("{p}.attention.output.LayerNorm"), h, true);
-        c.norm(&format!("{p}.output.LayerNorm"), h, true);
+        norm(c, &format!("{p}.attention.output.LayerNorm"));
+        norm(c, &format!("{p}.output.LayerNorm"));
     }
+    json!({
+        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": h,
+        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ff,
+        "hidden_act": "gelu", "vocab_size": vocab, "max_position_embeddings": max_positions,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1, "pad_token_id": 0
+    })
+}
+
+/// Writes a random BERT (`config.json`, `tokenizer.json`, `model.safetensors` with the HF
+/// names of `BertModel`, plus an unused i64 `embeddings.position_ids` and a `pooler`) to `dir`.
+pub fn write_tiny_bert(dir: &Path, shape: TinyBert, seed: u64) {
+    let mut c = Ckpt::new(seed);
+    let config = bert_encoder(&mut c, shape, 4 + words().len(), false);
+    let h = shape.hidden;
     c.rand("pooler.dense.weight", &[h, h], 0.0, 0.3);
     c.rand("pooler.dense.bias", &[h], 0.0, 0.1);
     c.ints(
         "embeddings.position_ids",
-        &[1, max_positions],
-        (0..max_positions as i64).collect(),
+        &[1, shape.max_positions],
+        (0..shape.max_positions as i64).collect(),
     );
-    let config = json!({
-        "architectures": ["BertModel"], "model_type": "bert", "hidden_size": h,
-        "num_hidden_layers": layers, "num_attention_heads": heads, "intermediate_size": ff,
-        "hidden_act": "gelu", "vocab_size": v, "max_position_embeddings": max_positions,
-        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1, "pad_token_id": 0
-    });
     c.save(dir, &config);
     std::fs::write(dir.join("tokenizer.json"), tokenizer_json().to_string()).unwrap();
 }
