@@ -41,10 +41,10 @@ pub fn render_markdown(res: &BenchResults, d: &Defaults) -> String {
         m.command, m.date, m.cores, m.cpu, m.context
     );
     for g in [d.group_size, 64] {
-        if let Some(t) = tables::main_table(res, d.bits, g, g == d.group_size) {
+        if let Some(t) = tables::main_table(res, d, g, g == d.group_size) {
             s.push_str(&format!(
-                "## Main table: {}-bit, group {g} (E-PMQ α = {})\n\n{t}\n",
-                d.bits, d.alpha
+                "## Main table: {}-bit, group {g} (E-PMQ α = {}; WUDI: α = {}, as in the paper)\n\n{t}\n",
+                d.bits, d.alpha, d.wudi_alpha
             ));
         }
         if g == 64 && d.group_size == 64 {

@@ -58,8 +58,30 @@ pub const GROUPS: [i64; 2] = [128, 64];
 pub struct Defaults {
     pub bits: u8,
     pub group_size: i64,
+    /// E-PMQ's α for Simple Averaging, Task Arithmetic and TIES (the paper: 0.01).
     pub alpha: f64,
+    /// E-PMQ's α for WUDI (the paper: 10; WUDI's merged model is the better anchor there).
+    #[serde(default = "paper_wudi_alpha")]
+    pub wudi_alpha: f64,
     pub samples: usize,
+}
+
+/// The paper's α for WUDI-merged models.
+pub const PAPER_WUDI_ALPHA: f64 = 10.0;
+
+fn paper_wudi_alpha() -> f64 {
+    PAPER_WUDI_ALPHA
+}
+
+impl Defaults {
+    /// E-PMQ's α in the main table for models merged with `m`.
+    pub fn alpha_for(&self, m: MergeKind) -> f64 {
+        if m == MergeKind::Wudi {
+            self.wudi_alpha
+        } else {
+            self.alpha
+        }
+    }
 }
 
 /// A subset of the grid: every `Some` list restricts that axis.
@@ -104,7 +126,7 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
                 out.push(Cell::fp(m));
                 for g in GROUPS {
                     for k in &QuantKind::ALL[1..] {
-                        out.push(q(m, *k, d.bits, g, d.alpha, d.samples));
+                        out.push(q(m, *k, d.bits, g, d.alpha_for(m), d.samples));
                     }
                 }
             }
@@ -160,6 +182,7 @@ mod tests {
             bits: 4,
             group_size: 128,
             alpha: 0.01,
+            wudi_alpha: 10.0,
             samples: 128,
         }
     }
@@ -183,6 +206,28 @@ mod tests {
         let cells = plan(&[Experiment::Main], &d(), &sel);
         assert_eq!(cells.len(), 1);
         assert_eq!(cells[0].key(), "ta-epmq-b4-g128-a0.01-n128");
+    }
+
+    #[test]
+    fn wudi_uses_its_own_alpha_in_the_main_table() {
+        let sel = Selection {
+            methods: Some(vec![QuantKind::Epmq]),
+            groups: Some(vec![128]),
+            ..Default::default()
+        };
+        let keys: Vec<String> = plan(&[Experiment::Main], &d(), &sel)
+            .iter()
+            .map(Cell::key)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "avg-epmq-b4-g128-a0.01-n128",
+                "ta-epmq-b4-g128-a0.01-n128",
+                "ties-epmq-b4-g128-a0.01-n128",
+                "wudi-epmq-b4-g128-a10-n128"
+            ]
+        );
     }
 
     #[test]

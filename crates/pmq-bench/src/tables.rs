@@ -2,7 +2,7 @@
 //! the FP merged model), anchor ablation, bit widths, calibration budget.
 
 use crate::cell::{Cell, MergeKind, QuantKind};
-use crate::plan::{ALPHAS, BITS, BUDGETS};
+use crate::plan::{Defaults, ALPHAS, BITS, BUDGETS};
 use crate::results::{BenchResults, CellResult};
 use crate::runner::by_task;
 use std::fmt::Write;
@@ -34,9 +34,16 @@ fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<f64>) -> String 
 
 /// The main table for one group size: reference rows, then per merge method the FP merged model
 /// and each quantizer, with the average and the change vs FP merged (percentage points).
-/// Merge methods with no quantized cell at this setting are listed only with `fp_only_rows`.
-pub fn main_table(res: &BenchResults, bits: u8, group: i64, fp_only_rows: bool) -> Option<String> {
+/// E-PMQ rows use each merge's α ([`Defaults::alpha_for`]). Merge methods with no quantized
+/// cell at this setting are listed only with `fp_only_rows`.
+pub fn main_table(
+    res: &BenchResults,
+    d: &Defaults,
+    group: i64,
+    fp_only_rows: bool,
+) -> Option<String> {
     let tasks = &res.meta.tasks;
+    let bits = d.bits;
     let mut body = String::new();
     let mut any = false;
     for m in MergeKind::ALL {
@@ -49,7 +56,8 @@ pub fn main_table(res: &BenchResults, bits: u8, group: i64, fp_only_rows: bool) 
                         && c.cell.quant == q
                         && c.cell.bits == bits
                         && c.cell.group_size == group
-                        && (q != QuantKind::Epmq || (c.cell.alpha - 0.01).abs() < 1e-12)
+                        && (c.cell.samples == 0 || c.cell.samples == d.samples)
+                        && (q != QuantKind::Epmq || (c.cell.alpha - d.alpha_for(m)).abs() < 1e-12)
                 })
             })
             .collect();
@@ -68,7 +76,10 @@ pub fn main_table(res: &BenchResults, bits: u8, group: i64, fp_only_rows: bool) 
             body.push_str(&row("FP merged", tasks, f, None));
         }
         for c in quantized {
-            let name = format!("{} {}-bit", c.cell.quant.label(), c.cell.bits);
+            let mut name = format!("{} {}-bit", c.cell.quant.label(), c.cell.bits);
+            if c.cell.quant == QuantKind::Epmq && d.alpha_for(m) != d.alpha {
+                name.push_str(&format!(" (α = {})", c.cell.alpha));
+            }
             body.push_str(&row(&name, tasks, c, fp_avg));
         }
     }
@@ -98,9 +109,17 @@ pub fn main_table(res: &BenchResults, bits: u8, group: i64, fp_only_rows: bool) 
     Some(s)
 }
 
-/// α ablation: average accuracy of E-PMQ per α under TA and TIES, with GPTQ and FP for reference.
+/// α ablation: average accuracy of E-PMQ per α under TA and TIES (and WUDI where it has E-PMQ
+/// cells), with GPTQ and FP for reference.
 pub fn alpha_table(res: &BenchResults, bits: u8, group: i64, samples: usize) -> Option<String> {
-    let merges = [MergeKind::Ta, MergeKind::Ties];
+    let wudi = ALPHAS.iter().any(|&a| {
+        res.cell(&Cell::quant(MergeKind::Wudi, QuantKind::Epmq, bits, group, a, samples).key())
+            .is_some()
+    });
+    let mut merges = vec![MergeKind::Ta, MergeKind::Ties];
+    if wudi {
+        merges.push(MergeKind::Wudi);
+    }
     let find = |m: MergeKind, q: QuantKind, a: f64| {
         res.cell(&Cell::quant(m, q, bits, group, a, samples).key())
     };
@@ -137,9 +156,13 @@ pub fn alpha_table(res: &BenchResults, bits: u8, group: i64, samples: usize) -> 
     // An ablation needs more than the default α.
     (alphas_run > 1).then(|| {
         format!(
-            "| {bits}-bit, g{group}, average accuracy | {} | {} |\n|---|---|---|\n{}\n",
-            MergeKind::Ta.label(),
-            MergeKind::Ties.label(),
+            "| {bits}-bit, g{group}, average accuracy | {} |\n|---|{}\n{}\n",
+            merges
+                .iter()
+                .map(|m| m.label())
+                .collect::<Vec<_>>()
+                .join(" | "),
+            "---|".repeat(merges.len()),
             rows.join("\n")
         )
     })

@@ -46,6 +46,7 @@ fn defaults() -> Defaults {
         bits: 4,
         group_size: 128,
         alpha: 0.01,
+        wudi_alpha: 10.0,
         samples: 128,
     }
 }
@@ -92,7 +93,7 @@ fn results() -> BenchResults {
 
 #[test]
 fn main_table_rows_and_deltas() {
-    let t = tables::main_table(&results(), 4, 128, true).unwrap();
+    let t = tables::main_table(&results(), &defaults(), 128, true).unwrap();
     assert!(
         t.contains("| Method | a | b | Avg | Δ vs FP merged |"),
         "{t}"
@@ -125,7 +126,7 @@ fn main_table_rows_and_deltas() {
         "{t}"
     );
     assert!(!t.contains("AWQ"), "cells not run are not invented: {t}");
-    assert!(tables::main_table(&results(), 4, 64, false).is_none());
+    assert!(tables::main_table(&results(), &defaults(), 64, false).is_none());
 }
 
 #[test]
@@ -164,4 +165,52 @@ fn merging_results_replaces_cells_and_respects_context() {
         other.cells.is_empty(),
         "results of other settings are dropped"
     );
+}
+
+#[test]
+fn main_table_uses_each_merges_alpha_and_the_default_budget() {
+    let wudi = |k, a, n| Cell::quant(MergeKind::Wudi, k, 4, 128, a, n);
+    let mut extra = vec![
+        cell(
+            Cell::fp(MergeKind::Wudi),
+            acc(&[("a", 80, 100), ("b", 80, 100)]),
+            None,
+        ),
+        // α = 0.01 under WUDI: an ablation cell, not the main-table row
+        cell(
+            wudi(QuantKind::Epmq, 0.01, 128),
+            acc(&[("a", 10, 100), ("b", 10, 100)]),
+            Some(1.0),
+        ),
+        cell(
+            wudi(QuantKind::Epmq, 10.0, 128),
+            acc(&[("a", 81, 100), ("b", 81, 100)]),
+            Some(1.0),
+        ),
+    ];
+    // a budget cell of GPTQ under TA with 64 samples must not replace the 128-sample one
+    extra.push(cell(
+        Cell::quant(MergeKind::Ta, QuantKind::Gptq, 4, 128, 0.0, 64),
+        acc(&[("a", 1, 100), ("b", 1, 100)]),
+        Some(5.0),
+    ));
+    let r = BenchResults::merge_in(Some(results()), meta("x"), vec![], extra);
+    let t = tables::main_table(&r, &defaults(), 128, true).unwrap();
+    assert!(
+        t.contains("| E-PMQ 4-bit (α = 10) | 81.0 | 81.0 | **81.0** | +1.0 |"),
+        "{t}"
+    );
+    assert!(!t.contains("| 10.0 |"), "{t}");
+    assert!(
+        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 |"),
+        "{t}"
+    );
+    // the α table gains a WUDI column with both of its α values
+    let a = tables::alpha_table(&r, 4, 128, 128).unwrap();
+    assert!(
+        a.contains("| Task Arithmetic (λ=0.3) | TIES (λ=0.3) | WUDI |"),
+        "{a}"
+    );
+    assert!(a.contains("| E-PMQ α = 0.01 | 74.5 | – | 10.0 |"), "{a}");
+    assert!(a.contains("| E-PMQ α = 10 | – | – | 81.0 |"), "{a}");
 }

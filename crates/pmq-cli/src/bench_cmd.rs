@@ -86,9 +86,12 @@ pub struct BenchArgs {
     /// Calibration samples per task where an experiment does not vary it.
     #[arg(long, default_value_t = 128)]
     default_samples: usize,
-    /// E-PMQ α where an experiment does not vary it.
+    /// E-PMQ α where an experiment does not vary it (Simple Averaging, TA, TIES; the paper: 0.01).
     #[arg(long, default_value_t = 0.01)]
     default_alpha: f64,
+    /// E-PMQ α for WUDI-merged models in the main table (the paper: 10).
+    #[arg(long, default_value_t = pmq_bench::plan::PAPER_WUDI_ALPHA)]
+    wudi_alpha: f64,
     /// Evaluate on at most this many test examples per task [default: the whole test split].
     #[arg(long)]
     eval_max_examples: Option<usize>,
@@ -202,6 +205,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bits: 4,
         group_size: 128,
         alpha: args.default_alpha,
+        wudi_alpha: args.wudi_alpha,
         samples: args.default_samples,
     };
     let cells = plan(&experiments, &defaults, &sel);

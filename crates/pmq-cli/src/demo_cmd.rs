@@ -97,6 +97,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         bits: args.bits,
         group_size: 128,
         alpha: 0.01,
+        wudi_alpha: pmq_bench::plan::PAPER_WUDI_ALPHA,
         samples,
     };
     let cells = [
@@ -129,7 +130,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let res = BenchResults::merge_in(None, meta(&bench), refs, done);
     let out = work.join("results");
     write_results(&out, &res, &defaults)?;
-    let table = pmq_bench::tables::main_table(&res, args.bits, 128, true)
+    let table = pmq_bench::tables::main_table(&res, &defaults, 128, true)
         .context("the demo produced no table")?;
     println!("{table}");
     for c in &res.cells {
