@@ -2,7 +2,8 @@
 //!
 //! - `main`: {Average, TA, TIES, WUDI} × {FP, RTN, GPTQ, AWQ, E-PMQ}, 4-bit, group 128 and 64
 //!   (the paper's Tables 1–3).
-//! - `alpha`: the anchor ablation, E-PMQ with α ∈ {0, 0.01, 0.1, 1, 10} under TA and TIES.
+//! - `alpha`: the anchor ablation, E-PMQ with α ∈ {0, 0.01, 0.1, 1, 10} under TA and TIES (the
+//!   paper's) and WUDI (whose main-table α is 10, not 0.01).
 //! - `bits`: GPTQ vs E-PMQ at 2, 3, 4 and 8 bits under TA.
 //! - `budget`: GPTQ vs E-PMQ with 64 / 128 / 256 calibration samples per task under TA, with
 //!   the quantization wall time (the paper's Table 6).
@@ -132,7 +133,7 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
             }
         }
         Experiment::Alpha => {
-            for m in [MergeKind::Ta, MergeKind::Ties] {
+            for m in [MergeKind::Ta, MergeKind::Ties, MergeKind::Wudi] {
                 out.push(Cell::fp(m));
                 out.push(q(m, QuantKind::Gptq, d.bits, d.group_size, 0.0, d.samples));
                 for a in ALPHAS {
@@ -239,5 +240,23 @@ mod tests {
         let main = plan(&[Experiment::Main], &d(), &Selection::default()).len();
         let alpha = plan(&[Experiment::Alpha], &d(), &Selection::default()).len();
         assert!(all.len() < main + alpha + 9 + 7);
+    }
+
+    #[test]
+    fn alpha_ablation_sweeps_ta_ties_and_wudi() {
+        let cells = plan(&[Experiment::Alpha], &d(), &Selection::default());
+        for m in ["ta", "ties", "wudi"] {
+            let epmq: Vec<_> = cells
+                .iter()
+                .filter(|c| c.quant == QuantKind::Epmq && c.key().starts_with(&format!("{m}-")))
+                .map(|c| c.alpha)
+                .collect();
+            assert_eq!(epmq, ALPHAS.to_vec(), "{m}");
+        }
+        // WUDI at α = 10 is the main-table cell: one computation serves both tables
+        let main = plan(&[Experiment::Main], &d(), &Selection::default());
+        assert!(cells
+            .iter()
+            .any(|c| c.key() == "wudi-epmq-b4-g128-a10-n128" && main.contains(c)));
     }
 }
