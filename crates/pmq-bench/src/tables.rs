@@ -112,17 +112,16 @@ pub fn main_table(
 /// α ablation: average accuracy of E-PMQ per α under TA and TIES (and WUDI where it has E-PMQ
 /// cells), with GPTQ and FP for reference.
 pub fn alpha_table(res: &BenchResults, bits: u8, group: i64, samples: usize) -> Option<String> {
-    let wudi = ALPHAS.iter().any(|&a| {
-        res.cell(&Cell::quant(MergeKind::Wudi, QuantKind::Epmq, bits, group, a, samples).key())
-            .is_some()
-    });
-    let mut merges = vec![MergeKind::Ta, MergeKind::Ties];
-    if wudi {
-        merges.push(MergeKind::Wudi);
-    }
     let find = |m: MergeKind, q: QuantKind, a: f64| {
         res.cell(&Cell::quant(m, q, bits, group, a, samples).key())
     };
+    let mut merges = vec![MergeKind::Ta, MergeKind::Ties];
+    if ALPHAS
+        .iter()
+        .any(|&a| find(MergeKind::Wudi, QuantKind::Epmq, a).is_some())
+    {
+        merges.push(MergeKind::Wudi);
+    }
     let mut rows = Vec::new();
     let fmt = |c: Option<&CellResult>| c.map_or("–".into(), |c| pct(c.average));
     rows.push(format!(
