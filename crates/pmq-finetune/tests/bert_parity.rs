@@ -2,22 +2,11 @@
 //! used by quantization and evaluation): on a tiny random checkpoint always, on the real
 //! all-MiniLM-L6-v2 when `PMQ_TESTBED_CACHE` points to a fetched cache.
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use pmq_finetune::bert::TrainBert;
 use pmq_models::{BertModel, BlockModel, Pooling, TextTokenizer};
-use pmq_testkit::{synthetic_task, write_tiny_bert, TinyBert};
+use pmq_testkit::{rel_err, synthetic_task, write_tiny_bert, TinyBert};
 use std::path::Path;
-
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().map(|x| x.abs()).fold(0f32, f32::max).max(1e-12);
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() / scale)
-        .fold(0f32, f32::max)
-}
 
 fn check_parity(dir: &Path, texts: &[&str], max_len: usize) {
     let reference = BertModel::load(dir).unwrap();
@@ -38,7 +27,7 @@ fn check_parity(dir: &Path, texts: &[&str], max_len: usize) {
     );
     let want = reference.sentence_embedding(&batch, Pooling::Mean).unwrap();
     let got = train.sentence_embedding(ids, mask).unwrap();
-    let rel = max_rel(&got, &want);
+    let rel = rel_err(&got, &want);
     eprintln!(
         "{}: sentence embeddings max rel diff {rel:e}",
         dir.display()
@@ -48,7 +37,7 @@ fn check_parity(dir: &Path, texts: &[&str], max_len: usize) {
     let hidden_ref = reference.forward(&batch).unwrap();
     let hidden = train.forward(ids, mask).unwrap();
     let m = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
-    let rel = max_rel(
+    let rel = rel_err(
         &hidden.broadcast_mul(&m).unwrap(),
         &hidden_ref.broadcast_mul(&m).unwrap(),
     );

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{calib_batches, embed_all, eval_batch, rel_err, write_calib, write_model, Fam, ALL};
+use common::{calib_batches, embed_all, eval_batch, write_calib, write_model, Fam, ALL};
 use faer::Mat;
 use pmq_core::awq::{clip_token_rows, quantize_layer, AwqConfig};
 use pmq_core::gptq::GptqConfig;
@@ -19,6 +19,7 @@ use pmq_io::TensorStore;
 use pmq_models::{load_model, BlockModel, ScaleFold, ScalingGroup, State, Tensor};
 use pmq_pipeline::awq_fold::apply_scales;
 use pmq_pipeline::{AwqOptions, Method, PipelineConfig, PipelineInputs, PipelineOutput};
+use pmq_testkit::rel_err;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! - [`families`]: tiny checkpoints of every supported family with real HF tensor names and
 //!   real-looking configs (BERT, CLIP vision, Llama with and without GQA/biases, T5 with ReLU and
 //!   gated-GELU feed-forwards), and "experts" near a base.
+//! - [`rel_err`]: the parity metric, max |a − b| / max |b|.
 //! - [`text`]: a word-level `tokenizer.json` and calibration files (JSONL or images).
 //! - [`tiny_bert`]: a configurable tiny BERT and a synthetic two-class task whose label is
 //!   carried by marker words, for fine-tuning and evaluation tests.
@@ -12,11 +13,13 @@
 //! Test-only: every function panics on I/O errors instead of returning them.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod families;
 pub mod text;
 pub mod tiny_bert;
 
 pub use checkpoint::Ckpt;
+pub use compare::rel_err;
 pub use families::{write_model, write_perturbed, Fam, ALL};
 pub use text::{tokenizer_json, write_calib, WORDS};
 pub use tiny_bert::{synthetic_task, write_tiny_bert, TinyBert};

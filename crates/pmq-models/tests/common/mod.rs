@@ -6,6 +6,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use pmq_testkit::rel_err;
+
 /// A random checkpoint under construction.
 pub struct Ckpt {
     pub tensors: HashMap<String, Tensor>,
@@ -77,33 +79,6 @@ impl Ckpt {
         )
         .unwrap();
     }
-}
-
-/// max |a - b| / max |b| over all entries (the parity metric).
-pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a: Vec<f32> = a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = b
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let diff = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0f32, f32::max);
-    assert!(a.iter().all(|x| x.is_finite()), "non-finite output");
-    diff / scale.max(1e-30)
 }
 
 /// Random token ids in `[lo, hi)`.

@@ -2,7 +2,7 @@
 //! every family, calibration files).
 #![allow(dead_code)]
 
-use pmq_models::{Batch, BlockModel, State, Tensor};
+use pmq_models::{Batch, BlockModel, State};
 pub use pmq_testkit::{write_calib, write_model, Fam, ALL};
 use std::path::Path;
 
@@ -28,18 +28,4 @@ pub fn eval_batch(fam: Fam, dir: &Path, root: &Path) -> Batch {
 /// The embedded states of `batches`.
 pub fn embed_all(model: &dyn BlockModel, batches: &[Batch]) -> Vec<State> {
     batches.iter().map(|b| model.embed(b).unwrap()).collect()
-}
-
-/// max |a − b| / max |b|.
-pub fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
-    assert_eq!(a.dims(), b.dims());
-    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
-    let d = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max);
-    let s = b.iter().map(|y| y.abs() as f64).fold(0.0, f64::max);
-    d / s.max(1e-30)
 }
