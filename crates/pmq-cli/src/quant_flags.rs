@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args;
 use pmq_core::damping::Damping;
-use pmq_core::gptq::GptqConfig;
+use pmq_core::gptq::{GptqConfig, Precision};
 use pmq_core::{QuantGrid, ScalePrecision};
 
 #[derive(Args, Debug, Clone)]
@@ -32,6 +32,17 @@ pub struct QuantFlags {
     /// Columns per lazy GPTQ block.
     #[arg(long, default_value_t = 128)]
     pub block_size: usize,
+    /// Working precision of GPTQ's rounding loop (updates and lazy-block products): f32 as
+    /// the reference code, or f64. Factorisations and Hessians are f64 either way.
+    #[arg(long, value_enum, default_value_t = WorkPrecision::F32)]
+    pub work_precision: WorkPrecision,
+}
+
+/// `--work-precision`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkPrecision {
+    F32,
+    F64,
 }
 
 impl QuantFlags {
@@ -42,6 +53,10 @@ impl QuantFlags {
         cfg.block_size = self.block_size;
         cfg.act_order = self.act_order;
         cfg.static_groups = self.static_groups;
+        cfg.precision = match self.work_precision {
+            WorkPrecision::F32 => Precision::F32,
+            WorkPrecision::F64 => Precision::F64,
+        };
         let default_damp = if epmq { 0.0 } else { 0.01 };
         cfg.damping = Damping::gptq(self.damp.unwrap_or(default_damp));
         Ok(cfg)

@@ -12,7 +12,7 @@ use pmq_core::ScalePrecision;
 use pmq_formats::fake_quant::write_fake_quant_with;
 use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqSettings};
 use pmq_io::{AtomicDir, TensorStore};
-use pmq_pipeline::{AwqOptions, CalibSpec, Method, PipelineConfig, PipelineInputs};
+use pmq_pipeline::{AwqOptions, CalibSpec, DeviationMode, Method, PipelineConfig, PipelineInputs};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -83,6 +83,22 @@ pub struct QuantizeArgs {
     /// Replace an existing output directory (only once everything succeeded).
     #[arg(long)]
     overwrite: bool,
+    /// Capture the inputs of all a block's linears in one forward pass before quantizing any
+    /// of them (GPTQModel's `true_sequential=False`); by default each group of linears sees
+    /// the outputs of the groups quantized before it.
+    #[arg(long)]
+    no_true_sequential: bool,
+    /// The Eq. 9 deviation split in the report: `total` (over all tasks; memory flat in the
+    /// number of tasks) or `per-task` (every task's split; keeps one Hessian per task).
+    #[arg(long, value_enum, default_value_t = DeviationArg::Total)]
+    deviation: DeviationArg,
+}
+
+/// `--deviation`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviationArg {
+    Total,
+    PerTask,
 }
 
 fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
@@ -121,6 +137,11 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
         batch_size: args.batch_size,
         max_seq_len: args.max_seq_len,
         show_progress: true,
+        true_sequential: !args.no_true_sequential,
+        deviation: match args.deviation {
+            DeviationArg::Total => DeviationMode::Total,
+            DeviationArg::PerTask => DeviationMode::PerTask,
+        },
     })
 }
 
@@ -191,7 +212,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         sym: g.grid.sym,
         desc_act: g.act_order,
         static_groups: g.static_groups,
-        true_sequential: true,
+        true_sequential: cfg.true_sequential,
         damp_percent: g.damping.percdamp,
         format: if g.grid.sym {
             CheckpointFormat::V1
@@ -200,6 +221,7 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         },
         quantizer: format!("pmq:{} {}", env!("CARGO_PKG_VERSION"), cfg.method.label()),
     };
+    let t_write = std::time::Instant::now();
     match args.format {
         FormatArg::Gptq => write_gptq_with(
             &src,
@@ -242,6 +264,8 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             dir.commit()?;
         }
     }
+    let mut phases = out.report.phases.clone();
+    phases.write_s = t_write.elapsed().as_secs_f64();
     eprintln!("{}", out.report.to_markdown());
     let r = &out.report;
     let mean = |f: &dyn Fn(&pmq_pipeline::report::LinearRecord) -> Option<f64>| {
@@ -254,10 +278,11 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
         "linears": r.linears.len(),
         "replaced_tensors": replaced.len(),
         "tasks": r.tasks,
-        "wall_seconds": r.wall_seconds,
-        "peak_rss_mib": r.peak_rss_mib,
+        "wall_seconds": r.wall_seconds + phases.write_s,
+        "peak_rss_mib": pmq_pipeline::report::peak_rss_mib(),
+        "phases": phases,
         "mean_quant_deviation": mean(&|l| l.deviation.as_ref().map(|d| d.quant)),
-        "mean_expert_error": mean(&|l| l.deviation.as_ref().filter(|d| !d.per_task.is_empty()).map(|d| d.expert_mean)),
+        "rms_expert_error": mean(&|l| l.deviation.as_ref().and_then(|d| d.expert_rms)),
         "format": format!("{:?}", args.format).to_lowercase(),
     });
     println!("{summary}");

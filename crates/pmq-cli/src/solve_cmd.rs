@@ -9,7 +9,7 @@ use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use faer::Mat;
-use pmq_core::epmq::{epmq, EpmqProblem};
+use pmq_core::epmq::{epmq_solve, ExpertFold};
 use pmq_core::gptq::gptq;
 use pmq_core::matrix::{from_row_major, to_row_major_f32};
 use pmq_core::objective::quadratic_error;
@@ -98,34 +98,53 @@ pub fn run(args: SolveArgs) -> Result<()> {
     let merged = read_matrix(&store, "merged", None)?;
     let (rows, cols) = (merged.nrows(), merged.ncols());
     let hessian_names = indexed(&store, "hessian")?;
-    let hessians = hessian_names
-        .iter()
-        .map(|n| read_matrix(&store, n, Some((cols, cols))))
-        .collect::<Result<Vec<_>>>()?;
     let expert_names = indexed(&store, "expert")?;
-    if args.method != SolveMethod::Rtn && hessians.is_empty() {
+    let tasks = hessian_names.len();
+    if args.method != SolveMethod::Rtn && tasks == 0 {
         bail!(
             "{}: {:?} needs at least one hessian.<i> tensor",
             args.layer.display(),
             args.method
         );
     }
+    if args.method == SolveMethod::Epmq && expert_names.len() != tasks {
+        bail!(
+            "{}: epmq needs one expert.<i> per hessian.<i>: {} experts, {} hessians",
+            args.layer.display(),
+            expert_names.len(),
+            tasks
+        );
+    }
     let cfg = args
         .q
         .gptq_config(args.method == SolveMethod::Epmq, ScalePrecision::F32)?;
     let grid = cfg.grid;
-    let h_sum = (!hessians.is_empty()).then(|| {
-        hessians
-            .iter()
-            .fold(Mat::<f64>::zeros(cols, cols), |a, h| a + h)
-    });
+    // Tasks are read and folded one at a time: memory holds ΣH_i (and, for E-PMQ, R = ΣW_iH_i),
+    // never all K Hessians. Only the E-PMQ fold's GEMMs count as solve time.
+    let mut h_sum = (tasks > 0).then(|| Mat::<f64>::zeros(cols, cols));
+    let mut fold = (args.method == SolveMethod::Epmq).then(|| ExpertFold::new(rows, cols));
+    let mut fold_s = 0.0;
+    for (i, name) in hessian_names.iter().enumerate() {
+        let h_i = read_matrix(&store, name, Some((cols, cols)))?;
+        if let Some(fold) = fold.as_mut() {
+            let w_i = read_matrix(&store, &expert_names[i], Some((rows, cols)))?;
+            let t = Instant::now();
+            fold.add(w_i.as_ref(), h_i.as_ref())?;
+            fold_s += t.elapsed().as_secs_f64();
+        }
+        if let Some(h) = h_sum.as_mut() {
+            *h += &h_i;
+        }
+    }
+    let mut merged_objective = None;
     let t_solve = Instant::now();
     let mut report = json!({
         "method": format!("{:?}", args.method).to_lowercase(),
         "layer": args.layer.display().to_string(),
-        "rows": rows, "cols": cols, "tasks": hessians.len(),
+        "rows": rows, "cols": cols, "tasks": tasks,
         "bits": grid.bits, "group_size": grid.group_size_i64(), "sym": grid.sym,
         "act_order": cfg.act_order, "static_groups": cfg.static_groups, "block_size": cfg.block_size,
+        "work_precision": cfg.precision,
     });
     let (layer, target): (QuantizedLayer, Option<Mat<f64>>) = match args.method {
         SolveMethod::Rtn => (rtn(merged.as_ref(), &grid)?, None),
@@ -138,26 +157,10 @@ pub fn run(args: SolveArgs) -> Result<()> {
             (out.layer, None)
         }
         SolveMethod::Epmq => {
-            if expert_names.len() != hessians.len() {
-                bail!(
-                    "{}: epmq needs one expert.<i> per hessian.<i>: {} experts, {} hessians",
-                    args.layer.display(),
-                    expert_names.len(),
-                    hessians.len()
-                );
-            }
-            let experts = expert_names
-                .iter()
-                .map(|n| read_matrix(&store, n, Some((rows, cols))))
-                .collect::<Result<Vec<_>>>()?;
-            let e_refs: Vec<_> = experts.iter().map(|m| m.as_ref()).collect();
-            let h_refs: Vec<_> = hessians.iter().map(|m| m.as_ref()).collect();
-            let problem = EpmqProblem {
-                merged: merged.as_ref(),
-                experts: &e_refs,
-                hessians: &h_refs,
-            };
-            let out = epmq(&problem, args.q.alpha, &cfg)?;
+            let fold = fold.take().expect("E-PMQ folds its tasks");
+            let h = h_sum.clone().expect("checked above");
+            let obj = fold.finish(merged.as_ref(), h, args.q.alpha)?;
+            let out = epmq_solve(&obj, &cfg)?;
             report["alpha"] = json!(args.q.alpha);
             report["lambda"] = json!(out.target.lambda);
             report["extra_damping"] = json!(out.target.extra_damping);
@@ -166,12 +169,16 @@ pub fn run(args: SolveArgs) -> Result<()> {
             report["damping"] = json!(out.gptq.damping);
             report["objective_epmq"] = json!(out.objective);
             report["objective_epmq_target"] = json!(out.objective_target);
-            report["objective_epmq_merged"] = json!(out.objective_merged);
+            merged_objective = Some(obj);
             report["objective_target_rounding"] = json!(out.gptq.objective);
+            report["time_fold_s"] = json!(fold_s);
             (out.gptq.layer, Some(out.target.target))
         }
     };
-    let solve_s = t_solve.elapsed().as_secs_f64();
+    let solve_s = t_solve.elapsed().as_secs_f64() + fold_s;
+    if let Some(obj) = merged_objective {
+        report["objective_epmq_merged"] = json!(obj.at_merged());
+    }
     if let Some(h) = &h_sum {
         // ‖Q X − W_m X‖² over all tasks' inputs: the naive PMQ objective, comparable across methods.
         report["objective"] = json!(quadratic_error(

@@ -283,7 +283,7 @@ fn the_deviation_split_adds_up_per_task() {
         &experts,
         &cal,
         &out,
-        &["--format", "fake"],
+        &["--format", "fake", "--deviation", "per-task"],
     ));
     assert!(ok, "{err}");
     let report: Value =

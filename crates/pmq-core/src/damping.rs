@@ -46,16 +46,28 @@ pub fn with_auto_damping<T>(
     damping: Damping,
     mut factor: impl FnMut(&Mat<f64>) -> Option<T>,
 ) -> Result<Damped<T>, CoreError> {
+    with_auto_damping_shift(what, h, damping, |h, amount| {
+        let mut hd = h.to_owned();
+        for j in 0..hd.nrows() {
+            hd[(j, j)] += amount;
+        }
+        factor(&hd)
+    })
+}
+
+/// [`with_auto_damping`] without the copy: `factor(h, amount)` must factor `h + amount·I`.
+pub fn with_auto_damping_shift<T>(
+    what: &str,
+    h: MatRef<'_, f64>,
+    damping: Damping,
+    mut factor: impl FnMut(MatRef<'_, f64>, f64) -> Option<T>,
+) -> Result<Damped<T>, CoreError> {
     let mean = mean_diag(h);
     let unit = if mean > 0.0 { mean } else { 1.0 };
     let mut p = damping.percdamp.max(0.0);
     loop {
-        let mut hd = h.to_owned();
         let amount = p * unit;
-        for j in 0..hd.nrows() {
-            hd[(j, j)] += amount;
-        }
-        if let Some(value) = factor(&hd) {
+        if let Some(value) = factor(h, amount) {
             return Ok(Damped {
                 percdamp: p,
                 damping: amount,

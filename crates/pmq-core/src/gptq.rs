@@ -18,17 +18,22 @@
 //! permutation so `g_idx` stays trivial.
 //!
 //! The sum of the per-column losses `e_j²` equals `tr((Q − W) H_d (Q − W)ᵀ)` exactly (the
-//! sequential decomposition of the quadratic form); the objective on the undamped `H` follows by
-//! subtracting `δ‖Q − W‖²`.
+//! sequential decomposition of the quadratic form; up to the working precision's rounding);
+//! the objective on the undamped `H` follows by subtracting `δ‖Q − W‖²`.
+//!
+//! Speed: `U` comes from one Cholesky factorisation and one triangular inverse
+//! ([`crate::inverse_factor`]); the rounding loop ([`crate::gptq_kernel`]) runs rows in
+//! parallel, in f32 by default ([`Precision`]).
 
-use crate::damping::{with_auto_damping, Damping};
-use crate::matrix::{check_finite, check_shape, par};
+use crate::damping::{with_auto_damping_shift, Damped, Damping};
+use crate::gptq_kernel::{self, GroupMode, KernelInput, Work};
+use crate::inverse_factor::inverse_upper_factor_shifted;
+use crate::matrix::{check_finite, check_shape};
 use crate::quant_grid::{GroupParams, QuantGrid};
 use crate::quantized::{trivial_g_idx, QuantizedLayer};
 use crate::CoreError;
-use faer::linalg::matmul::matmul;
-use faer::linalg::solvers::DenseSolveCore;
-use faer::{Accum, Mat, MatRef, Side};
+use faer::{Mat, MatRef};
+use serde::{Deserialize, Serialize};
 
 /// Settings of the GPTQ solver.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -41,6 +46,19 @@ pub struct GptqConfig {
     pub act_order: bool,
     /// Fit group parameters before any permutation (only with groups).
     pub static_groups: bool,
+    /// Precision of the rounding loop's working weights and updates.
+    pub precision: Precision,
+}
+
+/// Working precision of the rounding loop (the factorisations are always f64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 updates and products, as the reference code (twice the GEMM throughput).
+    #[default]
+    F32,
+    /// f64 throughout (reported objective exact to ~1e-12).
+    F64,
 }
 
 impl GptqConfig {
@@ -52,6 +70,7 @@ impl GptqConfig {
             block_size: 128,
             act_order: false,
             static_groups: false,
+            precision: Precision::F32,
         }
     }
 }
@@ -74,198 +93,243 @@ pub struct GptqOutput {
     pub objective: f64,
 }
 
+/// A Hessian made ready for the rounding loop: dead inputs, act-order permutation, damping and
+/// the factor `U` (`Uᵀ U = H_d⁻¹`, in the permuted order).
+#[derive(Clone, Debug)]
+pub struct PreparedHessian {
+    /// Column order (act-order), `None` for the natural order.
+    pub perm: Option<Vec<usize>>,
+    /// Input columns with `H_jj = 0` (their weights are zeroed), in the original order.
+    pub dead: Vec<usize>,
+    /// `U`, upper triangular, `[in, in]`, permuted.
+    pub u: Mat<f64>,
+    /// Fraction of `mean(diag H)` added to the diagonal (after automatic increases).
+    pub percdamp: f64,
+    /// Absolute damping `δ` added to the diagonal.
+    pub damping: f64,
+}
+
+/// Prepares `h` as the reference does: dead inputs (`H_jj = 0`) get `H_jj = 1` when
+/// `handle_dead`, act-order permutes by `diag H` descending, then `H + p·mean(diag H)·I` is
+/// factored with `p` increased from `damping.percdamp` until it succeeds.
+pub fn prepare_hessian(
+    what: &str,
+    h: MatRef<'_, f64>,
+    damping: Damping,
+    act_order: bool,
+    handle_dead: bool,
+) -> Result<PreparedHessian, CoreError> {
+    let cols = h.nrows();
+    let dead: Vec<usize> = if handle_dead {
+        (0..cols).filter(|&j| h[(j, j)] == 0.0).collect()
+    } else {
+        Vec::new()
+    };
+    let diag = |j: usize| {
+        if dead.binary_search(&j).is_ok() {
+            1.0
+        } else {
+            h[(j, j)]
+        }
+    };
+    let perm: Option<Vec<usize>> = act_order.then(|| {
+        let mut p: Vec<usize> = (0..cols).collect();
+        p.sort_by(|&a, &b| diag(b).total_cmp(&diag(a)));
+        p
+    });
+    let mut fixed: Option<Mat<f64>> = match &perm {
+        Some(p) => Some(Mat::from_fn(cols, cols, |i, j| {
+            if i == j {
+                diag(p[i])
+            } else {
+                h[(p[i], p[j])]
+            }
+        })),
+        None if !dead.is_empty() => Some(Mat::from_fn(cols, cols, |i, j| {
+            if i == j {
+                diag(i)
+            } else {
+                h[(i, j)]
+            }
+        })),
+        None => None,
+    };
+    let hp = fixed.as_ref().map_or(h, |m| m.as_ref());
+    let Damped {
+        percdamp,
+        damping,
+        value: u,
+    } = with_auto_damping_shift(what, hp, damping, |hd, amount| {
+        inverse_upper_factor_shifted(hd, amount)
+    })?;
+    fixed.take();
+    Ok(PreparedHessian {
+        perm,
+        dead,
+        u,
+        percdamp,
+        damping,
+    })
+}
+
 /// Quantizes `w` (`[out, in]`) with GPTQ on the Hessian `h` (`[in, in]`).
 pub fn gptq(
     w: MatRef<'_, f64>,
     h: MatRef<'_, f64>,
     cfg: &GptqConfig,
 ) -> Result<GptqOutput, CoreError> {
-    let (rows, cols) = (w.nrows(), w.ncols());
+    let cols = w.ncols();
     check_shape("Hessian", h, cols, cols)?;
     check_finite("weight", w)?;
     check_finite("Hessian", h)?;
+    check_config(cfg)?;
+    let t = std::time::Instant::now();
+    let prepared = prepare_hessian("Hessian", h, cfg.damping, cfg.act_order, true)?;
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "GPTQ Hessian factor");
+    gptq_prepared(w, &prepared, cfg)
+}
+
+fn check_config(cfg: &GptqConfig) -> Result<(), CoreError> {
     if cfg.block_size == 0 {
         return Err(CoreError::Config("block size must be positive".into()));
     }
+    Ok(())
+}
+
+/// GPTQ's rounding loop on `w` (original column order) with an already prepared Hessian
+/// (its permutation, dead columns, damping and `U` are used as they are; `cfg`'s damping and
+/// act-order are not looked at).
+pub fn gptq_prepared(
+    w: MatRef<'_, f64>,
+    prepared: &PreparedHessian,
+    cfg: &GptqConfig,
+) -> Result<GptqOutput, CoreError> {
+    let (rows, cols) = (w.nrows(), w.ncols());
+    check_shape("Hessian factor", prepared.u.as_ref(), cols, cols)?;
+    check_finite("weight", w)?;
+    check_config(cfg)?;
     let grid = cfg.grid;
-    let mut w = w.to_owned();
-    let mut h = h.to_owned();
-
-    // Dead inputs.
-    let mut dead_columns = 0;
-    for j in 0..cols {
-        if h[(j, j)] == 0.0 {
-            h[(j, j)] = 1.0;
-            w.col_mut(j).fill(0.0);
-            dead_columns += 1;
-        }
+    let mut w_start = w.to_owned();
+    for &j in &prepared.dead {
+        w_start.col_mut(j).fill(0.0);
     }
-    let w_start = w.clone();
-
     let static_groups = cfg.static_groups && grid.group_size.is_some();
     let mut layer = QuantizedLayer::new(grid, rows, cols, trivial_g_idx(&grid, cols));
-    let mut static_params: Vec<Vec<GroupParams>> = Vec::new();
-    if static_groups {
-        let gs = grid.group_size.unwrap_or(cols);
-        for (g, start) in (0..cols).step_by(gs).enumerate() {
-            let end = (start + gs).min(cols);
-            let params: Vec<_> = (0..rows)
-                .map(|r| grid.fit((start..end).map(|c| w[(r, c)])))
-                .collect();
-            layer.set_group(g, &params);
-            static_params.push(params);
+    let gs = grid.group_size.unwrap_or(cols.max(1));
+    let n_static = cols.div_ceil(gs);
+    // [rows, groups] row-major, fitted on the original column order
+    let static_params: Vec<GroupParams> = if static_groups {
+        let mut p = Vec::with_capacity(rows * n_static);
+        for r in 0..rows {
+            for start in (0..cols).step_by(gs) {
+                let end = (start + gs).min(cols);
+                p.push(grid.fit((start..end).map(|c| w_start[(r, c)])));
+            }
         }
-    }
-
-    // Act-order permutation.
-    let perm: Option<Vec<usize>> = cfg.act_order.then(|| {
-        let mut p: Vec<usize> = (0..cols).collect();
-        p.sort_by(|&a, &b| h[(b, b)].total_cmp(&h[(a, a)]));
         p
-    });
-    if let Some(p) = &perm {
-        w = Mat::from_fn(rows, cols, |i, j| w[(i, p[j])]);
-        h = Mat::from_fn(cols, cols, |i, j| h[(p[i], p[j])]);
-    }
-
-    // U: upper Cholesky factor of H_d⁻¹.
-    let damped = with_auto_damping("Hessian", h.as_ref(), cfg.damping, |hd| {
-        let inv = hd.llt(Side::Lower).ok()?.inverse();
-        let l = inv.llt(Side::Lower).ok()?;
-        let u = l.L().transpose().to_owned();
-        let ok = (0..cols).all(|j| u[(j, j)].is_finite() && u[(j, j)] > 0.0);
-        ok.then_some(u)
-    })?;
-    let u = damped.value;
-
-    let mut q_perm = Mat::<f64>::zeros(rows, cols);
-    let mut codes_perm = vec![0u8; rows * cols];
-    let mut current: Vec<GroupParams> = if grid.group_size.is_none() {
-        let params: Vec<_> = (0..rows)
-            .map(|r| grid.fit((0..cols).map(|c| w[(r, c)])))
-            .collect();
-        layer.set_group(0, &params);
-        params
     } else {
         Vec::new()
     };
-    let mut damped_objective = 0.0;
-
-    let bs = cfg.block_size;
-    for i1 in (0..cols).step_by(bs) {
-        let i2 = (i1 + bs).min(cols);
-        let count = i2 - i1;
-        let mut err = Mat::<f64>::zeros(rows, count);
-        for i in 0..count {
-            let j = i1 + i;
-            if let Some(gs) = grid.group_size {
-                if static_groups {
-                    let orig = perm.as_ref().map_or(j, |p| p[j]);
-                    current.clone_from(&static_params[orig / gs]);
-                } else if j % gs == 0 {
-                    let gend = (j + gs).min(cols);
-                    current = fit_current_group(&grid, &w, &err, &u, i1, i2, i, gend);
-                    layer.set_group(j / gs, &current);
-                }
-            }
-            let d = u[(j, j)];
-            let (err_col, wj) = (err.col_as_slice_mut(i), w.col_as_slice(j));
-            for r in 0..rows {
-                let x = wj[r];
-                let code = grid.code(x, current[r]);
-                let deq = QuantGrid::dequant(code, current[r]);
-                codes_perm[r * cols + j] = code as u8;
-                q_perm[(r, j)] = deq;
-                let e = (x - deq) / d;
-                err_col[r] = e;
-                damped_objective += e * e;
-            }
-            let err_col = err.col_as_slice(i);
-            for k in j + 1..i2 {
-                let c = u[(j, k)];
-                if c != 0.0 {
-                    for (wv, &e) in w.col_as_slice_mut(k).iter_mut().zip(err_col) {
-                        *wv -= e * c;
-                    }
-                }
-            }
-        }
-        if i2 < cols {
-            matmul(
-                w.subcols_mut(i2, cols - i2),
-                Accum::Add,
-                err.as_ref(),
-                u.submatrix(i1, i2, count, cols - i2),
-                -1.0,
-                par(),
-            );
-        }
-    }
+    let perm = prepared.perm.as_deref();
+    let groups = match (grid.group_size, static_groups) {
+        (None, _) => GroupMode::PerRow,
+        (Some(g), false) => GroupMode::Dynamic(g),
+        (Some(g), true) => GroupMode::Static {
+            gs: g,
+            perm,
+            params: &static_params,
+            groups: n_static,
+        },
+    };
+    let t = std::time::Instant::now();
+    let w_perm = match perm {
+        Some(p) => Mat::from_fn(rows, cols, |r, j| w_start[(r, p[j])]),
+        None => w_start.clone(),
+    };
+    let u = prepared.u.as_ref();
+    let input = |groups| (w_perm.as_ref(), grid, cfg.block_size, groups);
+    let out = match cfg.precision {
+        Precision::F32 => run_kernel::<f32>(input(groups), u),
+        Precision::F64 => run_kernel::<f64>(input(groups), u),
+    };
+    tracing::debug!(seconds = t.elapsed().as_secs_f64(), "GPTQ rounding loop");
 
     // Back to the original column order.
-    let p: Vec<usize> = perm.clone().unwrap_or_else(|| (0..cols).collect());
-    for (j, &c) in p.iter().enumerate() {
-        for r in 0..rows {
-            layer.dequant[(r, c)] = q_perm[(r, j)];
-            layer.codes[r * cols + c] = codes_perm[r * cols + j];
+    let chunk = gptq_kernel::chunk_rows(rows);
+    for j in 0..cols {
+        let c = perm.map_or(j, |p| p[j]);
+        layer.dequant.col_mut(c).copy_from(out.q.col(j));
+    }
+    tiles(rows, cols, |r, j| {
+        let c = perm.map_or(j, |p| p[j]);
+        layer.codes[r * cols + c] = out.code(chunk, r, j);
+    });
+    if let (Some(gs), false) = (grid.group_size, static_groups) {
+        for j in 0..cols {
+            layer.g_idx[perm.map_or(j, |p| p[j])] = (j / gs) as u32;
         }
-        if let (Some(gs), false) = (grid.group_size, static_groups) {
-            layer.g_idx[c] = (j / gs) as u32;
+    }
+    if static_groups {
+        for g in 0..n_static {
+            let params: Vec<_> = (0..rows).map(|r| static_params[r * n_static + g]).collect();
+            layer.set_group(g, &params);
+        }
+    } else {
+        for g in 0..out.n_groups {
+            let params: Vec<_> = (0..rows)
+                .map(|r| out.params[r * out.n_groups + g])
+                .collect();
+            layer.set_group(g, &params);
         }
     }
 
+    let damped_objective = out.damped_objective;
     let shift = crate::objective::squared_distance(layer.dequant.as_ref(), w_start.as_ref());
-    let objective = damped_objective - damped.damping * shift;
+    let objective = damped_objective - prepared.damping * shift;
     Ok(GptqOutput {
         layer,
-        percdamp: damped.percdamp,
-        damping: damped.damping,
-        dead_columns,
-        perm,
+        percdamp: prepared.percdamp,
+        damping: prepared.damping,
+        dead_columns: prepared.dead.len(),
+        perm: prepared.perm.clone(),
         damped_objective,
         objective,
     })
 }
 
-/// Group parameters for the group starting at (permuted) column `j = i1 + i` and ending at
-/// `gend`, fitted on the current weights: columns inside the block are up to date in `w`;
-/// columns past the block end `i2` still lack the block's pending update `E[:, ..i] · U[i1..j, ·]`,
-/// which is applied here to a copy.
-#[allow(clippy::too_many_arguments)]
-fn fit_current_group(
-    grid: &QuantGrid,
-    w: &Mat<f64>,
-    err: &Mat<f64>,
-    u: &Mat<f64>,
-    i1: usize,
-    i2: usize,
-    i: usize,
-    gend: usize,
-) -> Vec<GroupParams> {
-    let j = i1 + i;
-    let rows = w.nrows();
-    let inside_end = gend.min(i2);
-    let beyond = if gend > i2 && i > 0 {
-        let mut tmp = w.subcols(i2, gend - i2).to_owned();
-        matmul(
-            tmp.as_mut(),
-            Accum::Add,
-            err.subcols(0, i),
-            u.submatrix(i1, i2, i, gend - i2),
-            -1.0,
-            par(),
-        );
-        Some(tmp)
-    } else {
-        None
-    };
-    (0..rows)
-        .map(|r| {
-            let inside = (j..inside_end).map(|c| w[(r, c)]);
-            match &beyond {
-                Some(t) => grid.fit(inside.chain((0..t.ncols()).map(|c| t[(r, c)]))),
-                None => grid.fit(inside.chain((i2.max(j)..gend).map(|c| w[(r, c)]))),
+/// Visits every `(r, c)` of a `rows × cols` index space in 64 × 64 tiles, so that row-major
+/// and column-major buffers can be read and written together without striding through memory.
+fn tiles(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {
+    const T: usize = 64;
+    for c0 in (0..cols).step_by(T) {
+        for r0 in (0..rows).step_by(T) {
+            for c in c0..(c0 + T).min(cols) {
+                for r in r0..(r0 + T).min(rows) {
+                    f(r, c);
+                }
             }
-        })
-        .collect()
+        }
+    }
+}
+
+/// Row-major copy of `m`, each value mapped by `f`.
+fn to_row_major<T: Copy + Default>(m: MatRef<'_, f64>, f: impl Fn(f64) -> T) -> Vec<T> {
+    let (rows, cols) = (m.nrows(), m.ncols());
+    let mut out = vec![T::default(); rows * cols];
+    tiles(rows, cols, |r, j| out[r * cols + j] = f(m[(r, j)]));
+    out
+}
+
+fn run_kernel<T: Work + Default>(
+    (w, grid, block_size, groups): (MatRef<'_, f64>, QuantGrid, usize, GroupMode<'_>),
+    u: MatRef<'_, f64>,
+) -> gptq_kernel::KernelOutput {
+    let ut = to_row_major(u, T::of);
+    gptq_kernel::run(KernelInput {
+        w,
+        u: &ut,
+        grid,
+        block_size,
+        groups,
+    })
 }

@@ -1,15 +1,25 @@
-//! Accumulation of a linear layer's input Hessian `H = Σ_tokens x xᵀ = X Xᵀ` (in f64; the
-//! reference's `2/N` scale does not change any argmin and is left out, so per-task Hessians add
-//! up to the Hessian of the union of the tasks' tokens).
+//! Accumulation of a linear layer's input Hessian `H = Σ_tokens x xᵀ = X Xᵀ` (the reference's
+//! `2/N` scale does not change any argmin and is left out, so per-task Hessians add up to the
+//! Hessian of the union of the tasks' tokens).
+//!
+//! Precision and speed: tokens are taken in blocks of [`BLOCK_TOKENS`]; each block's `X_b X_bᵀ`
+//! is a symmetric rank-k update computed in f32 (lower triangle only: half a GEMM), and the
+//! blocks are summed in f64. The reference accumulates everything in f32; here only sums of at
+//! most `BLOCK_TOKENS` products are rounded to f32, so `H` keeps ~1e-6 relative accuracy
+//! however many tokens are seen.
 
 use crate::matrix::par;
-use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul, BlockStructure};
 use faer::{Accum, Mat, MatRef};
+
+/// Tokens per f32 block.
+pub const BLOCK_TOKENS: usize = 256;
 
 /// Running `Σ x xᵀ` over the tokens seen so far.
 #[derive(Clone, Debug)]
 pub struct HessianAccumulator {
     h: Mat<f64>,
+    block: Mat<f32>,
     tokens: usize,
 }
 
@@ -18,6 +28,7 @@ impl HessianAccumulator {
     pub fn new(dim: usize) -> Self {
         Self {
             h: Mat::zeros(dim, dim),
+            block: Mat::zeros(0, 0),
             tokens: 0,
         }
     }
@@ -37,11 +48,43 @@ impl HessianAccumulator {
         let d = self.dim();
         assert_eq!(x.len() % d.max(1), 0, "input rows must have {d} features");
         let n = x.len().checked_div(d).unwrap_or(0);
-        let x64: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-        // A row-major [n, d] buffer read column-major is the [d, n] matrix X with one token
-        // per column, so H += X Xᵀ.
-        let xt = MatRef::from_column_major_slice(&x64, d, n);
-        matmul(self.h.as_mut(), Accum::Add, xt, xt.transpose(), 1.0, par());
+        if n == 0 || d == 0 {
+            self.tokens += n;
+            return;
+        }
+        if self.block.nrows() != d {
+            self.block = Mat::zeros(d, d);
+        }
+        for start in (0..n).step_by(BLOCK_TOKENS) {
+            let m = BLOCK_TOKENS.min(n - start);
+            // A row-major [m, d] buffer read column-major is the [d, m] matrix X_b.
+            let xb = MatRef::from_column_major_slice(&x[start * d..(start + m) * d], d, m);
+            matmul(
+                self.block.as_mut(),
+                BlockStructure::TriangularLower,
+                Accum::Replace,
+                xb,
+                BlockStructure::Rectangular,
+                xb.transpose(),
+                BlockStructure::Rectangular,
+                1.0f32,
+                par(),
+            );
+            for j in 0..d {
+                let (dst, src) = (
+                    &mut self.h.col_as_slice_mut(j)[j..],
+                    &self.block.col_as_slice(j)[j..],
+                );
+                for (a, &b) in dst.iter_mut().zip(src) {
+                    *a += b as f64;
+                }
+            }
+        }
+        for j in 0..d {
+            for i in j + 1..d {
+                self.h[(j, i)] = self.h[(i, j)];
+            }
+        }
         self.tokens += n;
     }
 
@@ -54,6 +97,12 @@ impl HessianAccumulator {
     pub fn into_hessian(self) -> Mat<f64> {
         self.h
     }
+}
+
+/// `Σ_i H_i` (`None` for no Hessians).
+pub fn sum(hs: &[Mat<f64>]) -> Option<Mat<f64>> {
+    let first = hs.first()?;
+    Some(hs[1..].iter().fold(first.clone(), |a, h| a + h))
 }
 
 #[cfg(test)]
@@ -72,6 +121,31 @@ mod tests {
             for j in 0..d {
                 let want: f64 = tokens.iter().map(|t| t[i] as f64 * t[j] as f64).sum();
                 assert!((acc.hessian()[(i, j)] - want).abs() < 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn many_blocks_stay_accurate_and_symmetric() {
+        let (d, n) = (37, 3 * BLOCK_TOKENS + 11);
+        let x: Vec<f32> = (0..n * d)
+            .map(|k| (((k * 7919) % 1013) as f32 / 1013.0 - 0.4) * (1.0 + (k % d) as f32))
+            .collect();
+        let mut acc = HessianAccumulator::new(d);
+        acc.add_rows_f32(&x[..5 * d]);
+        acc.add_rows_f32(&x[5 * d..]);
+        for i in 0..d {
+            for j in 0..d {
+                let want: f64 = (0..n)
+                    .map(|t| x[t * d + i] as f64 * x[t * d + j] as f64)
+                    .sum();
+                let got = acc.hessian()[(i, j)];
+                let scale = (acc.hessian()[(i, i)] * acc.hessian()[(j, j)]).sqrt();
+                assert!(
+                    (got - want).abs() <= 1e-6 * scale,
+                    "{i},{j}: {got} vs {want}"
+                );
+                assert_eq!(got, acc.hessian()[(j, i)]);
             }
         }
     }

@@ -29,3 +29,59 @@ pub fn squared_distance(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
     }
     s
 }
+
+/// `tr(D H Dᵀ)` for many `D` with one `H`, in f32 products summed in f64: for reports of
+/// positive semi-definite forms (no cancellation), at half the cost of f64 and ~1e-6 relative
+/// accuracy.
+pub struct QuadraticFormF32 {
+    h: Mat<f32>,
+}
+
+impl QuadraticFormF32 {
+    /// Prepares `H` (`[n, n]`).
+    pub fn new(h: MatRef<'_, f64>) -> Self {
+        Self {
+            h: Mat::from_fn(h.nrows(), h.ncols(), |i, j| h[(i, j)] as f32),
+        }
+    }
+
+    /// `tr((A − B) H (A − B)ᵀ)`.
+    pub fn error(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
+        let d = Mat::<f32>::from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
+        let mut dh = Mat::<f32>::zeros(d.nrows(), d.ncols());
+        matmul(
+            dh.as_mut(),
+            Accum::Replace,
+            d.as_ref(),
+            self.h.as_ref(),
+            1.0,
+            par(),
+        );
+        let mut s = 0.0f64;
+        for j in 0..d.ncols() {
+            let (x, y) = (dh.col_as_slice(j), d.col_as_slice(j));
+            s += x
+                .iter()
+                .zip(y)
+                .map(|(&p, &q)| p as f64 * q as f64)
+                .sum::<f64>();
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f32_form_matches_f64() {
+        let x = Mat::<f64>::from_fn(12, 40, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+        let h = x.transpose() * &x;
+        let a = Mat::<f64>::from_fn(5, 40, |i, j| (i as f64 + 0.3 * j as f64).sin());
+        let b = Mat::<f64>::from_fn(5, 40, |i, j| (i as f64 * 0.7 - 0.1 * j as f64).cos());
+        let want = quadratic_error(a.as_ref(), b.as_ref(), h.as_ref());
+        let got = QuadraticFormF32::new(h.as_ref()).error(a.as_ref(), b.as_ref());
+        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+    }
+}

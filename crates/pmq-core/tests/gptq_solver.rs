@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use faer::Mat;
 use pmq_core::damping::Damping;
-use pmq_core::gptq::{gptq, GptqConfig};
+use pmq_core::gptq::{gptq, GptqConfig, Precision};
 use pmq_core::objective::quadratic_error;
 use pmq_core::rtn::rtn;
 use pmq_core::{CoreError, QuantGrid, ScalePrecision};
@@ -79,13 +79,17 @@ fn reported_objective_matches_direct_trace() {
         let mut cfg = GptqConfig::new(grid(4, case % 2 == 0, [16, -1, 24][case % 3]));
         cfg.act_order = case % 4 < 2;
         cfg.block_size = [128, 16, 5][case % 3];
-        let out = gptq(w.as_ref(), h.as_ref(), &cfg).unwrap();
-        let direct = quadratic_error(out.layer.dequant.as_ref(), w.as_ref(), h.as_ref());
-        assert!(
-            (out.objective - direct).abs() <= 1e-8 * direct.max(1.0),
-            "case {case}: reported {} direct {direct}",
-            out.objective
-        );
+        // f64 working precision: exact up to rounding; f32 (the default): to f32 accuracy
+        for (precision, tol) in [(Precision::F64, 1e-8), (Precision::F32, 1e-5)] {
+            cfg.precision = precision;
+            let out = gptq(w.as_ref(), h.as_ref(), &cfg).unwrap();
+            let direct = quadratic_error(out.layer.dequant.as_ref(), w.as_ref(), h.as_ref());
+            assert!(
+                (out.objective - direct).abs() <= tol * direct.max(1.0),
+                "case {case} {precision:?}: reported {} direct {direct}",
+                out.objective
+            );
+        }
     }
 }
 
@@ -238,4 +242,90 @@ fn bad_inputs_are_named() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("Hessian"), "{err}");
+}
+
+/// The textbook GPTQ of the original code, written independently of the solver: `U` from
+/// `chol(H_d⁻¹)` with an explicit inverse, then column by column in f64 without lazy blocks,
+/// group parameters fitted on the current weights when a group starts.
+fn textbook_gptq(w: &Mat<f64>, h: &Mat<f64>, g: &QuantGrid, percdamp: f64) -> (Vec<u32>, f64) {
+    use faer::linalg::solvers::DenseSolveCore;
+    let (rows, cols) = (w.nrows(), w.ncols());
+    let mean = (0..cols).map(|j| h[(j, j)]).sum::<f64>() / cols as f64;
+    let mut hd = h.clone();
+    for j in 0..cols {
+        hd[(j, j)] += percdamp * mean;
+    }
+    let inv = hd.llt(faer::Side::Lower).unwrap().inverse();
+    let u = inv
+        .llt(faer::Side::Lower)
+        .unwrap()
+        .L()
+        .transpose()
+        .to_owned();
+    let mut w = w.clone();
+    let mut codes = vec![0u32; rows * cols];
+    let mut params = vec![g.fit([0.0]); rows];
+    let mut obj = 0.0;
+    for j in 0..cols {
+        for r in 0..rows {
+            match g.group_size {
+                Some(gs) if j % gs == 0 => {
+                    params[r] = g.fit((j..(j + gs).min(cols)).map(|c| w[(r, c)]))
+                }
+                None if j == 0 => params[r] = g.fit((0..cols).map(|c| w[(r, c)])),
+                _ => {}
+            }
+            let code = g.code(w[(r, j)], params[r]);
+            codes[r * cols + j] = code;
+            let e = (w[(r, j)] - QuantGrid::dequant(code, params[r])) / u[(j, j)];
+            obj += e * e;
+            for k in j + 1..cols {
+                w[(r, k)] -= e * u[(j, k)];
+            }
+        }
+    }
+    (codes, obj)
+}
+
+#[test]
+fn fast_solver_agrees_with_the_textbook_algorithm_in_both_precisions() {
+    let mut r = rng(11);
+    for case in 0..16 {
+        let cols = [64, 96, 130, 200][case % 4];
+        let rows = [7, 33, 64, 5][(case / 4) % 4];
+        let w = randn(&mut r, rows, cols);
+        let h = hessian(&mut r, cols, 3 * cols);
+        let g = grid(
+            [4, 3, 2, 8][case % 4],
+            case % 3 == 0,
+            [-1, 32, 64, 128][(case / 2) % 4],
+        );
+        let (want_codes, want_obj) = textbook_gptq(&w, &h, &g, 0.01);
+        for precision in [Precision::F64, Precision::F32] {
+            let mut cfg = GptqConfig::new(g);
+            cfg.precision = precision;
+            cfg.block_size = [128, 32, 7, 64][case % 4];
+            let out = gptq(w.as_ref(), h.as_ref(), &cfg).unwrap();
+            let same = out
+                .layer
+                .codes
+                .iter()
+                .zip(&want_codes)
+                .filter(|(a, b)| **a as u32 == **b)
+                .count();
+            let frac = same as f64 / want_codes.len() as f64;
+            assert!(
+                frac >= 0.99,
+                "case {case} {precision:?}: {frac} identical codes"
+            );
+            let rel = (out.damped_objective - want_obj).abs() / want_obj;
+            assert!(
+                rel <= 0.01,
+                "case {case} {precision:?}: objective off by {rel}"
+            );
+            if precision == Precision::F64 {
+                assert!(frac >= 0.999, "case {case}: f64 should match, {frac}");
+            }
+        }
+    }
 }

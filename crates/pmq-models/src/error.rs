@@ -111,6 +111,10 @@ pub enum Error {
         /// The callback's message.
         msg: String,
     },
+    /// Returned by a capture callback that has seen every input it needs: the forward pass
+    /// stops there (its output is not needed). Not a failure for the caller that asked.
+    #[error("capture complete: the forward pass was stopped early on purpose")]
+    CaptureDone,
     /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

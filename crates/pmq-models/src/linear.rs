@@ -35,7 +35,7 @@ impl<'a, 'b> Capturer<'a, 'b> {
             }
         };
         f(name, &flat).map_err(|e| match e {
-            e @ Error::Capture { .. } => e,
+            e @ (Error::Capture { .. } | Error::CaptureDone) => e,
             other => Error::Capture {
                 linear: name.to_string(),
                 msg: other.to_string(),

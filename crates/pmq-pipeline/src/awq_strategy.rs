@@ -2,7 +2,7 @@
 //! block strategy of the pipeline.
 //!
 //! For one block, on the calibration states entering it (the *full-precision* trajectory:
-//! AWQ propagates full-precision activations, DESIGN.md §4 and AutoAWQ's `_get_input_feat`):
+//! AWQ propagates full-precision activations, shared/DESIGN.md §4 (AWQ) and AutoAWQ's `_get_input_feat`):
 //!
 //! 1. One forward per batch with input capture gives every linear's inputs `X` and the
 //!    block's full-precision outputs, which become the next block's inputs.
@@ -32,9 +32,9 @@
 //! diag(s_out)·Q(W'·diag(s))·diag(s)⁻¹` against the merged `W` on `H`, next to plain RTN of `W`.
 
 use crate::capture::{capture_block, BlockInputs};
-use crate::deviation::deviation;
+use crate::deviation::deviation_per_task;
+use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::AwqOptions;
-use crate::pipeline::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::report::{AwqRecord, ClipRecord, LinearRecord};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
@@ -216,7 +216,7 @@ fn quantize_linear(
         lambda: None,
         extra_damping: None,
         seconds: t.elapsed().as_secs_f64(),
-        deviation: Some(deviation(&effective, w0, &experts, x.hessians())),
+        deviation: Some(deviation_per_task(&effective, w0, &experts, x.hessians())),
         awq: Some(awq_record(
             g,
             gplan,

@@ -79,8 +79,7 @@ impl TokenRows {
 
     /// `Σ_i X_iᵀ X_i`.
     pub fn hessian_sum(&self) -> Mat<f64> {
-        let hs = self.hessians();
-        hs.iter().skip(1).fold(hs[0].clone(), |a, h| a + h)
+        pmq_core::hessian::sum(self.hessians()).unwrap_or_else(|| Mat::zeros(self.cols, self.cols))
     }
 }
 

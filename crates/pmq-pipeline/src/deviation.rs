@@ -7,12 +7,28 @@
 //!
 //! so `‖QX_i − W_iX_i‖² = ‖QX_i − W_mX_i‖² + ‖W_mX_i − W_iX_i‖² + 2⟨(Q − W_m)X_i, (W_m − W_i)X_i⟩`,
 //! every term a trace with `H_i = X_i X_iᵀ`.
+//!
+//! Two modes: [`DeviationMode::Total`] (the default) needs only `H_q = Σ_i H_i` and the sums
+//! the expert fold keeps, so memory does not grow with the number of tasks, and reports the
+//! quantization deviation over all tasks and root-mean-square merge and expert errors over the
+//! tasks; [`DeviationMode::PerTask`] keeps every `H_i` and reports each task's split.
 
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use pmq_core::matrix::{frobenius_dot, par};
-use pmq_core::objective::quadratic_form;
+use pmq_core::objective::{quadratic_form, QuadraticFormF32};
 use serde::Serialize;
+
+/// How much of the split a run measures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviationMode {
+    /// Totals over the tasks (memory flat in the number of tasks).
+    #[default]
+    Total,
+    /// Every task's split (keeps one Hessian per task and input at once).
+    PerTask,
+}
 
 /// The split for one task.
 #[derive(Clone, Debug, Serialize)]
@@ -27,15 +43,31 @@ pub struct TaskDeviation {
     pub cross: f64,
 }
 
+/// The expert sums a method computed: `Σ_i ‖W_mX_i − W_iX_i‖²` and `Σ_i ‖QX_i − W_iX_i‖²`.
+#[derive(Clone, Copy, Debug)]
+pub struct ExpertTerms {
+    pub tasks: usize,
+    pub merge_sq: f64,
+    pub expert_sq: f64,
+}
+
 /// The split for one linear.
 #[derive(Clone, Debug, Serialize)]
 pub struct Deviation {
     /// `‖Q X − W_m X‖` over all tasks' inputs (`X` = all `X_i` side by side).
     pub quant: f64,
-    /// `mean_i ‖W_m X_i − W_i X_i‖` (0 without experts)
-    pub merge_mean: f64,
-    /// `mean_i ‖Q X_i − W_i X_i‖` (0 without experts)
-    pub expert_mean: f64,
+    /// `sqrt(mean_i ‖W_m X_i − W_i X_i‖²)` (`None` without experts)
+    pub merge_rms: Option<f64>,
+    /// `sqrt(mean_i ‖Q X_i − W_i X_i‖²)` (`None` without experts)
+    pub expert_rms: Option<f64>,
+    /// `mean_i ‖W_m X_i − W_i X_i‖` (per-task mode with experts)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge_mean: Option<f64>,
+    /// `mean_i ‖Q X_i − W_i X_i‖` (per-task mode with experts)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expert_mean: Option<f64>,
+    /// Each task's split (per-task mode with experts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub per_task: Vec<TaskDeviation>,
 }
 
@@ -43,9 +75,28 @@ fn diff(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] - b[(i, j)])
 }
 
-/// Measures the split of `q` against the merged weight and the experts (one per Hessian; may
-/// be empty, then only the quantization deviation is measured).
-pub fn deviation(
+/// The totals: `‖QX − W_mX‖²` from `H_q` (an f32 form) and the method's expert sums.
+pub fn deviation_total(
+    q: &Mat<f64>,
+    merged: &Mat<f64>,
+    h_q: &Mat<f64>,
+    terms: &Option<ExpertTerms>,
+) -> Deviation {
+    let quant_sq = QuadraticFormF32::new(h_q.as_ref()).error(q.as_ref(), merged.as_ref());
+    let rms = |sq: f64, k: usize| (sq.max(0.0) / k.max(1) as f64).sqrt();
+    Deviation {
+        quant: quant_sq.max(0.0).sqrt(),
+        merge_rms: terms.map(|t| rms(t.merge_sq, t.tasks)),
+        expert_rms: terms.map(|t| rms(t.expert_sq, t.tasks)),
+        merge_mean: None,
+        expert_mean: None,
+        per_task: Vec::new(),
+    }
+}
+
+/// Measures each task's split of `q` against the merged weight and the experts (one per
+/// Hessian; may be empty, then only the quantization deviation is measured).
+pub fn deviation_per_task(
     q: &Mat<f64>,
     merged: &Mat<f64>,
     experts: &[Mat<f64>],
@@ -79,15 +130,19 @@ pub fn deviation(
             });
         }
     }
+    let has = !per_task.is_empty();
     let mean = |f: fn(&TaskDeviation) -> f64| {
-        if per_task.is_empty() {
-            0.0
-        } else {
-            per_task.iter().map(f).sum::<f64>() / per_task.len() as f64
-        }
+        has.then(|| per_task.iter().map(f).sum::<f64>() / per_task.len() as f64)
+    };
+    let rms = |f: fn(&TaskDeviation) -> f64| {
+        has.then(|| {
+            (per_task.iter().map(|t| f(t).powi(2)).sum::<f64>() / per_task.len() as f64).sqrt()
+        })
     };
     Deviation {
         quant: quant_sq.max(0.0).sqrt(),
+        merge_rms: rms(|t| t.merge),
+        expert_rms: rms(|t| t.expert),
         merge_mean: mean(|t| t.merge),
         expert_mean: mean(|t| t.expert),
         per_task,

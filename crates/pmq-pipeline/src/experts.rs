@@ -77,23 +77,22 @@ impl Experts {
 
     /// Every expert's weight of `linear`, `[out, in]`.
     pub fn weights(&self, linear: &LinearSpec) -> Result<Vec<Mat<f64>>> {
-        self.stores
-            .iter()
-            .zip(&self.dirs)
-            .enumerate()
-            .map(|(i, (s, dir))| {
-                let (r, c, data) = s
-                    .read_matrix_f64(&linear.weight_name())
-                    .with_context(|| format!("expert {i} ({})", dir.display()))?;
-                if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
-                    bail!(
-                        "expert {i} ({}): tensor `{}` has a non-finite value at index {pos}",
-                        dir.display(),
-                        linear.weight_name()
-                    );
-                }
-                Ok(from_row_major(r, c, &data))
-            })
-            .collect()
+        (0..self.len()).map(|i| self.weight(i, linear)).collect()
+    }
+
+    /// Expert `i`'s weight of `linear`, `[out, in]`.
+    pub fn weight(&self, i: usize, linear: &LinearSpec) -> Result<Mat<f64>> {
+        let (s, dir) = (&self.stores[i], &self.dirs[i]);
+        let (r, c, data) = s
+            .read_matrix_f64(&linear.weight_name())
+            .with_context(|| format!("expert {i} ({})", dir.display()))?;
+        if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "expert {i} ({}): tensor `{}` has a non-finite value at index {pos}",
+                dir.display(),
+                linear.weight_name()
+            );
+        }
+        Ok(from_row_major(r, c, &data))
     }
 }

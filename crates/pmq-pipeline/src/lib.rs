@@ -19,12 +19,15 @@ pub mod calib;
 mod capture;
 pub mod deviation;
 pub mod experts;
+mod job;
 pub mod method;
 pub mod pipeline;
 pub mod report;
 pub mod sequential;
+mod strategy;
 
 pub use calib::CalibSpec;
+pub use deviation::DeviationMode;
 pub use method::{AwqOptions, Method};
 pub use pipeline::{run, PipelineConfig, PipelineInputs, PipelineOutput};
 pub use report::Report;

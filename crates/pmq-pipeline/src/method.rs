@@ -7,19 +7,21 @@
 //! - GPTQ (naive PMQ): `min_Q ‖Q X − W_m X‖²`, `X` = all tasks' inputs, i.e. GPTQ on `H = Σ H_i`.
 //! - E-PMQ: `min_Q Σ_i ‖Q X_i − W_i X_i‖² + λ‖Q − W_m‖²` = GPTQ on `(W* = R H_E⁻¹, H_E)`.
 //!
-//! Per block ([`crate::awq_strategy`]):
+//! Per block ([`crate::awq_strategy`], see [`crate::strategy`]):
 //!
 //! - AWQ: activation-aware scales searched on the block's full-precision inputs, folded into
 //!   the preceding norm or linear where that is exact, then clipping and RTN.
 
+use crate::deviation::ExpertTerms;
 use anyhow::{bail, Result};
 use faer::Mat;
-use pmq_core::epmq::{epmq, EpmqProblem};
+use pmq_core::epmq::{epmq_solve, ExpertFold};
 use pmq_core::gptq::{gptq, GptqConfig};
-use pmq_core::objective::{quadratic_error, squared_distance};
+use pmq_core::objective::{squared_distance, QuadraticFormF32};
 use pmq_core::rtn::rtn;
 use pmq_core::QuantizedLayer;
 use serde::Serialize;
+use std::time::Instant;
 
 /// The method, with its own settings.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -82,19 +84,15 @@ impl Method {
             Method::Awq(_) => "awq",
         }
     }
-
-    /// Whether the next block's inputs are the full-precision outputs of this block (AWQ)
-    /// rather than the outputs of the quantized block.
-    pub fn propagates_full_precision(&self) -> bool {
-        matches!(self, Method::Awq(_))
-    }
 }
 
 /// One linear's inputs to a method.
 pub struct LinearProblem<'a> {
     pub merged: &'a Mat<f64>,
-    pub hessians: &'a [Mat<f64>],
-    pub experts: &'a [Mat<f64>],
+    /// `H_q = Σ_i H_i` over the calibration tasks (`None` without calibration).
+    pub h_q: Option<&'a Mat<f64>>,
+    /// The experts folded task by task (`None` without experts).
+    pub experts: Option<ExpertFold>,
 }
 
 /// What a method produced for one linear.
@@ -108,20 +106,42 @@ pub struct LinearSolution {
     pub damping: Option<f64>,
     pub lambda: Option<f64>,
     pub extra_damping: Option<f64>,
+    /// The expert sums of the deviation split (with experts).
+    pub terms: Option<ExpertTerms>,
+    /// Seconds spent on report figures (objectives, sums) rather than on quantizing.
+    pub metrics_seconds: f64,
 }
 
-fn sum(hs: &[Mat<f64>]) -> Option<Mat<f64>> {
-    let first = hs.first()?;
-    Some(hs[1..].iter().fold(first.clone(), |a, h| a + h))
+/// `Σ_i ‖W_mX_i − W_iX_i‖²` and `Σ_i ‖QX_i − W_iX_i‖²` from the fold (two f64 products).
+fn expert_terms(
+    fold: ExpertFold,
+    merged: &Mat<f64>,
+    h_q: &Mat<f64>,
+    q: &Mat<f64>,
+) -> Result<ExpertTerms> {
+    let tasks = fold.tasks();
+    let obj = fold.finish(merged.as_ref(), h_q.clone(), 0.0)?;
+    Ok(ExpertTerms {
+        tasks,
+        merge_sq: obj.at_merged(),
+        expert_sq: obj.eval(q.as_ref()),
+    })
 }
 
 /// Solves one linear with `method` on `cfg`'s grid.
-pub fn solve(method: Method, p: &LinearProblem<'_>, cfg: &GptqConfig) -> Result<LinearSolution> {
+pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<LinearSolution> {
     let base = rtn(p.merged.as_ref(), &cfg.grid)?;
+    let merged = p.merged;
     Ok(match method {
         Method::Rtn => {
-            let objective = sum(p.hessians)
-                .map(|h| quadratic_error(base.dequant.as_ref(), p.merged.as_ref(), h.as_ref()));
+            let t = Instant::now();
+            let objective = p.h_q.map(|h| {
+                QuadraticFormF32::new(h.as_ref()).error(base.dequant.as_ref(), merged.as_ref())
+            });
+            let terms = match (p.experts, p.h_q) {
+                (Some(f), Some(h)) => Some(expert_terms(f, merged, h, &base.dequant)?),
+                _ => None,
+            };
             LinearSolution {
                 layer: base,
                 objective_rtn: objective,
@@ -130,44 +150,61 @@ pub fn solve(method: Method, p: &LinearProblem<'_>, cfg: &GptqConfig) -> Result<
                 damping: None,
                 lambda: None,
                 extra_damping: None,
+                terms,
+                metrics_seconds: t.elapsed().as_secs_f64(),
             }
         }
         Method::Gptq => {
-            let h =
-                sum(p.hessians).ok_or_else(|| anyhow::anyhow!("GPTQ needs calibration inputs"))?;
-            let out = gptq(p.merged.as_ref(), h.as_ref(), cfg)?;
+            let h = p
+                .h_q
+                .ok_or_else(|| anyhow::anyhow!("GPTQ needs calibration inputs"))?;
+            let out = gptq(merged.as_ref(), h.as_ref(), cfg)?;
+            let t = Instant::now();
+            let objective_rtn =
+                QuadraticFormF32::new(h.as_ref()).error(base.dequant.as_ref(), merged.as_ref());
+            let terms = match p.experts {
+                Some(f) => Some(expert_terms(f, merged, h, &out.layer.dequant)?),
+                None => None,
+            };
             LinearSolution {
-                objective_rtn: Some(quadratic_error(
-                    base.dequant.as_ref(),
-                    p.merged.as_ref(),
-                    h.as_ref(),
-                )),
+                objective_rtn: Some(objective_rtn),
                 objective: Some(out.objective),
                 percdamp: Some(out.percdamp),
                 damping: Some(out.damping),
                 lambda: None,
                 extra_damping: None,
+                terms,
+                metrics_seconds: t.elapsed().as_secs_f64(),
                 layer: out.layer,
             }
         }
         Method::Awq(_) => bail!("AWQ quantizes whole blocks (see awq_strategy), not one linear"),
         Method::Epmq { alpha } => {
-            let experts: Vec<_> = p.experts.iter().map(|m| m.as_ref()).collect();
-            let hessians: Vec<_> = p.hessians.iter().map(|m| m.as_ref()).collect();
-            let problem = EpmqProblem {
-                merged: p.merged.as_ref(),
-                experts: &experts,
-                hessians: &hessians,
-            };
-            let out = epmq(&problem, alpha, cfg)?;
-            let lambda = out.target.lambda;
-            let before = p
+            let fold = p
                 .experts
-                .iter()
-                .zip(p.hessians)
-                .map(|(w, h)| quadratic_error(base.dequant.as_ref(), w.as_ref(), h.as_ref()))
-                .sum::<f64>()
-                + lambda * squared_distance(base.dequant.as_ref(), p.merged.as_ref());
+                .ok_or_else(|| anyhow::anyhow!("E-PMQ needs the experts"))?;
+            let h = p
+                .h_q
+                .ok_or_else(|| anyhow::anyhow!("E-PMQ needs calibration inputs"))?;
+            let tasks = fold.tasks();
+            let obj = fold.finish(merged.as_ref(), h.clone(), alpha)?;
+            let out = epmq_solve(&obj, cfg)?;
+            let t = Instant::now();
+            let lambda = out.target.lambda;
+            let q = &out.gptq.layer.dequant;
+            // E(X) = tr((X − W*) H_E (X − W*)ᵀ) + E(W*): positive forms, computed in f32,
+            // when W* is the exact optimum (no extra damping); directly otherwise.
+            let (before, merge_sq) = if out.target.extra_damping == 0.0 {
+                let form = QuadraticFormF32::new(obj.h_e().as_ref());
+                let w_star = out.target.target.as_ref();
+                (
+                    form.error(base.dequant.as_ref(), w_star) + out.objective_target,
+                    form.error(merged.as_ref(), w_star) + out.objective_target,
+                )
+            } else {
+                (obj.eval(base.dequant.as_ref()), obj.at_merged())
+            };
+            let expert_sq = out.objective - lambda * squared_distance(q.as_ref(), merged.as_ref());
             LinearSolution {
                 objective_rtn: Some(before),
                 objective: Some(out.objective),
@@ -175,6 +212,12 @@ pub fn solve(method: Method, p: &LinearProblem<'_>, cfg: &GptqConfig) -> Result<
                 damping: Some(out.gptq.damping),
                 lambda: Some(lambda),
                 extra_damping: Some(out.target.extra_damping),
+                terms: Some(ExpertTerms {
+                    tasks,
+                    merge_sq,
+                    expert_sq,
+                }),
+                metrics_seconds: t.elapsed().as_secs_f64(),
                 layer: out.gptq.layer,
             }
         }

@@ -4,20 +4,18 @@
 //! or [`crate::awq_strategy`] (AWQ).
 
 use crate::calib::{read_samples, Batcher, CalibSpec};
+use crate::deviation::DeviationMode;
 use crate::experts::Experts;
+use crate::job::{BlockJob, Results};
 use crate::method::Method;
-use crate::report::{peak_rss_mib, LinearRecord, Report};
-use crate::{awq_strategy, sequential};
+use crate::report::{peak_rss_mib, Phases, Report};
+use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use faer::{Mat, MatRef};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::gptq::GptqConfig;
-use pmq_core::matrix::{from_row_major_f32, to_row_major_f32};
-use pmq_core::QuantizedLayer;
 use pmq_formats::{PackedLinear, ReplacedTensors};
-use pmq_models::{load_model, BlockModel, State};
-use std::collections::{BTreeMap, BTreeSet};
+use pmq_models::{load_model, State};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -42,6 +40,12 @@ pub struct PipelineConfig {
     pub batch_size: usize,
     pub max_seq_len: usize,
     pub show_progress: bool,
+    /// Quantize a block's groups of linears one after the other, each on inputs captured
+    /// after the previous groups were quantized (GPTQ's `true_sequential`); `false`: one
+    /// capture serves the whole block.
+    pub true_sequential: bool,
+    /// How much of the Eq. 9 deviation split to measure.
+    pub deviation: DeviationMode,
 }
 
 /// The quantized linears, the unquantized tensors the method changed, and the report.
@@ -51,51 +55,6 @@ pub struct PipelineOutput {
     /// were folded into); a writer must store these instead of the source's values.
     pub tensors: ReplacedTensors,
     pub report: Report,
-}
-
-/// One block's work for a strategy: the model, the calibration states entering the block
-/// (per task, per batch), the experts and the settings.
-pub(crate) struct BlockJob<'a> {
-    pub block: usize,
-    pub model: &'a mut dyn BlockModel,
-    pub states: &'a [Vec<State>],
-    pub experts: &'a Experts,
-    pub cfg: &'a PipelineConfig,
-    pub bar: &'a ProgressBar,
-}
-
-/// Everything quantized so far.
-#[derive(Default)]
-pub(crate) struct Results {
-    pub layers: BTreeMap<String, PackedLinear>,
-    pub records: Vec<LinearRecord>,
-    /// Names of unquantized tensors changed in the model.
-    pub changed: BTreeSet<String>,
-}
-
-impl Results {
-    /// Stores a quantized linear and its report entry.
-    pub fn push(&mut self, record: LinearRecord, layer: QuantizedLayer) {
-        self.layers
-            .insert(record.name.clone(), PackedLinear::from(layer));
-        self.records.push(record);
-    }
-}
-
-/// A 2-D tensor as an f64 matrix.
-pub(crate) fn tensor_to_mat(t: &Tensor) -> Result<Mat<f64>> {
-    let (r, c) = t.dims2()?;
-    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    Ok(from_row_major_f32(r, c, &v))
-}
-
-/// An f64 matrix as a 2-D f32 tensor.
-pub(crate) fn mat_to_tensor(m: MatRef<'_, f64>) -> Result<Tensor> {
-    Ok(Tensor::from_vec(
-        to_row_major_f32(m),
-        (m.nrows(), m.ncols()),
-        &Device::Cpu,
-    )?)
 }
 
 /// Runs the pipeline. Everything is validated (model, experts, calibration files) before any
@@ -165,6 +124,11 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             .progress_chars("=> "),
     );
 
+    let mut timing = Phases {
+        load_s: t0.elapsed().as_secs_f64(),
+        ..Phases::default()
+    };
+    let t_embed = Instant::now();
     let mut states: Vec<Vec<State>> = task_batches
         .iter()
         .map(|batches| {
@@ -174,6 +138,8 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
                 .collect::<pmq_models::Result<Vec<_>>>()
         })
         .collect::<pmq_models::Result<_>>()?;
+    timing.embed_s = t_embed.elapsed().as_secs_f64();
+    let strategy = strategy::for_method(method);
     let mut results = Results::default();
     for block in 0..model.num_blocks() {
         let mut job = BlockJob {
@@ -183,30 +149,41 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             experts: &experts,
             cfg,
             bar: &bar,
+            timing: &mut timing,
         };
-        let next = match method {
-            Method::Awq(opts) => Some(awq_strategy::quantize_block(&mut job, &opts, &mut results)?),
-            _ => {
-                sequential::quantize_block(&mut job, &mut results)?;
-                None
-            }
-        };
+        let next = strategy.quantize_block(&mut job, &mut results)?;
         states = match next {
-            // AWQ: the full-precision block outputs, computed before quantizing
-            Some(next) => next,
-            // the quantized block's outputs feed the next block
-            None => states
-                .iter()
-                .map(|task| {
-                    task.iter()
-                        .map(|s| model.block_forward(block, s, None))
-                        .collect::<pmq_models::Result<Vec<_>>>()
-                })
-                .collect::<pmq_models::Result<_>>()?,
+            Propagation::States(next) => next,
+            Propagation::QuantizedOutputs => {
+                let t = Instant::now();
+                let next = states
+                    .iter()
+                    .map(|task| {
+                        task.iter()
+                            .map(|s| model.block_forward(block, s, None))
+                            .collect::<pmq_models::Result<Vec<_>>>()
+                    })
+                    .collect::<pmq_models::Result<_>>()?;
+                timing.propagate_s += t.elapsed().as_secs_f64();
+                next
+            }
         };
         tracing::debug!(block, "block quantized");
     }
     bar.finish_and_clear();
+    let batches: usize = states.iter().map(Vec::len).sum();
+    let blocks = model.num_blocks();
+    if blocks > 0 && batches > 0 {
+        timing.capture_passes_per_block = timing.capture_calls as f64 / (blocks * batches) as f64;
+    }
+    if timing.propagate_s > 0.0 {
+        timing.non_solve_block_forwards = (timing.forward_s
+            + timing.hessian_s
+            + timing.fold_s
+            + timing.metrics_s
+            + timing.propagate_s)
+            / timing.propagate_s;
+    }
     let g = &cfg.gptq;
     let report = Report {
         model: inputs.model_dir.display().to_string(),
@@ -222,12 +199,16 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             "samples_per_task": cfg.samples_per_task,
             "batch_size": cfg.batch_size,
             "max_seq_len": cfg.max_seq_len,
+            "true_sequential": cfg.true_sequential,
+            "deviation": cfg.deviation,
+            "work_precision": g.precision,
             "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         }),
         tasks: inputs.calib.iter().map(|c| c.task.clone()).collect(),
         linears: results.records,
         wall_seconds: t0.elapsed().as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
+        phases: timing,
     };
     let mut tensors = ReplacedTensors::new();
     for name in &results.changed {

@@ -69,6 +69,37 @@ pub struct ClipRecord {
     pub tokens: usize,
 }
 
+/// Where a run's time went, in seconds (wall clock, summed over blocks).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phases {
+    /// Loading the model and experts, reading and tokenizing the calibration data.
+    pub load_s: f64,
+    /// Embedding the calibration batches (the states entering block 0).
+    pub embed_s: f64,
+    /// Block forward passes with capture, minus the time in the capture callback.
+    pub forward_s: f64,
+    /// Hessian accumulation `Σ x xᵀ` inside the capture callback.
+    pub hessian_s: f64,
+    /// Folding tasks: `H_q += H_i`, and with experts `R₀ += W_i H_i` (reading expert weights).
+    pub fold_s: f64,
+    /// The solvers (RTN, GPTQ, E-PMQ; AWQ's searches and rounding).
+    pub solve_s: f64,
+    /// Report figures: objectives before/after, the deviation split.
+    pub metrics_s: f64,
+    /// Re-running each quantized block to get the next block's inputs.
+    pub propagate_s: f64,
+    /// Writing outputs (filled in by the writer's caller).
+    pub write_s: f64,
+    /// Block forward passes with capture (many stopped early), per block and batch.
+    pub capture_passes_per_block: f64,
+    /// Time outside the solver per block (forward with capture, Hessians, fold, metrics,
+    /// propagation), in units of one plain forward pass of the block over all batches (the
+    /// propagation pass); 0 when nothing was propagated.
+    pub non_solve_block_forwards: f64,
+    #[serde(skip)]
+    pub(crate) capture_calls: usize,
+}
+
 /// The whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -78,6 +109,8 @@ pub struct Report {
     pub linears: Vec<LinearRecord>,
     pub wall_seconds: f64,
     pub peak_rss_mib: Option<f64>,
+    /// Where the time went.
+    pub phases: Phases,
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -95,16 +128,16 @@ impl Report {
             self.wall_seconds,
             self.peak_rss_mib.map_or("unknown".into(), |m| format!("{m:.0} MiB")),
         );
-        s.push_str("| linear | shape | objective RTN | objective | λ + damping | ‖QX−W_mX‖ | mean ‖W_mX_i−W_iX_i‖ | mean ‖QX_i−W_iX_i‖ | s |\n");
+        let p = &self.phases;
+        s.push_str(&format!(
+            "phases (s): load {:.1}, embed {:.1}, forward {:.1}, Hessians {:.1}, fold {:.1}, solve {:.1}, metrics {:.1}, propagate {:.1}, write {:.1}\n\n",
+            p.load_s, p.embed_s, p.forward_s, p.hessian_s, p.fold_s, p.solve_s, p.metrics_s, p.propagate_s, p.write_s
+        ));
+        s.push_str("| linear | shape | objective RTN | objective | λ + damping | ‖QX−W_mX‖ | rms ‖W_mX_i−W_iX_i‖ | rms ‖QX_i−W_iX_i‖ | s |\n");
         s.push_str("|---|---|---|---|---|---|---|---|---|\n");
         for l in &self.linears {
             let (q, m, e) = l.deviation.as_ref().map_or((None, None, None), |d| {
-                let has_experts = !d.per_task.is_empty();
-                (
-                    Some(d.quant),
-                    has_experts.then_some(d.merge_mean),
-                    has_experts.then_some(d.expert_mean),
-                )
+                (Some(d.quant), d.merge_rms, d.expert_rms)
             });
             s.push_str(&format!(
                 "| {} | {}×{} | {} | {} | {} | {} | {} | {} | {:.2} |\n",

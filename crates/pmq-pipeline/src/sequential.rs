@@ -1,92 +1,226 @@
 //! The true-sequential strategy of RTN, GPTQ and E-PMQ: for every group of linears of a block,
-//! run the current (partially quantized) block with input capture, accumulate one Hessian
-//! `H_i = X_i X_iᵀ` per task, and quantize every linear of the group with [`solve`].
+//! run the current (partially quantized) block with input capture, fold the calibration tasks
+//! one at a time into what the solver needs, and quantize every linear of the group.
+//!
+//! Per linear input (linears fed the same tensor share it) and per task `i`, the capture
+//! accumulates `H_i = X_i X_iᵀ`, which is folded at once into `H_q = Σ_i H_i` and, when the
+//! experts are given, into `R₀ = Σ_i W_i H_i` and `c₀ = Σ_i ⟨W_i H_i, W_i⟩`
+//! ([`pmq_core::epmq::ExpertFold`]); then `H_i` is dropped. So memory holds one task's Hessian
+//! at a time, whatever the number of tasks — unless the per-task deviation split is asked for
+//! ([`DeviationMode::PerTask`]), which keeps every `H_i`.
+//!
+//! A group's capture stops the block's forward pass as soon as the group's inputs have been
+//! seen; with `true_sequential = false` (GPTQModel's `true_sequential=False`) one capture
+//! collects the inputs of all the block's linears before any of them is quantized.
 
-use crate::deviation::deviation;
+use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
+use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::{solve, LinearProblem};
-use crate::pipeline::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use faer::Mat;
+use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
-use std::collections::HashMap;
+use pmq_models::{BlockModel, LinearSpec, State};
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+
+/// One task's Hessians of the captured inputs.
+struct TaskCapture {
+    /// canonical linear name (the first linear reading the input) → (`H_i`, tokens)
+    by_input: HashMap<String, (Mat<f64>, usize)>,
+    /// linear name → canonical name
+    alias: HashMap<String, String>,
+}
+
+/// Runs `block` on every batch of one task with input capture of the linears `names`,
+/// stopping each forward pass once all of them have been seen; accumulates one Hessian per
+/// distinct input tensor.
+fn capture_task(
+    model: &dyn BlockModel,
+    block: usize,
+    names: &HashSet<String>,
+    states: &[State],
+    timing: &mut crate::report::Phases,
+) -> Result<TaskCapture> {
+    let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
+    let mut pattern: Option<HashMap<String, String>> = None;
+    for s in states {
+        let t_call = Instant::now();
+        let mut hook_s = 0.0;
+        let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
+        let mut alias: HashMap<String, String> = HashMap::new();
+        let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
+            if !names.contains(name) {
+                return Ok(());
+            }
+            let t = Instant::now();
+            let canonical = match seen.get(&x.id()) {
+                Some(src) => src.clone(),
+                None => {
+                    seen.insert(x.id(), name.to_string());
+                    let (_, cols) = x.dims2()?;
+                    let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+                    acc.entry(name.to_string())
+                        .or_insert_with(|| HessianAccumulator::new(cols))
+                        .add_rows_f32(&v);
+                    name.to_string()
+                }
+            };
+            alias.insert(name.to_string(), canonical);
+            hook_s += t.elapsed().as_secs_f64();
+            if alias.len() == names.len() {
+                return Err(pmq_models::Error::CaptureDone);
+            }
+            Ok(())
+        };
+        match model.block_forward(block, s, Some(&mut capture)) {
+            Ok(_) | Err(pmq_models::Error::CaptureDone) => {}
+            Err(e) => return Err(e.into()),
+        }
+        timing.hessian_s += hook_s;
+        timing.capture_calls += 1;
+        timing.forward_s += t_call.elapsed().as_secs_f64() - hook_s;
+        if alias.len() != names.len() {
+            let missing: Vec<_> = names.iter().filter(|n| !alias.contains_key(*n)).collect();
+            bail!("block {block}: the forward pass never reached linears {missing:?}");
+        }
+        match &pattern {
+            None => pattern = Some(alias),
+            Some(p) if *p == alias => {}
+            Some(_) => bail!("block {block}: the linears sharing an input changed between batches"),
+        }
+    }
+    let alias = pattern.unwrap_or_default();
+    let by_input = acc
+        .into_iter()
+        .map(|(k, a)| {
+            let n = a.tokens();
+            (k, (a.into_hessian(), n))
+        })
+        .collect();
+    Ok(TaskCapture { by_input, alias })
+}
+
+/// What the tasks fold into for one capture set.
+#[derive(Default)]
+struct Folded {
+    /// canonical input → `H_q`
+    h_q: HashMap<String, Mat<f64>>,
+    /// canonical input → every `H_i` (per-task deviation only)
+    per_task: HashMap<String, Vec<Mat<f64>>>,
+    /// linear → expert fold (when experts are given)
+    experts: HashMap<String, ExpertFold>,
+    /// linear → tokens per task
+    tokens: HashMap<String, Vec<usize>>,
+    /// linear → canonical input
+    alias: HashMap<String, String>,
+}
+
+/// Captures the inputs of `specs` task by task and folds them.
+fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Folded> {
+    let names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let keep_per_task = job.cfg.deviation == DeviationMode::PerTask;
+    let mut folded = Folded::default();
+    for (t, task_states) in job.states.iter().enumerate() {
+        let cap = capture_task(&*job.model, job.block, &names, task_states, job.timing)?;
+        if t == 0 {
+            folded.alias = cap.alias.clone();
+        } else if folded.alias != cap.alias {
+            bail!(
+                "block {}: the linears sharing an input differ between tasks",
+                job.block
+            );
+        }
+        let t_fold = Instant::now();
+        for spec in specs {
+            let canonical = &cap.alias[&spec.name];
+            let (h_t, n) = &cap.by_input[canonical];
+            folded.tokens.entry(spec.name.clone()).or_default().push(*n);
+            if !job.experts.is_empty() {
+                let w_t = job.experts.weight(t, spec)?;
+                folded
+                    .experts
+                    .entry(spec.name.clone())
+                    .or_insert_with(|| ExpertFold::new(spec.out_features, spec.in_features))
+                    .add(w_t.as_ref(), h_t.as_ref())
+                    .with_context(|| format!("folding task {t} into {}", spec.name))?;
+            }
+        }
+        for (canonical, (h_t, _)) in cap.by_input {
+            match folded.h_q.get_mut(&canonical) {
+                Some(h) => *h += &h_t,
+                None => {
+                    folded.h_q.insert(canonical.clone(), h_t.clone());
+                }
+            }
+            if keep_per_task {
+                folded.per_task.entry(canonical).or_default().push(h_t);
+            }
+        }
+        job.timing.fold_s += t_fold.elapsed().as_secs_f64();
+    }
+    Ok(folded)
+}
 
 /// Quantizes every linear of `job.block`, group by group; the caller re-runs the quantized
 /// block to get the next block's inputs.
 pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> Result<()> {
     let block = job.block;
-    let n_tasks = job.states.len();
-    for (gi, group) in job.model.block_groups(block)?.into_iter().enumerate() {
-        // One Hessian per (linear, task), from the current quantized trajectory.
-        let mut acc: HashMap<String, Vec<HessianAccumulator>> = group
+    let groups = job.model.block_groups(block)?;
+    let needs_inputs = !job.states.is_empty();
+    // which groups one capture serves
+    let sets: Vec<Vec<usize>> = if job.cfg.true_sequential {
+        (0..groups.len()).map(|g| vec![g]).collect()
+    } else {
+        vec![(0..groups.len()).collect()]
+    };
+    for set in sets {
+        let specs: Vec<(usize, &LinearSpec)> = set
             .iter()
-            .map(|l| {
-                (
-                    l.name.clone(),
-                    (0..n_tasks)
-                        .map(|_| HessianAccumulator::new(l.in_features))
-                        .collect(),
-                )
-            })
+            .flat_map(|&g| groups[g].iter().map(move |s| (g, s)))
             .collect();
-        // Linears fed the very same tensor (q, k, v) share one accumulation; the sharing
-        // pattern is fixed by the architecture and checked on every forward.
-        let mut aliases: Option<HashMap<String, String>> = None;
-        for (t, task_states) in job.states.iter().enumerate() {
-            for s in task_states {
-                let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
-                let mut call_aliases: HashMap<String, String> = HashMap::new();
-                let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-                    if !acc.contains_key(name) {
-                        return Ok(());
-                    }
-                    if let Some(src) = seen.get(&x.id()) {
-                        call_aliases.insert(name.to_string(), src.clone());
-                        return Ok(());
-                    }
-                    seen.insert(x.id(), name.to_string());
-                    let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                    acc.get_mut(name).expect("checked")[t].add_rows_f32(&v);
-                    Ok(())
-                };
-                job.model.block_forward(block, s, Some(&mut capture))?;
-                match &aliases {
-                    None => aliases = Some(call_aliases),
-                    Some(a) if *a == call_aliases => {}
-                    Some(_) => {
-                        bail!("block {block}: the linears sharing an input changed between batches")
-                    }
-                }
-            }
-        }
-        for (name, src) in aliases.unwrap_or_default() {
-            let copy = acc[&src].clone();
-            acc.insert(name, copy);
-        }
-        for spec in &group {
+        let mut folded = if needs_inputs {
+            let refs: Vec<&LinearSpec> = specs.iter().map(|(_, s)| *s).collect();
+            capture_and_fold(job, &refs)?
+        } else {
+            Folded::default()
+        };
+        for (gi, spec) in specs {
             let t_lin = Instant::now();
             job.bar.set_message(spec.name.clone());
-            let per_task = acc.remove(&spec.name).expect("accumulated above");
-            let tokens: Vec<usize> = per_task.iter().map(|a| a.tokens()).collect();
-            let hessians: Vec<Mat<f64>> = per_task.into_iter().map(|a| a.into_hessian()).collect();
             let merged = tensor_to_mat(&job.model.linear_weight(&spec.name)?)?;
-            let expert_weights = if job.experts.is_empty() {
-                Vec::new()
-            } else {
-                job.experts.weights(spec)?
-            };
+            let canonical = folded.alias.get(&spec.name).cloned();
+            let h_q = canonical.as_ref().map(|c| &folded.h_q[c]);
+            let fold = folded.experts.remove(&spec.name);
             let problem = LinearProblem {
                 merged: &merged,
-                hessians: &hessians,
-                experts: &expert_weights,
+                h_q,
+                experts: fold,
             };
-            let sol = solve(job.cfg.method, &problem, &job.cfg.gptq)
+            let t_solve = Instant::now();
+            let sol = solve(job.cfg.method, problem, &job.cfg.gptq)
                 .with_context(|| format!("quantizing {}", spec.name))?;
+            job.timing.solve_s += t_solve.elapsed().as_secs_f64();
+            let t_metrics = Instant::now();
             let q = &sol.layer.dequant;
-            let dev =
-                (!hessians.is_empty()).then(|| deviation(q, &merged, &expert_weights, &hessians));
+            let dev = match (&sol.terms, canonical.as_ref()) {
+                (_, None) => None,
+                (terms, Some(c)) => Some(match job.cfg.deviation {
+                    DeviationMode::PerTask => {
+                        let experts = if job.experts.is_empty() {
+                            Vec::new()
+                        } else {
+                            job.experts.weights(spec)?
+                        };
+                        deviation_per_task(q, &merged, &experts, &folded.per_task[c])
+                    }
+                    DeviationMode::Total => deviation_total(q, &merged, &folded.h_q[c], terms),
+                }),
+            };
+            job.timing.metrics_s += t_metrics.elapsed().as_secs_f64() + sol.metrics_seconds;
+            job.timing.solve_s -= sol.metrics_seconds;
             job.model
                 .set_linear_weight(&spec.name, mat_to_tensor(q.as_ref())?)?;
             results.push(
@@ -96,7 +230,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                     group: gi,
                     rows: spec.out_features,
                     cols: spec.in_features,
-                    tokens,
+                    tokens: folded.tokens.get(&spec.name).cloned().unwrap_or_default(),
                     objective_rtn: sol.objective_rtn,
                     objective: sol.objective,
                     percdamp: sol.percdamp,
@@ -111,6 +245,9 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
             );
             job.bar.inc(1);
         }
+        // the sums of this set are no longer needed
+        folded.h_q.clear();
+        folded.per_task.clear();
     }
     Ok(())
 }

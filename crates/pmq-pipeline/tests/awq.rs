@@ -18,7 +18,9 @@ use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqReader, GptqSettings};
 use pmq_io::TensorStore;
 use pmq_models::{load_model, BlockModel, ScaleFold, ScalingGroup, State, Tensor};
 use pmq_pipeline::awq_fold::apply_scales;
-use pmq_pipeline::{AwqOptions, Method, PipelineConfig, PipelineInputs, PipelineOutput};
+use pmq_pipeline::{
+    AwqOptions, DeviationMode, Method, PipelineConfig, PipelineInputs, PipelineOutput,
+};
 use pmq_testkit::rel_err;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -57,6 +59,8 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         batch_size: BATCH,
         max_seq_len: 128,
         show_progress: false,
+        true_sequential: true,
+        deviation: DeviationMode::PerTask,
     }
 }
 

@@ -13,7 +13,7 @@ use pmq_formats::fake_quant::write_fake_quant_with;
 use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqReader, GptqSettings};
 use pmq_io::TensorStore;
 use pmq_models::load_model;
-use pmq_pipeline::{Method, PipelineConfig, PipelineInputs};
+use pmq_pipeline::{DeviationMode, Method, PipelineConfig, PipelineInputs};
 
 #[test]
 fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
@@ -57,6 +57,8 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 batch_size: 3,
                 max_seq_len: 64,
                 show_progress: false,
+                true_sequential: true,
+                deviation: DeviationMode::PerTask,
             };
             let out = pmq_pipeline::run(&inputs, &cfg).unwrap();
             let tag = format!("{fam:?} {}", method.label());
@@ -119,6 +121,95 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 .unwrap();
             let v: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
             assert!(v.iter().all(|x| x.is_finite()), "{tag}: non-finite output");
+        }
+    }
+}
+
+/// The run options that only change what is measured, or when inputs are captured: the total
+/// deviation split equals the per-task one summed, and the codes do not depend on it; one
+/// capture per block (no true-sequential) still quantizes every linear, with the first group
+/// identical (its inputs are the same either way).
+#[test]
+fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
+    for fam in ALL {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let model = root.join("model");
+        write_model(fam, &model, 21);
+        let experts = vec![root.join("e1"), root.join("e2"), root.join("e3")];
+        for (i, e) in experts.iter().enumerate() {
+            write_model(fam, e, 22 + i as u64);
+        }
+        let calib: Vec<_> = (0..3)
+            .map(|i| {
+                write_calib(fam, root, &format!("t{i}"), 5, 4 + i as u64)
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        let inputs = PipelineInputs {
+            model_dir: model.clone(),
+            experts: experts.clone(),
+            calib,
+        };
+        let grid = QuantGrid::new(4, false, 32, ScalePrecision::F16).unwrap();
+        let mut gptq = GptqConfig::new(grid);
+        gptq.damping = pmq_core::damping::Damping::gptq(0.0);
+        let cfg = |deviation, true_sequential| PipelineConfig {
+            method: Method::Epmq { alpha: 0.01 },
+            gptq,
+            samples_per_task: 5,
+            batch_size: 2,
+            max_seq_len: 64,
+            show_progress: false,
+            true_sequential,
+            deviation,
+        };
+        let per_task = pmq_pipeline::run(&inputs, &cfg(DeviationMode::PerTask, true)).unwrap();
+        let total = pmq_pipeline::run(&inputs, &cfg(DeviationMode::Total, true)).unwrap();
+        let tag = format!("{fam:?}");
+        for (a, b) in per_task.report.linears.iter().zip(&total.report.linears) {
+            assert_eq!(a.name, b.name);
+            assert_eq!(
+                per_task.layers[&a.name], total.layers[&b.name],
+                "{tag} {}",
+                a.name
+            );
+            let (da, db) = (a.deviation.as_ref().unwrap(), b.deviation.as_ref().unwrap());
+            assert_eq!(da.per_task.len(), 3);
+            assert!(db.per_task.is_empty());
+            let close = |x: f64, y: f64| (x - y).abs() <= 1e-4 * x.abs().max(1e-6);
+            assert!(
+                close(da.quant, db.quant),
+                "{tag} {}: quant {} vs {}",
+                a.name,
+                da.quant,
+                db.quant
+            );
+            for (x, y) in [(da.merge_rms, db.merge_rms), (da.expert_rms, db.expert_rms)] {
+                let (x, y) = (x.unwrap(), y.unwrap());
+                assert!(close(x, y), "{tag} {}: {x} vs {y}", a.name);
+            }
+            assert!(
+                close(a.objective_rtn.unwrap(), b.objective_rtn.unwrap()),
+                "{tag}"
+            );
+        }
+        let one_pass = pmq_pipeline::run(&inputs, &cfg(DeviationMode::Total, false)).unwrap();
+        assert_eq!(one_pass.layers.len(), total.layers.len(), "{tag}");
+        assert!(
+            one_pass.report.phases.capture_passes_per_block
+                < total.report.phases.capture_passes_per_block
+                || total.report.phases.capture_passes_per_block == 0.0
+        );
+        for l in &total.report.linears {
+            if l.block == 0 && l.group == 0 {
+                assert_eq!(
+                    one_pass.layers[&l.name], total.layers[&l.name],
+                    "{tag} {}",
+                    l.name
+                );
+            }
         }
     }
 }
