@@ -1,0 +1,79 @@
+"""Summarises bench/pipeline/run.sh: a JSON list and a markdown table of the runs, and the
+agreement of their quantized weights (fraction of identical values over the linears pmq
+quantized), read from the fake-quant safetensors with the standard library only."""
+import array
+import json
+import os
+import struct
+import sys
+
+work, results, out_dir = sys.argv[1:4]
+runs = [json.loads(l) for l in open(results) if l.strip()]
+
+
+def tensors(path):
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        base = 8 + n
+        out = {}
+        for name, info in header.items():
+            if name == "__metadata__" or info["dtype"] != "F32":
+                continue
+            a, b = info["data_offsets"]
+            f.seek(base + a)
+            arr = array.array("f")
+            arr.frombytes(f.read(b - a))
+            out[name] = arr
+        return out
+
+
+def linears(run):
+    rep = json.load(open(os.path.join(work, f"out-{run}", "pmq_report.json")))
+    return [l["name"] + ".weight" for l in rep["linears"]]
+
+
+def agreement(a, b):
+    ta = tensors(os.path.join(work, f"out-{a}", "model.safetensors"))
+    tb = tensors(os.path.join(work, f"out-{b}", "model.safetensors"))
+    same = total = 0
+    for name in linears(a):
+        x, y = ta[name], tb[name]
+        total += len(x)
+        same += sum(1 for u, v in zip(x, y) if u == v)
+    return same / max(total, 1)
+
+
+names = {r["name"] for r in runs}
+pairs = [
+    ("gptq-k8", "gptq-k8-no-true-seq"),
+    ("epmq-k8", "epmq-k8-per-task-deviation"),
+    ("gptq-k8", "baseline-gptq-k8"),
+    ("epmq-k8", "baseline-epmq-k8"),
+]
+agree = {f"{a} vs {b}": agreement(a, b) for a, b in pairs if a in names and b in names}
+json.dump({"runs": runs, "identical_weights": agree}, open(os.path.join(out_dir, "results.json"), "w"), indent=1)
+
+lines = [
+    "| run | K | wall s | pipeline s | peak RSS MiB | forward | Hessians | fold | solve | metrics | propagate | non-solve / block forward | Σ objective |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+for r in runs:
+    p = r.get("phases") or {}
+    g = lambda k: f"{p[k]:.1f}" if k in p else "–"
+    lines.append(
+        f"| {r['name']} | {r['k']} | {r['wall_s']:.1f} | {r['pipeline_s']:.1f} | "
+        f"{(r['peak_rss_mib'] or 0):.0f} | {g('forward_s')} | {g('hessian_s')} | {g('fold_s')} | "
+        f"{g('solve_s')} | {g('metrics_s')} | {g('propagate_s')} | "
+        f"{p['non_solve_block_forwards']:.2f} | {r['objective_sum']:.4e} |"
+        if "non_solve_block_forwards" in p else
+        f"| {r['name']} | {r['k']} | {r['wall_s']:.1f} | {r['pipeline_s']:.1f} | "
+        f"{(r['peak_rss_mib'] or 0):.0f} | – | – | – | – | – | – | – | {r['objective_sum']:.4e} |"
+    )
+lines.append("")
+lines.append("| outputs compared | identical quantized weights |")
+lines.append("|---|---|")
+for k, v in agree.items():
+    lines.append(f"| {k} | {100 * v:.2f} % |")
+open(os.path.join(out_dir, "results.md"), "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
