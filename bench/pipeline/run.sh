@@ -38,7 +38,7 @@ merged_for() {
 }
 
 results="$work/results.jsonl"
-: > "$results"
+[ -n "${PMQ_BENCH_APPEND:-}" ] || : > "$results"
 run() { # name binary k method extra...
   local name=$1 bin=$2 k=$3 method=$4
   shift 4
@@ -70,6 +70,8 @@ run gptq-k8 "$pmq" 8 gptq
 run gptq-k8-no-true-seq "$pmq" 8 gptq --no-true-sequential
 for k in 2 4 8; do run "epmq-k$k" "$pmq" "$k" epmq; done
 run epmq-k8-per-task-deviation "$pmq" 8 epmq --deviation per-task
+# memory flat in K: with bf16 calibration states, K = 8 needs K = 2's memory plus 6 tasks' states
+for k in 2 8; do run "epmq-k$k-bf16-states" "$pmq" "$k" epmq --state-dtype bf16; done
 if [ -n "${PMQ_BASELINE:-}" ]; then
   run baseline-gptq-k8 "$PMQ_BASELINE" 8 gptq
   run baseline-epmq-k8 "$PMQ_BASELINE" 8 epmq

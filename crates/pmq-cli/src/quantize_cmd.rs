@@ -92,6 +92,18 @@ pub struct QuantizeArgs {
     /// number of tasks) or `per-task` (every task's split; keeps one Hessian per task).
     #[arg(long, value_enum, default_value_t = DeviationArg::Total)]
     deviation: DeviationArg,
+    /// Storage of the calibration states kept between blocks: bf16 or f16 halve their memory
+    /// (the activations are rounded once per block); computation stays f32.
+    #[arg(long, value_enum, default_value_t = StateDtypeArg::F32)]
+    state_dtype: StateDtypeArg,
+}
+
+/// `--state-dtype`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StateDtypeArg {
+    F32,
+    Bf16,
+    F16,
 }
 
 /// `--deviation`.
@@ -141,6 +153,11 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
         deviation: match args.deviation {
             DeviationArg::Total => DeviationMode::Total,
             DeviationArg::PerTask => DeviationMode::PerTask,
+        },
+        state_dtype: match args.state_dtype {
+            StateDtypeArg::F32 => candle_core::DType::F32,
+            StateDtypeArg::Bf16 => candle_core::DType::BF16,
+            StateDtypeArg::F16 => candle_core::DType::F16,
         },
     })
 }

@@ -13,7 +13,7 @@ use faer::linalg::matmul::triangular::{matmul, BlockStructure};
 use faer::{Accum, Mat, MatRef};
 
 /// Tokens per f32 block.
-pub const BLOCK_TOKENS: usize = 256;
+pub const BLOCK_TOKENS: usize = 1024;
 
 /// Running `Σ x xᵀ` over the tokens seen so far.
 #[derive(Clone, Debug)]

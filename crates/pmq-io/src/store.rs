@@ -216,6 +216,31 @@ impl TensorStore {
         Ok(&self.shards[e.shard].mmap[e.start..e.end])
     }
 
+    /// Drops the tensor's pages from this process's resident memory (they stay in the page
+    /// cache and are read back on the next access). For callers that stream through large
+    /// checkpoints, e.g. K experts one linear at a time, so resident memory does not grow with
+    /// what was read. A no-op where the OS does not support it.
+    pub fn release(&self, name: &str) -> Result<(), IoError> {
+        const PAGE: usize = 4096;
+        let e = self.entry(name)?;
+        // whole pages inside the tensor only: neighbours may still be in use
+        let start = e.start.div_ceil(PAGE) * PAGE;
+        let end = (e.end / PAGE) * PAGE;
+        if end > start {
+            // SAFETY: the mapping is private and read-only and nothing of ours keeps a
+            // reference into this range across the call (`&self` views are re-faulted from
+            // the file, unchanged, on the next access).
+            let _ = unsafe {
+                self.shards[e.shard].mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    end - start,
+                )
+            };
+        }
+        Ok(())
+    }
+
     fn not_float(&self, e: &Entry, wanted: &str) -> IoError {
         IoError::Dtype {
             name: e.info.name.clone(),

@@ -160,6 +160,20 @@ impl State {
         &self.hidden
     }
 
+    /// The same state with its hidden states stored as `dtype`: bf16/f16 halve the memory of
+    /// calibration states kept between blocks. Blocks compute in f32, so convert back with
+    /// `with_hidden_dtype(DType::F32)` before a forward pass. Other parts (masks, T5's encoder
+    /// output) are shared, not converted.
+    pub fn with_hidden_dtype(&self, dtype: DType) -> Result<Self> {
+        if self.hidden.dtype() == dtype {
+            return Ok(self.clone());
+        }
+        Ok(Self {
+            hidden: self.hidden.to_dtype(dtype)?,
+            ..self.clone()
+        })
+    }
+
     /// `[batch, seq]` f32 mask of the current stream (1 = real token).
     pub fn token_mask(&self) -> &Tensor {
         &self.mask

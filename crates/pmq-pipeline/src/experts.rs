@@ -86,6 +86,8 @@ impl Experts {
         let (r, c, data) = s
             .read_matrix_f64(&linear.weight_name())
             .with_context(|| format!("expert {i} ({})", dir.display()))?;
+        // read once per linear: keep resident memory flat in the number of experts
+        s.release(&linear.weight_name())?;
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
             bail!(
                 "expert {i} ({}): tensor `{}` has a non-finite value at index {pos}",

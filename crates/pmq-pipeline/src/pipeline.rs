@@ -11,10 +11,12 @@ use crate::method::Method;
 use crate::report::{peak_rss_mib, Phases, Report};
 use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
+use candle_core::DType;
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::gptq::GptqConfig;
 use pmq_formats::{PackedLinear, ReplacedTensors};
 use pmq_models::{load_model, State};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,6 +48,9 @@ pub struct PipelineConfig {
     pub true_sequential: bool,
     /// How much of the Eq. 9 deviation split to measure.
     pub deviation: DeviationMode,
+    /// Storage of the calibration states kept between blocks (F32, BF16 or F16); forward
+    /// passes always compute in f32.
+    pub state_dtype: DType,
 }
 
 /// The quantized linears, the unquantized tensors the method changed, and the report.
@@ -86,6 +91,12 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
         if !seen.insert(&c.task) {
             bail!("calibration task {:?} is given twice", c.task);
         }
+    }
+    if !matches!(cfg.state_dtype, DType::F32 | DType::BF16 | DType::F16) {
+        bail!(
+            "calibration states can be stored as f32, bf16 or f16, not {:?}",
+            cfg.state_dtype
+        );
     }
     let loaded = load_model(&inputs.model_dir)
         .with_context(|| format!("loading the merged model {}", inputs.model_dir.display()))?;
@@ -134,7 +145,7 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
         .map(|batches| {
             batches
                 .iter()
-                .map(|b| model.embed(b))
+                .map(|b| model.embed(b)?.with_hidden_dtype(cfg.state_dtype))
                 .collect::<pmq_models::Result<Vec<_>>>()
         })
         .collect::<pmq_models::Result<_>>()?;
@@ -153,14 +164,26 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
         };
         let next = strategy.quantize_block(&mut job, &mut results)?;
         states = match next {
-            Propagation::States(next) => next,
+            Propagation::States(next) => next
+                .iter()
+                .map(|task| {
+                    task.iter()
+                        .map(|s| s.with_hidden_dtype(cfg.state_dtype))
+                        .collect::<pmq_models::Result<Vec<_>>>()
+                })
+                .collect::<pmq_models::Result<_>>()?,
             Propagation::QuantizedOutputs => {
                 let t = Instant::now();
+                // batches in parallel (each forward's products also use the pool)
+                let m = &*model;
                 let next = states
                     .iter()
                     .map(|task| {
-                        task.iter()
-                            .map(|s| model.block_forward(block, s, None))
+                        task.par_iter()
+                            .map(|s| {
+                                m.block_forward(block, &s.with_hidden_dtype(DType::F32)?, None)?
+                                    .with_hidden_dtype(cfg.state_dtype)
+                            })
                             .collect::<pmq_models::Result<Vec<_>>>()
                     })
                     .collect::<pmq_models::Result<_>>()?;
@@ -202,6 +225,7 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             "true_sequential": cfg.true_sequential,
             "deviation": cfg.deviation,
             "work_precision": g.precision,
+            "state_dtype": format!("{:?}", cfg.state_dtype).to_lowercase(),
             "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         }),
         tasks: inputs.calib.iter().map(|c| c.task.clone()).collect(),

@@ -34,9 +34,54 @@ struct TaskCapture {
     alias: HashMap<String, String>,
 }
 
-/// Runs `block` on every batch of one task with input capture of the linears `names`,
-/// stopping each forward pass once all of them have been seen; accumulates one Hessian per
-/// distinct input tensor.
+/// The inputs one batch's forward pass showed the capture: `(linear, canonical linear, rows)`
+/// in forward order, `rows` only for the first linear reading a tensor.
+type Captured = Vec<(String, String, Option<Tensor>)>;
+
+/// Runs `block` on one batch with input capture of the linears `names`, stopping the forward
+/// pass once all of them have been seen.
+fn capture_batch(
+    model: &dyn BlockModel,
+    block: usize,
+    names: &HashSet<String>,
+    state: &State,
+) -> Result<Captured> {
+    let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
+    let mut got: Captured = Vec::new();
+    let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
+        if !names.contains(name) {
+            return Ok(());
+        }
+        match seen.get(&x.id()) {
+            Some(src) => got.push((name.to_string(), src.clone(), None)),
+            None => {
+                seen.insert(x.id(), name.to_string());
+                got.push((name.to_string(), name.to_string(), Some(x.clone())));
+            }
+        }
+        if got.len() == names.len() {
+            return Err(pmq_models::Error::CaptureDone);
+        }
+        Ok(())
+    };
+    let state = state.with_hidden_dtype(DType::F32)?;
+    match model.block_forward(block, &state, Some(&mut capture)) {
+        Ok(_) | Err(pmq_models::Error::CaptureDone) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if got.len() != names.len() {
+        let missing: Vec<_> = names
+            .iter()
+            .filter(|n| !got.iter().any(|g| &g.0 == *n))
+            .collect();
+        bail!("block {block}: the forward pass never reached linears {missing:?}");
+    }
+    Ok(got)
+}
+
+/// Runs `block` on every batch of one task with input capture of the linears `names` (as many
+/// batches at once as there are threads), and accumulates one Hessian per distinct input
+/// tensor, batches in order (so the result does not depend on the number of threads).
 fn capture_task(
     model: &dyn BlockModel,
     block: usize,
@@ -44,53 +89,40 @@ fn capture_task(
     states: &[State],
     timing: &mut crate::report::Phases,
 ) -> Result<TaskCapture> {
+    use rayon::prelude::*;
     let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
     let mut pattern: Option<HashMap<String, String>> = None;
-    for s in states {
-        let t_call = Instant::now();
-        let mut hook_s = 0.0;
-        let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
-        let mut alias: HashMap<String, String> = HashMap::new();
-        let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-            if !names.contains(name) {
-                return Ok(());
-            }
-            let t = Instant::now();
-            let canonical = match seen.get(&x.id()) {
-                Some(src) => src.clone(),
-                None => {
-                    seen.insert(x.id(), name.to_string());
+    let threads = rayon::current_num_threads().max(1);
+    for chunk in states.chunks(threads) {
+        let t = Instant::now();
+        let captured = chunk
+            .par_iter()
+            .map(|s| capture_batch(model, block, names, s))
+            .collect::<Result<Vec<_>>>()?;
+        timing.forward_s += t.elapsed().as_secs_f64();
+        timing.capture_calls += chunk.len();
+        let t = Instant::now();
+        for got in captured {
+            let mut alias = HashMap::new();
+            for (name, canonical, rows) in got {
+                if let Some(x) = rows {
                     let (_, cols) = x.dims2()?;
                     let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                    acc.entry(name.to_string())
+                    acc.entry(name.clone())
                         .or_insert_with(|| HessianAccumulator::new(cols))
                         .add_rows_f32(&v);
-                    name.to_string()
                 }
-            };
-            alias.insert(name.to_string(), canonical);
-            hook_s += t.elapsed().as_secs_f64();
-            if alias.len() == names.len() {
-                return Err(pmq_models::Error::CaptureDone);
+                alias.insert(name, canonical);
             }
-            Ok(())
-        };
-        match model.block_forward(block, s, Some(&mut capture)) {
-            Ok(_) | Err(pmq_models::Error::CaptureDone) => {}
-            Err(e) => return Err(e.into()),
+            match &pattern {
+                None => pattern = Some(alias),
+                Some(p) if *p == alias => {}
+                Some(_) => {
+                    bail!("block {block}: the linears sharing an input changed between batches")
+                }
+            }
         }
-        timing.hessian_s += hook_s;
-        timing.capture_calls += 1;
-        timing.forward_s += t_call.elapsed().as_secs_f64() - hook_s;
-        if alias.len() != names.len() {
-            let missing: Vec<_> = names.iter().filter(|n| !alias.contains_key(*n)).collect();
-            bail!("block {block}: the forward pass never reached linears {missing:?}");
-        }
-        match &pattern {
-            None => pattern = Some(alias),
-            Some(p) if *p == alias => {}
-            Some(_) => bail!("block {block}: the linears sharing an input changed between batches"),
-        }
+        timing.hessian_s += t.elapsed().as_secs_f64();
     }
     let alias = pattern.unwrap_or_default();
     let by_input = acc

@@ -41,7 +41,26 @@ pub(crate) struct Awq(pub AwqOptions);
 impl BlockStrategy for Awq {
     fn quantize_block(&self, job: &mut BlockJob<'_>, results: &mut Results) -> Result<Propagation> {
         let t = std::time::Instant::now();
-        let next = awq_strategy::quantize_block(job, &self.0, results)?;
+        // AWQ reads every state of the block at once: in f32 for this block
+        let f32_states: Vec<Vec<State>> = job
+            .states
+            .iter()
+            .map(|task| {
+                task.iter()
+                    .map(|s| s.with_hidden_dtype(candle_core::DType::F32))
+                    .collect::<pmq_models::Result<Vec<_>>>()
+            })
+            .collect::<pmq_models::Result<_>>()?;
+        let mut job = BlockJob {
+            block: job.block,
+            model: &mut *job.model,
+            states: &f32_states,
+            experts: job.experts,
+            cfg: job.cfg,
+            bar: job.bar,
+            timing: &mut *job.timing,
+        };
+        let next = awq_strategy::quantize_block(&mut job, &self.0, results)?;
         job.timing.solve_s += t.elapsed().as_secs_f64();
         Ok(Propagation::States(next))
     }

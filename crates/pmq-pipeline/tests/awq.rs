@@ -61,6 +61,7 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         show_progress: false,
         true_sequential: true,
         deviation: DeviationMode::PerTask,
+        state_dtype: candle_core::DType::F32,
     }
 }
 

@@ -59,6 +59,7 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 show_progress: false,
                 true_sequential: true,
                 deviation: DeviationMode::PerTask,
+                state_dtype: candle_core::DType::F32,
             };
             let out = pmq_pipeline::run(&inputs, &cfg).unwrap();
             let tag = format!("{fam:?} {}", method.label());
@@ -164,6 +165,7 @@ fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
             show_progress: false,
             true_sequential,
             deviation,
+            state_dtype: candle_core::DType::F32,
         };
         let per_task = pmq_pipeline::run(&inputs, &cfg(DeviationMode::PerTask, true)).unwrap();
         let total = pmq_pipeline::run(&inputs, &cfg(DeviationMode::Total, true)).unwrap();
