@@ -1,8 +1,8 @@
 //! The types shared by the pipeline loop and the block strategies: one block's work, the
 //! results so far, and the conversions between candle tensors and faer matrices.
 
+use crate::config::PipelineConfig;
 use crate::experts::Experts;
-use crate::pipeline::PipelineConfig;
 use crate::report::{LinearRecord, Phases};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};

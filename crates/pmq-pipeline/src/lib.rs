@@ -17,6 +17,7 @@ pub mod awq_fold;
 pub mod awq_strategy;
 pub mod calib;
 mod capture;
+mod config;
 pub mod deviation;
 pub mod experts;
 mod job;
