@@ -449,3 +449,57 @@ fn real_minilm_quantizes_with_close_embeddings() {
         assert!(mean > 0.99, "{method}: 8-bit mean cosine {mean}");
     }
 }
+
+#[test]
+fn speed_and_memory_flags_run_and_are_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, experts) = family(tmp.path(), false, 2);
+    let merged = merged_with_pmq(tmp.path(), &base, &experts);
+    let cal = calib(tmp.path(), 2);
+    let runs: [(&[&str], &str, bool, &str); 2] = [
+        (
+            &["--state-dtype", "bf16", "--no-true-sequential"],
+            "bf16",
+            false,
+            "f32",
+        ),
+        (
+            &["--work-precision", "f64", "--deviation", "per-task"],
+            "f32",
+            true,
+            "f64",
+        ),
+    ];
+    for (i, (flags, dtype, true_sequential, precision)) in runs.iter().enumerate() {
+        let out = tmp.path().join(format!("q{i}"));
+        let mut extra = vec!["--format", "fake"];
+        extra.extend(flags.iter());
+        let (ok, _, err) = pmq(&quantize_args(
+            &merged, "epmq", &experts, &cal, &out, &extra,
+        ));
+        assert!(ok, "{flags:?}: {err}");
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap())
+                .unwrap();
+        let s = &report["settings"];
+        assert_eq!(s["state_dtype"], *dtype, "{flags:?}");
+        assert_eq!(s["true_sequential"], *true_sequential, "{flags:?}");
+        assert_eq!(s["work_precision"], *precision, "{flags:?}");
+        let p = &report["phases"];
+        for k in ["forward_s", "hessian_s", "solve_s", "propagate_s"] {
+            assert!(p[k].as_f64().unwrap() > 0.0, "{flags:?}: {k}");
+        }
+        // one capture pass per block and batch without true-sequential, one per group with it
+        let passes = p["capture_passes_per_block"].as_f64().unwrap();
+        assert_eq!(passes == 1.0, !true_sequential, "{flags:?}: {passes}");
+        for l in report["linears"].as_array().unwrap() {
+            assert!(l["objective"].as_f64().unwrap().is_finite());
+            let d = &l["deviation"];
+            assert_eq!(
+                d["per_task"].as_array().map_or(0, Vec::len),
+                if *true_sequential { 2 } else { 0 }
+            );
+            assert!(d["expert_rms"].as_f64().unwrap() >= 0.0);
+        }
+    }
+}

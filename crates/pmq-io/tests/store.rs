@@ -310,3 +310,51 @@ fn model_safetensors_wins_over_stray_files() {
     assert_eq!(store.names(), ["x"]);
     assert_eq!(store.files().len(), 1);
 }
+
+/// Resident pages of this process's mappings of `path` (from /proc/self/smaps), in KiB.
+fn resident_kib(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").expect("/proc/self/smaps");
+    let name = path.canonicalize().unwrap().display().to_string();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let mut words = line.split_whitespace();
+        let (first, second) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+        if first.contains('-') && second.len() == 4 {
+            // a mapping's header: "start-end perms offset dev inode [path]"
+            inside = line.ends_with(&name);
+        } else if let (true, Some(rest)) = (inside, line.strip_prefix("Rss:")) {
+            total += rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn release_drops_resident_pages_and_keeps_the_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.safetensors");
+    let vals: Vec<f32> = (0..1 << 20).map(|i| (i % 977) as f32 * 0.5).collect();
+    write(
+        &path,
+        &[t("w", Dtype::F32, &[1024, 1024], f32_bytes(&vals))],
+    );
+    let store = TensorStore::open_file(&path).unwrap();
+    assert_eq!(store.read_f32("w").unwrap(), vals);
+    let before = resident_kib(&path);
+    store.release("w").unwrap();
+    let after = resident_kib(&path);
+    assert!(before >= 3000, "reading 4 MiB should map it: {before} KiB");
+    assert!(
+        after + 3000 <= before,
+        "release should drop the pages: {before} → {after} KiB"
+    );
+    // read again: the same values come back from the file
+    assert_eq!(store.read_f32("w").unwrap(), vals);
+    assert!(store.release("missing").is_err());
+}
