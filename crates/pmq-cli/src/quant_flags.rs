@@ -24,10 +24,10 @@ pub struct QuantFlags {
     #[arg(long)]
     pub static_groups: bool,
     /// Damping as a fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub damp: Option<f64>,
     /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
     pub alpha: f64,
     /// Columns per lazy GPTQ block.
     #[arg(long, default_value_t = 128)]
@@ -48,6 +48,23 @@ pub enum WorkPrecision {
 impl QuantFlags {
     /// The solver settings; `epmq` selects E-PMQ's default damping (0: λ damps).
     pub fn gptq_config(&self, epmq: bool, precision: ScalePrecision) -> Result<GptqConfig> {
+        if self.group_size == 0 || self.group_size < -1 {
+            anyhow::bail!(
+                "--group-size must be positive, or -1 for one group per row; got {}",
+                self.group_size
+            );
+        }
+        if let Some(d) = self.damp {
+            if !(d.is_finite() && d >= 0.0) {
+                anyhow::bail!("--damp must be a finite number ≥ 0; got {d}");
+            }
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            anyhow::bail!("--alpha must be a finite number ≥ 0; got {}", self.alpha);
+        }
+        if self.block_size == 0 {
+            anyhow::bail!("--block-size must be positive");
+        }
         let grid = QuantGrid::new(self.bits, self.sym, self.group_size, precision)?;
         let mut cfg = GptqConfig::new(grid);
         cfg.block_size = self.block_size;

@@ -40,6 +40,37 @@ pub struct SolveArgs {
     /// Output safetensors file.
     #[arg(long)]
     out: PathBuf,
+    /// Replace an existing output file.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+/// Refuses an output that is the input layer file or an existing file (without `--overwrite`),
+/// before any work.
+fn check_out(args: &SolveArgs) -> Result<()> {
+    let same = match (args.out.canonicalize(), args.layer.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        bail!(
+            "--out {} is the input layer file: choose another path",
+            args.out.display()
+        );
+    }
+    if args.out.is_dir() {
+        bail!(
+            "--out {} is a directory: give a file path",
+            args.out.display()
+        );
+    }
+    if args.out.exists() && !args.overwrite {
+        bail!(
+            "--out {} exists: pass --overwrite to replace it",
+            args.out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Tensors `prefix.<i>` for i = 0..K, in index order; fails on gaps.
@@ -94,6 +125,7 @@ fn read_matrix(store: &TensorStore, name: &str, shape: Option<(usize, usize)>) -
 
 pub fn run(args: SolveArgs) -> Result<()> {
     let t0 = Instant::now();
+    check_out(&args)?;
     let store = TensorStore::open_file(&args.layer)?;
     let merged = read_matrix(&store, "merged", None)?;
     let (rows, cols) = (merged.nrows(), merged.ncols());

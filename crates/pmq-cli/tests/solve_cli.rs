@@ -1,0 +1,128 @@
+//! `pmq solve`: GPTQ and E-PMQ on a layer file, and the checks made before any work (the
+//! output may not be the input or an existing file without --overwrite; flags are validated).
+
+use pmq_io::{f32_bytes, write_safetensors, Dtype};
+use std::path::Path;
+use std::process::Command;
+
+fn pmq(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_pmq"))
+        .args(args)
+        .env("PMQ_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A 16 × 64 layer with two tasks: `merged`, `hessian.i = X_i X_iᵀ`, `expert.i`.
+fn layer(path: &Path) {
+    let (rows, cols, tokens) = (16, 64, 96);
+    let v = |seed: usize, n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|k| (((k * 7919 + seed * 104729) % 2003) as f32 / 1001.0 - 1.0) * 0.5)
+            .collect()
+    };
+    let mut tensors = vec![(
+        "merged".to_string(),
+        Dtype::F32,
+        vec![rows, cols],
+        f32_bytes(&v(1, rows * cols)),
+    )];
+    for t in 0..2 {
+        let x = v(10 + t, tokens * cols);
+        let mut h = vec![0f32; cols * cols];
+        for tok in 0..tokens {
+            for i in 0..cols {
+                for j in 0..cols {
+                    h[i * cols + j] += x[tok * cols + i] * x[tok * cols + j];
+                }
+            }
+        }
+        tensors.push((
+            format!("hessian.{t}"),
+            Dtype::F32,
+            vec![cols, cols],
+            f32_bytes(&h),
+        ));
+        tensors.push((
+            format!("expert.{t}"),
+            Dtype::F32,
+            vec![rows, cols],
+            f32_bytes(&v(20 + t, rows * cols)),
+        ));
+    }
+    write_safetensors(path, &tensors, None).unwrap();
+}
+
+#[test]
+fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let l = tmp.path().join("layer.safetensors");
+    layer(&l);
+    let before = std::fs::read(&l).unwrap();
+    let out = tmp.path().join("q.safetensors");
+    let (ls, os) = (l.to_str().unwrap(), out.to_str().unwrap());
+    for method in ["gptq", "epmq"] {
+        let (ok, stdout, err) = pmq(&[
+            "solve",
+            "--layer",
+            ls,
+            "--method",
+            method,
+            "--group-size",
+            "32",
+            "--out",
+            os,
+            "--overwrite",
+        ]);
+        assert!(ok, "{method}: {err}");
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert!(r["objective"].as_f64().unwrap().is_finite(), "{method}");
+        assert_eq!(r["tasks"], 2);
+    }
+    // an existing output without --overwrite, and the input itself, are refused
+    let (ok, _, err) = pmq(&["solve", "--layer", ls, "--method", "gptq", "--out", os]);
+    assert!(!ok && err.contains("pass --overwrite"), "{err}");
+    let (ok, _, err) = pmq(&[
+        "solve",
+        "--layer",
+        ls,
+        "--method",
+        "gptq",
+        "--out",
+        ls,
+        "--overwrite",
+    ]);
+    assert!(!ok && err.contains("is the input layer file"), "{err}");
+    assert_eq!(
+        std::fs::read(&l).unwrap(),
+        before,
+        "the input must not change"
+    );
+    // flags that used to be coerced silently
+    for (flag, value, msg) in [
+        ("--damp", "-1", "--damp must be"),
+        ("--damp", "NaN", "--damp must be"),
+        ("--group-size", "0", "--group-size must be"),
+        ("--alpha", "-0.5", "--alpha must be"),
+    ] {
+        let fresh = tmp.path().join(format!("bad{flag}{value}.safetensors"));
+        let (ok, _, err) = pmq(&[
+            "solve",
+            "--layer",
+            ls,
+            "--method",
+            "epmq",
+            flag,
+            value,
+            "--out",
+            fresh.to_str().unwrap(),
+        ]);
+        assert!(!ok && err.contains(msg), "{flag} {value}: {err}");
+        assert!(!fresh.exists(), "{flag} {value}: no output on error");
+    }
+}
