@@ -80,21 +80,28 @@ impl HessianAccumulator {
                 }
             }
         }
-        for j in 0..d {
-            for i in j + 1..d {
-                self.h[(j, i)] = self.h[(i, j)];
-            }
-        }
         self.tokens += n;
     }
 
-    /// The accumulated Hessian.
-    pub fn hessian(&self) -> MatRef<'_, f64> {
-        self.h.as_ref()
+    /// The accumulated Hessian (a symmetric copy; the accumulator keeps the lower triangle).
+    pub fn hessian(&self) -> Mat<f64> {
+        self.clone().into_hessian()
     }
 
-    /// Consumes the accumulator.
-    pub fn into_hessian(self) -> Mat<f64> {
+    /// Consumes the accumulator: the full symmetric Hessian.
+    pub fn into_hessian(mut self) -> Mat<f64> {
+        // mirror the lower triangle, tile by tile so both sides stay in cache
+        const T: usize = 64;
+        let d = self.dim();
+        for j0 in (0..d).step_by(T) {
+            for i0 in (j0..d).step_by(T) {
+                for j in j0..(j0 + T).min(d) {
+                    for i in i0.max(j + 1)..(i0 + T).min(d) {
+                        self.h[(j, i)] = self.h[(i, j)];
+                    }
+                }
+            }
+        }
         self.h
     }
 }
