@@ -34,14 +34,22 @@ def linears(run):
 
 
 def agreement(a, b):
+    """Fraction of identical quantized weights, over the model and per block."""
     ta = tensors(os.path.join(work, f"out-{a}", "model.safetensors"))
     tb = tensors(os.path.join(work, f"out-{b}", "model.safetensors"))
+    rep = json.load(open(os.path.join(work, f"out-{a}", "pmq_report.json")))
     same = total = 0
-    for name in linears(a):
-        x, y = ta[name], tb[name]
-        total += len(x)
-        same += sum(1 for u, v in zip(x, y) if u == v)
-    return same / max(total, 1)
+    blocks = {}
+    for l in rep["linears"]:
+        x, y = ta[l["name"] + ".weight"], tb[l["name"] + ".weight"]
+        n = sum(1 for u, v in zip(x, y) if u == v)
+        same, total = same + n, total + len(x)
+        bs, bt = blocks.get(l["block"], (0, 0))
+        blocks[l["block"]] = (bs + n, bt + len(x))
+    return {
+        "model": same / max(total, 1),
+        "per_block": [blocks[k][0] / blocks[k][1] for k in sorted(blocks)],
+    }
 
 
 names = {r["name"] for r in runs}
@@ -71,9 +79,10 @@ for r in runs:
         f"{(r['peak_rss_mib'] or 0):.0f} | – | – | – | – | – | – | – | {r['objective_sum']:.4e} |"
     )
 lines.append("")
-lines.append("| outputs compared | identical quantized weights |")
-lines.append("|---|---|")
+lines.append("| outputs compared | identical quantized weights | per block |")
+lines.append("|---|---|---|")
 for k, v in agree.items():
-    lines.append(f"| {k} | {100 * v:.2f} % |")
+    per = " / ".join(f"{100 * b:.1f}" for b in v["per_block"])
+    lines.append(f"| {k} | {100 * v['model']:.2f} % | {per} |")
 open(os.path.join(out_dir, "results.md"), "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
