@@ -32,7 +32,7 @@
 //! diag(s_out)·Q(W'·diag(s))·diag(s)⁻¹` against the merged `W` on `H`, next to plain RTN of `W`.
 
 use crate::capture::{capture_block, BlockInputs};
-use crate::deviation::deviation_per_task;
+use crate::deviation::{deviation_per_task, deviation_total, DeviationMode, ExpertTerms};
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::AwqOptions;
 use crate::report::{AwqRecord, ClipRecord, LinearRecord};
@@ -40,6 +40,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use faer::{Mat, MatRef};
 use pmq_core::awq::{clip_token_rows, quantize_layer, search_scales, AwqConfig, ScaleSearch};
+use pmq_core::epmq::ExpertFold;
 use pmq_core::objective::quadratic_error;
 use pmq_core::rtn::rtn;
 use pmq_core::{CoreError, QuantGrid, QuantizedLayer};
@@ -192,12 +193,39 @@ fn quantize_linear(
     let w0 = &plan.merged[name];
     let effective = original_coordinates(q.layer.dequant.as_ref(), s_out.as_deref(), &s_in);
     let h = x.hessian_sum();
-    let experts = if job.experts.is_empty() {
-        Vec::new()
-    } else {
-        job.experts.weights(spec)?
-    };
     let base = rtn(w0.as_ref(), grid)?;
+    let deviation = match job.cfg.deviation {
+        DeviationMode::PerTask => {
+            let experts = if job.experts.is_empty() {
+                Vec::new()
+            } else {
+                job.experts.weights(spec)?
+            };
+            deviation_per_task(&effective, w0, &experts, x.hessians())
+        }
+        DeviationMode::Total => {
+            // the experts folded task by task, one Hessian at a time
+            let terms = if job.experts.is_empty() {
+                None
+            } else {
+                let mut fold = ExpertFold::new(spec.out_features, spec.in_features);
+                for i in 0..job.experts.len() {
+                    fold.add(
+                        job.experts.weight(i, spec)?.as_ref(),
+                        x.task_hessian(i).as_ref(),
+                    )?;
+                }
+                let tasks = fold.tasks();
+                let obj = fold.finish(w0.as_ref(), h.clone(), 0.0)?;
+                Some(ExpertTerms {
+                    tasks,
+                    merge_sq: obj.at_merged(),
+                    expert_sq: obj.eval(effective.as_ref()),
+                })
+            };
+            deviation_total(&effective, w0, h, &terms)
+        }
+    };
     let record = LinearRecord {
         name: name.clone(),
         block: job.block,
@@ -216,7 +244,7 @@ fn quantize_linear(
         lambda: None,
         extra_damping: None,
         seconds: t.elapsed().as_secs_f64(),
-        deviation: Some(deviation_per_task(&effective, w0, &experts, x.hessians())),
+        deviation: Some(deviation),
         awq: Some(awq_record(
             g,
             gplan,

@@ -18,6 +18,7 @@ pub(crate) struct TokenRows {
     data: Vec<f32>,
     task_tokens: Vec<usize>,
     hessians: OnceCell<Vec<Mat<f64>>>,
+    hessian_sum: OnceCell<Mat<f64>>,
 }
 
 impl TokenRows {
@@ -27,6 +28,7 @@ impl TokenRows {
             data: Vec::new(),
             task_tokens: vec![0; tasks],
             hessians: OnceCell::new(),
+            hessian_sum: OnceCell::new(),
         }
     }
 
@@ -61,25 +63,32 @@ impl TokenRows {
         Mat::from_fn(idx.len(), c, |i, j| self.data[idx[i] * c + j] as f64)
     }
 
-    /// One Hessian `X_iᵀ X_i` per task (computed once).
+    /// Task `i`'s Hessian `X_iᵀ X_i` (computed on each call; nothing kept).
+    pub fn task_hessian(&self, i: usize) -> Mat<f64> {
+        let start: usize = self.task_tokens[..i].iter().sum();
+        let n = self.task_tokens[i];
+        let mut acc = HessianAccumulator::new(self.cols);
+        acc.add_rows_f32(&self.data[start * self.cols..(start + n) * self.cols]);
+        acc.into_hessian()
+    }
+
+    /// One Hessian `X_iᵀ X_i` per task (computed once and kept: K Hessians; only for the
+    /// per-task deviation split).
     pub fn hessians(&self) -> &[Mat<f64>] {
         self.hessians.get_or_init(|| {
-            let mut start = 0;
-            self.task_tokens
-                .iter()
-                .map(|&n| {
-                    let mut acc = HessianAccumulator::new(self.cols);
-                    acc.add_rows_f32(&self.data[start * self.cols..(start + n) * self.cols]);
-                    start += n;
-                    acc.into_hessian()
-                })
+            (0..self.task_tokens.len())
+                .map(|i| self.task_hessian(i))
                 .collect()
         })
     }
 
-    /// `Σ_i X_iᵀ X_i`.
-    pub fn hessian_sum(&self) -> Mat<f64> {
-        pmq_core::hessian::sum(self.hessians()).unwrap_or_else(|| Mat::zeros(self.cols, self.cols))
+    /// `Σ_i X_iᵀ X_i` over all rows (computed once).
+    pub fn hessian_sum(&self) -> &Mat<f64> {
+        self.hessian_sum.get_or_init(|| {
+            let mut acc = HessianAccumulator::new(self.cols);
+            acc.add_rows_f32(&self.data);
+            acc.into_hessian()
+        })
     }
 }
 
