@@ -4,7 +4,7 @@
 
 use crate::matrix::mean_diag;
 use crate::CoreError;
-use faer::{Mat, MatRef};
+use faer::MatRef;
 
 /// How damping is chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -38,25 +38,10 @@ pub struct Damped<T> {
     pub value: T,
 }
 
-/// Adds `p · mean(diag H)` to the diagonal of `h` and calls `factor` on it, increasing `p`
-/// until `factor` succeeds. `what` names the matrix in the error.
+/// Calls `factor(h, amount)`, which must factor `h + amount·I` (without copying `h`), with
+/// `amount = p · mean(diag H)`, increasing `p` until `factor` succeeds. `what` names the
+/// matrix in the error.
 pub fn with_auto_damping<T>(
-    what: &str,
-    h: MatRef<'_, f64>,
-    damping: Damping,
-    mut factor: impl FnMut(&Mat<f64>) -> Option<T>,
-) -> Result<Damped<T>, CoreError> {
-    with_auto_damping_shift(what, h, damping, |h, amount| {
-        let mut hd = h.to_owned();
-        for j in 0..hd.nrows() {
-            hd[(j, j)] += amount;
-        }
-        factor(&hd)
-    })
-}
-
-/// [`with_auto_damping`] without the copy: `factor(h, amount)` must factor `h + amount·I`.
-pub fn with_auto_damping_shift<T>(
     what: &str,
     h: MatRef<'_, f64>,
     damping: Damping,

@@ -25,10 +25,10 @@
 //! ([`crate::inverse_factor`]); the rounding loop ([`crate::gptq_kernel`]) runs rows in
 //! parallel, in f32 by default ([`Precision`]).
 
-use crate::damping::{with_auto_damping_shift, Damped, Damping};
+use crate::damping::{with_auto_damping, Damped, Damping};
 use crate::gptq_kernel::{self, GroupMode, KernelInput, Work};
 use crate::inverse_factor::inverse_upper_factor_shifted;
-use crate::matrix::{check_finite, check_shape};
+use crate::matrix::{check_finite, check_shape, tiles, to_row_major_with};
 use crate::quant_grid::{GroupParams, QuantGrid};
 use crate::quantized::{trivial_g_idx, QuantizedLayer};
 use crate::CoreError;
@@ -159,7 +159,7 @@ pub fn prepare_hessian(
         percdamp,
         damping,
         value: u,
-    } = with_auto_damping_shift(what, hp, damping, |hd, amount| {
+    } = with_auto_damping(what, hp, damping, |hd, amount| {
         inverse_upper_factor_shifted(hd, amount)
     })?;
     fixed.take();
@@ -297,34 +297,11 @@ pub fn gptq_prepared(
     })
 }
 
-/// Visits every `(r, c)` of a `rows × cols` index space in 64 × 64 tiles, so that row-major
-/// and column-major buffers can be read and written together without striding through memory.
-fn tiles(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {
-    const T: usize = 64;
-    for c0 in (0..cols).step_by(T) {
-        for r0 in (0..rows).step_by(T) {
-            for c in c0..(c0 + T).min(cols) {
-                for r in r0..(r0 + T).min(rows) {
-                    f(r, c);
-                }
-            }
-        }
-    }
-}
-
-/// Row-major copy of `m`, each value mapped by `f`.
-fn to_row_major<T: Copy + Default>(m: MatRef<'_, f64>, f: impl Fn(f64) -> T) -> Vec<T> {
-    let (rows, cols) = (m.nrows(), m.ncols());
-    let mut out = vec![T::default(); rows * cols];
-    tiles(rows, cols, |r, j| out[r * cols + j] = f(m[(r, j)]));
-    out
-}
-
 fn run_kernel<T: Work + Default>(
     (w, grid, block_size, groups): (MatRef<'_, f64>, QuantGrid, usize, GroupMode<'_>),
     u: MatRef<'_, f64>,
 ) -> gptq_kernel::KernelOutput {
-    let ut = to_row_major(u, T::of);
+    let ut = to_row_major_with(u, T::of);
     gptq_kernel::run(KernelInput {
         w,
         u: &ut,

@@ -21,20 +21,37 @@ pub fn from_row_major_f32(rows: usize, cols: usize, data: &[f32]) -> Mat<f64> {
     Mat::from_fn(rows, cols, |i, j| data[i * cols + j] as f64)
 }
 
-/// Row-major copy of a matrix.
-pub fn to_row_major(m: MatRef<'_, f64>) -> Vec<f64> {
-    let mut out = Vec::with_capacity(m.nrows() * m.ncols());
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            out.push(m[(i, j)]);
+/// Visits every `(r, c)` of a `rows × cols` index space in 64 × 64 tiles, so that row-major
+/// and column-major buffers can be read and written together without striding through memory.
+pub fn tiles(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {
+    const T: usize = 64;
+    for c0 in (0..cols).step_by(T) {
+        for r0 in (0..rows).step_by(T) {
+            for c in c0..(c0 + T).min(cols) {
+                for r in r0..(r0 + T).min(rows) {
+                    f(r, c);
+                }
+            }
         }
     }
+}
+
+/// Row-major copy of a matrix, each value mapped by `f` (tile by tile).
+pub fn to_row_major_with<T: Copy + Default>(m: MatRef<'_, f64>, f: impl Fn(f64) -> T) -> Vec<T> {
+    let (rows, cols) = (m.nrows(), m.ncols());
+    let mut out = vec![T::default(); rows * cols];
+    tiles(rows, cols, |r, j| out[r * cols + j] = f(m[(r, j)]));
     out
+}
+
+/// Row-major copy of a matrix.
+pub fn to_row_major(m: MatRef<'_, f64>) -> Vec<f64> {
+    to_row_major_with(m, |v| v)
 }
 
 /// Row-major f32 copy of a matrix.
 pub fn to_row_major_f32(m: MatRef<'_, f64>) -> Vec<f32> {
-    to_row_major(m).into_iter().map(|v| v as f32).collect()
+    to_row_major_with(m, |v| v as f32)
 }
 
 /// Fails unless `m` is `rows × cols`.

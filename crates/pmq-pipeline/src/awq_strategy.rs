@@ -32,9 +32,9 @@
 //! diag(s_out)·Q(W'·diag(s))·diag(s)⁻¹` against the merged `W` on `H`, next to plain RTN of `W`.
 
 use crate::capture::{capture_block, BlockInputs};
-use crate::deviation::{deviation_per_task, deviation_total, DeviationMode, ExpertTerms};
+use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
-use crate::method::AwqOptions;
+use crate::method::{expert_terms, AwqOptions};
 use crate::report::{AwqRecord, ClipRecord, LinearRecord};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
@@ -215,13 +215,7 @@ fn quantize_linear(
                         x.task_hessian(i).as_ref(),
                     )?;
                 }
-                let tasks = fold.tasks();
-                let obj = fold.finish(w0.as_ref(), h.clone(), 0.0)?;
-                Some(ExpertTerms {
-                    tasks,
-                    merge_sq: obj.at_merged(),
-                    expert_sq: obj.eval(effective.as_ref()),
-                })
+                Some(expert_terms(fold, w0, h, &effective)?)
             };
             deviation_total(&effective, w0, h, &terms)
         }

@@ -113,7 +113,7 @@ pub struct LinearSolution {
 }
 
 /// `Σ_i ‖W_mX_i − W_iX_i‖²` and `Σ_i ‖QX_i − W_iX_i‖²` from the fold (two f64 products).
-fn expert_terms(
+pub(crate) fn expert_terms(
     fold: ExpertFold,
     merged: &Mat<f64>,
     h_q: &Mat<f64>,

@@ -181,14 +181,18 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
             }
         }
         for (canonical, (h_t, _)) in cap.by_input {
+            if keep_per_task {
+                folded
+                    .per_task
+                    .entry(canonical.clone())
+                    .or_default()
+                    .push(h_t.clone());
+            }
             match folded.h_q.get_mut(&canonical) {
                 Some(h) => *h += &h_t,
                 None => {
-                    folded.h_q.insert(canonical.clone(), h_t.clone());
+                    folded.h_q.insert(canonical, h_t);
                 }
-            }
-            if keep_per_task {
-                folded.per_task.entry(canonical).or_default().push(h_t);
             }
         }
         job.timing.fold_s += t_fold.elapsed().as_secs_f64();
