@@ -1,6 +1,8 @@
 //! One cell of a benchmark table: a merge method × a quantizer × its settings.
 
 use anyhow::{bail, Result};
+use pmq_core::{QuantGrid, ScalePrecision};
+use pmq_pipeline::{AwqOptions, Method, PipelineConfig};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -42,15 +44,24 @@ impl MergeKind {
         }
     }
 
-    /// Arguments of `pmq merge` after `--base` and the experts.
-    pub fn merge_args(self) -> Vec<String> {
-        let v: &[&str] = match self {
-            Self::Average => &["--method", "average"],
-            Self::Ta => &["--method", "task-arithmetic", "--lambda", "0.3"],
-            Self::Ties => &["--method", "ties", "--lambda", "0.3"],
-            Self::Wudi => &["--method", "wudi", "--wudi-solver", "exact"],
-        };
-        v.iter().map(|s| s.to_string()).collect()
+    /// The merge method with this table's parameters (FusionBench settings; WUDI by its
+    /// closed-form solve).
+    pub fn method(self) -> pmq_merge::Method {
+        use pmq_merge::{Method, TiesOptions, WudiOptions, WudiSolver, DEFAULT_LAMBDA};
+        match self {
+            Self::Average => Method::Average,
+            Self::Ta => Method::TaskArithmetic {
+                lambda: DEFAULT_LAMBDA,
+            },
+            Self::Ties => Method::Ties(TiesOptions {
+                lambda: DEFAULT_LAMBDA,
+                ..TiesOptions::default()
+            }),
+            Self::Wudi => Method::Wudi(WudiOptions {
+                solver: WudiSolver::Exact,
+                ..WudiOptions::default()
+            }),
+        }
     }
 
     /// Parses an id (`avg`/`average`, `ta`, `ties`, `wudi`).
@@ -192,25 +203,28 @@ impl Cell {
         }
     }
 
-    /// Arguments of `pmq quantize` for this cell (without model, calibration, experts, output).
-    pub fn quantize_args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--method".to_string(),
-            self.quant.id().to_string(),
-            "--bits".into(),
-            self.bits.to_string(),
-            "--group-size".into(),
-            self.group_size.to_string(),
-        ];
-        if self.quant == QuantKind::Epmq {
-            a.push("--alpha".into());
-            a.push(self.alpha.to_string());
-        }
+    /// The pipeline settings of this cell (`pmq quantize`'s defaults otherwise: asymmetric
+    /// grid with f16 scales, damping 1 % for GPTQ and none for E-PMQ, AWQ's defaults);
+    /// `None` for the full-precision cell.
+    pub fn pipeline_config(&self) -> Result<Option<PipelineConfig>> {
+        let method = match self.quant {
+            QuantKind::Fp => return Ok(None),
+            QuantKind::Rtn => Method::Rtn,
+            QuantKind::Gptq => Method::Gptq,
+            QuantKind::Awq => Method::Awq(AwqOptions::default()),
+            QuantKind::Epmq => Method::Epmq { alpha: self.alpha },
+        };
+        let grid = QuantGrid::new(
+            self.bits as u32,
+            false,
+            self.group_size,
+            ScalePrecision::F16,
+        )?;
+        let mut cfg = PipelineConfig::new(method, grid);
         if self.samples > 0 {
-            a.push("--samples-per-task".into());
-            a.push(self.samples.to_string());
+            cfg.samples_per_task = self.samples;
         }
-        a
+        Ok(Some(cfg))
     }
 }
 
@@ -247,11 +261,28 @@ mod tests {
     }
 
     #[test]
-    fn quantize_args_carry_the_settings() {
+    fn pipeline_config_carries_the_settings() {
         let c = Cell::quant(MergeKind::Ta, QuantKind::Epmq, 3, 64, 0.1, 64);
+        let cfg = c.pipeline_config().unwrap().unwrap();
+        assert_eq!(cfg.method, Method::Epmq { alpha: 0.1 });
         assert_eq!(
-            c.quantize_args().join(" "),
-            "--method epmq --bits 3 --group-size 64 --alpha 0.1 --samples-per-task 64"
+            (
+                cfg.gptq.grid.bits,
+                cfg.gptq.grid.group_size_i64(),
+                cfg.gptq.grid.sym
+            ),
+            (3, 64, false)
         );
+        assert_eq!(cfg.samples_per_task, 64);
+        assert_eq!(cfg.gptq.damping.percdamp, 0.0, "E-PMQ: λ damps");
+        let g = Cell::quant(MergeKind::Ta, QuantKind::Gptq, 4, 128, 0.0, 0);
+        let cfg = g.pipeline_config().unwrap().unwrap();
+        assert_eq!(cfg.gptq.damping.percdamp, 0.01);
+        assert_eq!(cfg.samples_per_task, 256, "pmq quantize's default");
+        assert!(Cell::fp(MergeKind::Ta).pipeline_config().unwrap().is_none());
+        match MergeKind::Ties.method() {
+            pmq_merge::Method::Ties(o) => assert_eq!((o.lambda, o.density), (0.3, 0.2)),
+            m => panic!("{m:?}"),
+        }
     }
 }

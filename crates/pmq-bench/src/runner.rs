@@ -1,8 +1,9 @@
-//! Runs benchmark cells: experts (fine-tuned, cached) → `pmq merge` → `pmq quantize` →
-//! per-task test accuracy with the experts' heads.
+//! Runs benchmark cells: experts (fine-tuned, cached) → merge → quantize → per-task test
+//! accuracy with the experts' heads.
 //!
-//! Merging and quantization run as `pmq` subprocesses, so the benchmark measures exactly the
-//! commands users run (their own wall time and peak RSS come from `pmq quantize`'s summary).
+//! Merging and quantization call the same library functions as `pmq merge` and `pmq quantize`
+//! ([`pmq_merge::merge`], [`pmq_pipeline::quantize_and_write`]); a cell's wall time and peak
+//! RSS come from the quantization's summary (the peak is reset before each cell).
 //! Every intermediate is cached under the work directory, keyed by a hash of the settings that
 //! determine it: a rerun only computes what is missing (`force` recomputes the cells).
 
@@ -11,17 +12,18 @@ use crate::results::{average, now, CellResult, RefRow};
 use anyhow::{bail, Context, Result};
 use pmq_eval::{evaluate, EvalOptions, Head, TaskAccuracy};
 use pmq_finetune::{finetune, ExpertOutput, FinetuneConfig, Mode};
+use pmq_pipeline::report::reset_peak_rss;
+use pmq_pipeline::{
+    quantize_and_write, CalibSpec, OutputFormat, PipelineInputs, QuantizeOptions, QuantizeSummary,
+};
 use pmq_testbed::{backbone_dir, load_task, write_calib_jsonl, SplitConfig, TaskData};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
 /// Everything a benchmark run needs.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    /// The `pmq` executable used for `merge` and `quantize`.
-    pub pmq_exe: PathBuf,
     /// The testbed cache (fetched).
     pub cache: PathBuf,
     /// Where experts, merged models, quantized models and cell results are cached.
@@ -85,9 +87,6 @@ impl Bench {
     pub fn prepare(cfg: BenchConfig) -> Result<Self> {
         if cfg.tasks.is_empty() {
             bail!("no tasks selected");
-        }
-        if !cfg.pmq_exe.is_file() {
-            bail!("pmq executable not found at {}", cfg.pmq_exe.display());
         }
         let context = cfg.context();
         let backbone = backbone_dir(&cfg.cache);
@@ -246,8 +245,8 @@ impl Bench {
             key: c.key(),
             average: average(&accuracies),
             accuracies,
-            quant_seconds: quant.as_ref().and_then(|s| s["wall_seconds"].as_f64()),
-            quant_peak_rss_mib: quant.as_ref().and_then(|s| s["peak_rss_mib"].as_f64()),
+            quant_seconds: quant.as_ref().map(|s| s.wall_seconds),
+            quant_peak_rss_mib: quant.as_ref().and_then(|s| s.peak_rss_mib),
             eval_seconds,
             finished: now(),
         };
@@ -280,85 +279,60 @@ impl Bench {
         if dir.join("config.json").is_file() {
             return Ok(dir);
         }
-        let mut args: Vec<String> = vec!["merge".into(), "--base".into(), path_arg(&self.backbone)];
-        for e in &self.experts {
-            args.push("--expert".into());
-            args.push(path_arg(&e.dir));
-        }
-        args.extend(c.merge.merge_args());
-        args.push("--out".into());
-        args.push(path_arg(&dir));
-        args.push("--overwrite".into());
-        self.pmq(&args, &format!("merge-{}", c.merge.id()))?;
+        let mut cfg = pmq_merge::MergeConfig::new(
+            self.backbone.clone(),
+            self.experts.iter().map(|e| e.dir.clone()).collect(),
+            dir.clone(),
+            c.merge.method(),
+        );
+        cfg.overwrite = true;
+        tracing::info!(merge = c.merge.id(), "merging into {}", dir.display());
+        pmq_merge::merge(&cfg, &pmq_merge::NoProgress)
+            .with_context(|| format!("merging {} into {}", c.merge.id(), dir.display()))?;
         Ok(dir)
     }
 
-    /// Runs `pmq quantize` for the cell into `out` (fake-quant format) and returns its summary.
-    fn quantize(&self, c: &Cell, merged: &Path, out: &Path) -> Result<serde_json::Value> {
-        let mut args: Vec<String> = vec!["quantize".into(), "--model".into(), path_arg(merged)];
-        args.extend(c.quantize_args());
-        if c.quant != QuantKind::Rtn {
-            for (t, p) in self.tasks.iter().zip(&self.calib) {
-                args.push("--calib".into());
-                args.push(format!("{}={}", t.name, p.display()));
-            }
-        }
-        if c.quant == QuantKind::Epmq {
-            for e in &self.experts {
-                args.push("--expert".into());
-                args.push(path_arg(&e.dir));
-            }
-        }
-        args.extend([
-            "--max-seq-len".into(),
-            self.cfg.calib_max_seq_len.to_string(),
-            "--batch-size".into(),
-            self.cfg.calib_batch_size.to_string(),
-            "--format".into(),
-            "fake".into(),
-            "--out".into(),
-            path_arg(out),
-            "--overwrite".into(),
-        ]);
-        let stdout = self.pmq(&args, &c.key())?;
-        let line = stdout
-            .lines()
-            .rev()
-            .find(|l| l.trim_start().starts_with('{'))
-            .with_context(|| format!("`pmq quantize` for {c} printed no JSON summary"))?;
-        serde_json::from_str(line).with_context(|| format!("parsing the summary of {c}"))
-    }
-
-    /// Runs `pmq ARGS`, stderr to a log file; returns stdout.
-    fn pmq(&self, args: &[String], log_name: &str) -> Result<String> {
-        let logs = self.cfg.work.join("logs");
-        std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let log = logs.join(format!("{log_name}.log"));
-        let err =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        tracing::info!("running pmq {}", args.join(" "));
-        let output = Command::new(&self.cfg.pmq_exe)
-            .args(args)
-            .env(
-                "PMQ_LOG",
-                std::env::var("PMQ_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stderr(err)
-            .output()
-            .with_context(|| format!("starting {}", self.cfg.pmq_exe.display()))?;
-        if !output.status.success() {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(15).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "`pmq {}` failed ({}); log {}:\n{}",
-                args.first().map_or("", String::as_str),
-                output.status,
-                log.display(),
-                tail.join("\n")
-            );
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    /// Quantizes the cell's merged model into `out` (fake-quant format) as `pmq quantize`
+    /// does, and returns its summary.
+    fn quantize(&self, c: &Cell, merged: &Path, out: &Path) -> Result<QuantizeSummary> {
+        let Some(mut config) = c.pipeline_config()? else {
+            bail!("cell {c} is not quantized");
+        };
+        config.max_seq_len = self.cfg.calib_max_seq_len;
+        config.batch_size = self.cfg.calib_batch_size;
+        let calib = if c.quant == QuantKind::Rtn {
+            Vec::new()
+        } else {
+            self.tasks
+                .iter()
+                .zip(&self.calib)
+                .map(|(t, p)| CalibSpec {
+                    task: t.name.clone(),
+                    path: p.clone(),
+                })
+                .collect()
+        };
+        let experts = if c.quant == QuantKind::Epmq {
+            self.experts.iter().map(|e| e.dir.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let opts = QuantizeOptions {
+            inputs: PipelineInputs {
+                model_dir: merged.to_path_buf(),
+                experts,
+                calib,
+            },
+            config,
+            out: out.to_path_buf(),
+            format: OutputFormat::Fake,
+            overwrite: true,
+        };
+        tracing::info!(cell = %c, "quantizing into {}", out.display());
+        reset_peak_rss();
+        let (_, summary) = quantize_and_write(&opts, &pmq_pipeline::NoProgress)
+            .with_context(|| format!("quantizing cell {c}"))?;
+        Ok(summary)
     }
 }
 
@@ -373,10 +347,6 @@ pub fn expert_dir(cfg: &BenchConfig, mode: Mode, task: &str) -> PathBuf {
         .join(&cfg.preset)
         .join(m)
         .join(task)
-}
-
-fn path_arg(p: &Path) -> String {
-    p.display().to_string()
 }
 
 /// Writes pretty JSON atomically (temporary file + rename, parent created).

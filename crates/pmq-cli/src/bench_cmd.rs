@@ -150,7 +150,6 @@ pub fn prepare(spec: &RunSpec) -> Result<Bench> {
         finetune.seed = seed;
     }
     let cfg = BenchConfig {
-        pmq_exe: std::env::current_exe().context("locating the pmq executable")?,
         cache: spec.cache.clone(),
         work: spec.work.clone(),
         tasks: spec.tasks.clone(),

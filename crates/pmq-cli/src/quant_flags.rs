@@ -74,7 +74,12 @@ impl QuantFlags {
             WorkPrecision::F32 => Precision::F32,
             WorkPrecision::F64 => Precision::F64,
         };
-        let default_damp = if epmq { 0.0 } else { 0.01 };
+        let default_damp = if epmq {
+            pmq_pipeline::Method::Epmq { alpha: self.alpha }
+        } else {
+            pmq_pipeline::Method::Gptq
+        }
+        .default_percdamp();
         cfg.damping = Damping::gptq(self.damp.unwrap_or(default_damp));
         Ok(cfg)
     }

@@ -7,12 +7,12 @@ use crate::merge_cmd::{run_merge, MergeOptions, MethodArg as MergeMethodArg};
 use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pmq_core::packing::CheckpointFormat;
+use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::ScalePrecision;
-use pmq_formats::fake_quant::write_fake_quant_with;
-use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqSettings};
-use pmq_io::{AtomicDir, TensorStore};
-use pmq_pipeline::{AwqOptions, CalibSpec, DeviationMode, Method, PipelineConfig, PipelineInputs};
+use pmq_pipeline::{
+    quantize_and_write, AwqOptions, CalibSpec, DeviationMode, Method, OutputFormat, PipelineConfig,
+    PipelineInputs, Progress, QuantizeOptions,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -148,7 +148,6 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
         samples_per_task: args.samples_per_task,
         batch_size: args.batch_size,
         max_seq_len: args.max_seq_len,
-        show_progress: true,
         true_sequential: !args.no_true_sequential,
         deviation: match args.deviation {
             DeviationArg::Total => DeviationMode::Total,
@@ -207,101 +206,53 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             bail!("give --model DIR (the merged model), or --merge METHOD --base DIR")
         }
     };
-    let inputs = PipelineInputs {
-        model_dir: model_dir.clone(),
-        experts: args.experts.clone(),
-        calib: args.calib.clone(),
-    };
-    let out = pmq_pipeline::run(&inputs, &cfg)?;
-    let replaced = &out.tensors;
-    let report_json = serde_json::to_vec_pretty(&out.report)?;
-    let report_md = out.report.to_markdown().into_bytes();
-    let extra: Vec<(&str, Vec<u8>)> = vec![
-        ("pmq_report.json", report_json),
-        ("pmq_report.md", report_md),
-    ];
-
-    let src = TensorStore::open_dir(&model_dir)?;
-    let g = &cfg.gptq;
-    let settings = GptqSettings {
-        bits: g.grid.bits,
-        group_size: g.grid.group_size_i64(),
-        sym: g.grid.sym,
-        desc_act: g.act_order,
-        static_groups: g.static_groups,
-        true_sequential: cfg.true_sequential,
-        damp_percent: g.damping.percdamp,
-        format: if g.grid.sym {
-            CheckpointFormat::V1
-        } else {
-            CheckpointFormat::V2
+    let opts = QuantizeOptions {
+        inputs: PipelineInputs {
+            model_dir,
+            experts: args.experts.clone(),
+            calib: args.calib.clone(),
         },
-        quantizer: format!("pmq:{} {}", env!("CARGO_PKG_VERSION"), cfg.method.label()),
+        config: cfg,
+        out: args.out.clone(),
+        format: match args.format {
+            FormatArg::Gptq => OutputFormat::Gptq,
+            FormatArg::Fake => OutputFormat::Fake,
+            FormatArg::Both => OutputFormat::Both,
+        },
+        overwrite: args.overwrite,
     };
-    let t_write = std::time::Instant::now();
-    match args.format {
-        FormatArg::Gptq => write_gptq_with(
-            &src,
-            &out.layers,
-            replaced,
-            &settings,
-            &args.out,
-            &extra,
-            args.overwrite,
-        )?,
-        FormatArg::Fake => write_fake_quant_with(
-            &src,
-            &out.layers,
-            replaced,
-            &args.out,
-            None,
-            &extra,
-            args.overwrite,
-        )?,
-        FormatArg::Both => {
-            let dir = AtomicDir::create(&args.out, args.overwrite)?;
-            write_gptq_with(
-                &src,
-                &out.layers,
-                replaced,
-                &settings,
-                &dir.path().join("gptq"),
-                &extra,
-                false,
-            )?;
-            write_fake_quant_with(
-                &src,
-                &out.layers,
-                replaced,
-                &dir.path().join("fake"),
-                None,
-                &extra,
-                false,
-            )?;
-            dir.commit()?;
-        }
-    }
-    let mut phases = out.report.phases.clone();
-    phases.write_s = t_write.elapsed().as_secs_f64();
-    eprintln!("{}", out.report.to_markdown());
-    let r = &out.report;
-    let mean = |f: &dyn Fn(&pmq_pipeline::report::LinearRecord) -> Option<f64>| {
-        let v: Vec<f64> = r.linears.iter().filter_map(f).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let summary = serde_json::json!({
-        "out": args.out,
-        "method": cfg.method,
-        "linears": r.linears.len(),
-        "replaced_tensors": replaced.len(),
-        "tasks": r.tasks,
-        "wall_seconds": r.wall_seconds + phases.write_s,
-        "peak_rss_mib": pmq_pipeline::report::peak_rss_mib(),
-        "phases": phases,
-        "mean_quant_deviation": mean(&|l| l.deviation.as_ref().map(|d| d.quant)),
-        "rms_expert_error": mean(&|l| l.deviation.as_ref().and_then(|d| d.expert_rms)),
-        "format": format!("{:?}", args.format).to_lowercase(),
-    });
-    println!("{summary}");
+    let (report, summary) = quantize_and_write(&opts, &Bar::new())?;
+    eprintln!("{}", report.to_markdown());
+    println!("{}", serde_json::to_string(&summary)?);
     Ok(())
+}
+
+/// A progress bar over the linears, on stderr (hidden when not a terminal).
+struct Bar(ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        Self(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, linears: usize) {
+        self.0.set_length(linears as u64);
+    }
+    fn message(&self, msg: &str) {
+        self.0.set_message(msg.to_string());
+    }
+    fn linear_done(&self, _name: &str) {
+        self.0.inc(1);
+    }
+    fn finish(&self) {
+        self.0.finish_and_clear();
+    }
 }

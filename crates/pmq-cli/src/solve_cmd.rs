@@ -1,4 +1,5 @@
-//! `pmq solve`: quantize one linear layer from a layer file with RTN, GPTQ or E-PMQ.
+//! `pmq solve`: quantize one linear layer from a layer file with RTN, GPTQ or E-PMQ, through
+//! the pipeline's own per-linear dispatch ([`pmq_pipeline::method::solve`]).
 //!
 //! The layer file holds `merged` f32 `[out, in]`, `hessian.<i>` f32 `[in, in]` (task i's
 //! `Σ_tokens x xᵀ`) and, for E-PMQ, `expert.<i>` f32 `[out, in]`. The output holds the
@@ -9,14 +10,14 @@ use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use faer::Mat;
-use pmq_core::epmq::{epmq_solve, ExpertFold};
-use pmq_core::gptq::gptq;
+use pmq_core::epmq::ExpertFold;
 use pmq_core::matrix::{from_row_major, to_row_major_f32};
 use pmq_core::objective::quadratic_error;
 use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
-use pmq_core::rtn::rtn;
 use pmq_core::{QuantizedLayer, ScalePrecision};
 use pmq_io::{f32_bytes, i32_bytes, write_safetensors, Dtype, TensorStore};
+use pmq_pipeline::method::{solve, LinearProblem};
+use pmq_pipeline::{solver_settings, Method};
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -150,7 +151,6 @@ pub fn run(args: SolveArgs) -> Result<()> {
     let cfg = args
         .q
         .gptq_config(args.method == SolveMethod::Epmq, ScalePrecision::F32)?;
-    let grid = cfg.grid;
     // Tasks are read and folded one at a time: memory holds ΣH_i (and, for E-PMQ, R = ΣW_iH_i),
     // never all K Hessians. Only the E-PMQ fold's GEMMs count as solve time.
     let mut h_sum = (tasks > 0).then(|| Mat::<f64>::zeros(cols, cols));
@@ -168,49 +168,54 @@ pub fn run(args: SolveArgs) -> Result<()> {
             *h += &h_i;
         }
     }
-    let mut merged_objective = None;
-    let t_solve = Instant::now();
-    let mut report = json!({
-        "method": format!("{:?}", args.method).to_lowercase(),
-        "layer": args.layer.display().to_string(),
-        "rows": rows, "cols": cols, "tasks": tasks,
-        "bits": grid.bits, "group_size": grid.group_size_i64(), "sym": grid.sym,
-        "act_order": cfg.act_order, "static_groups": cfg.static_groups, "block_size": cfg.block_size,
-        "work_precision": cfg.precision,
-    });
-    let (layer, target): (QuantizedLayer, Option<Mat<f64>>) = match args.method {
-        SolveMethod::Rtn => (rtn(merged.as_ref(), &grid)?, None),
-        SolveMethod::Gptq => {
-            let h = h_sum.as_ref().expect("checked above");
-            let out = gptq(merged.as_ref(), h.as_ref(), &cfg)?;
-            report["percdamp"] = json!(out.percdamp);
-            report["damping"] = json!(out.damping);
-            report["dead_columns"] = json!(out.dead_columns);
-            (out.layer, None)
-        }
-        SolveMethod::Epmq => {
-            let fold = fold.take().expect("E-PMQ folds its tasks");
-            let h = h_sum.clone().expect("checked above");
-            let obj = fold.finish(merged.as_ref(), h, args.q.alpha)?;
-            let out = epmq_solve(&obj, &cfg)?;
-            report["alpha"] = json!(args.q.alpha);
-            report["lambda"] = json!(out.target.lambda);
-            report["extra_damping"] = json!(out.target.extra_damping);
-            report["extra_percdamp"] = json!(out.target.extra_percdamp);
-            report["percdamp"] = json!(out.gptq.percdamp);
-            report["damping"] = json!(out.gptq.damping);
-            report["objective_epmq"] = json!(out.objective);
-            report["objective_epmq_target"] = json!(out.objective_target);
-            merged_objective = Some(obj);
-            report["objective_target_rounding"] = json!(out.gptq.objective);
-            report["time_fold_s"] = json!(fold_s);
-            (out.gptq.layer, Some(out.target.target))
-        }
+    let method = match args.method {
+        SolveMethod::Rtn => Method::Rtn,
+        SolveMethod::Gptq => Method::Gptq,
+        SolveMethod::Epmq => Method::Epmq {
+            alpha: args.q.alpha,
+        },
     };
-    let solve_s = t_solve.elapsed().as_secs_f64() + fold_s;
-    if let Some(obj) = merged_objective {
-        report["objective_epmq_merged"] = json!(obj.at_merged());
+    let mut report = solver_settings(&cfg);
+    for (k, v) in [
+        ("method", json!(method.label())),
+        ("layer", json!(args.layer.display().to_string())),
+        ("rows", json!(rows)),
+        ("cols", json!(cols)),
+        ("tasks", json!(tasks)),
+    ] {
+        report[k] = v;
     }
+    let t_solve = Instant::now();
+    let problem = LinearProblem {
+        merged: &merged,
+        // RTN reports no Hessian objective of its own here: `objective` below is the one
+        // figure comparable across methods
+        h_q: h_sum.as_ref().filter(|_| method != Method::Rtn),
+        experts: fold.take(),
+    };
+    let sol = solve(method, problem, &cfg)?;
+    let solve_s = t_solve.elapsed().as_secs_f64() - sol.metrics_seconds + fold_s;
+    if method != Method::Rtn {
+        report["percdamp"] = json!(sol.percdamp);
+        report["damping"] = json!(sol.damping);
+        report["dead_columns"] = json!(sol.dead_columns);
+    }
+    let target = match sol.epmq {
+        Some(e) => {
+            report["alpha"] = json!(args.q.alpha);
+            report["lambda"] = json!(sol.lambda);
+            report["extra_damping"] = json!(sol.extra_damping);
+            report["extra_percdamp"] = json!(e.extra_percdamp);
+            report["objective_epmq"] = json!(sol.objective);
+            report["objective_epmq_target"] = json!(e.objective_target);
+            report["objective_target_rounding"] = json!(e.objective_rounding);
+            report["objective_epmq_merged"] = json!(sol.terms.as_ref().map(|t| t.merge_sq));
+            report["time_fold_s"] = json!(fold_s);
+            Some(e.target)
+        }
+        None => None,
+    };
+    let layer = sol.layer;
     if let Some(h) = &h_sum {
         // ‖Q X − W_m X‖² over all tasks' inputs: the naive PMQ objective, comparable across methods.
         report["objective"] = json!(quadratic_error(

@@ -23,6 +23,7 @@ pub use convert::{
     decode_f32, decode_f64, encode_f32, f32_bytes, i32_bytes, is_float, parse_dtype,
 };
 pub use error::IoError;
+pub use layout::{INDEX_FILE, SINGLE_FILE};
 pub use safetensors::Dtype;
 pub use store::TensorStore;
 pub use writer::{write_safetensors, SafetensorsWriter};

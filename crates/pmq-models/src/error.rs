@@ -78,6 +78,21 @@ pub enum Error {
         /// The dtype found.
         dtype: String,
     },
+    /// A tensor holds a NaN or an infinite value.
+    #[error("tensor `{name}` in {location}: element {index} is {value} (weights must be finite)")]
+    NonFinite {
+        /// HF tensor name.
+        name: String,
+        /// The file that holds it.
+        location: String,
+        /// Flat index of the first non-finite element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// The checkpoint's files could not be found, mapped or read.
+    #[error(transparent)]
+    Checkpoint(#[from] pmq_io::IoError),
     /// A linear name that the model does not have.
     #[error("unknown linear `{0}` (see BlockModel::linears for the valid names)")]
     UnknownLinear(String),

@@ -1,21 +1,21 @@
-//! Memory-mapped safetensors checkpoints (single file or sharded with an index), read by HF
-//! tensor name and converted to f32.
+//! A model's checkpoint, read by HF tensor name and converted to f32 for the forward pass.
+//!
+//! The files are found and mapped by pmq-io's [`TensorStore`], the project's one checkpoint
+//! reader (used for experts, merges and writers too): a sharded checkpoint follows its index's
+//! `weight_map` (a tensor comes from the shard the index names, never from another file),
+//! index entries that leave the model directory are refused, and a tensor stored twice is an
+//! error. Every tensor handed to a model is checked to be finite.
 
 use crate::error::{Error, Result};
-use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
-use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use candle_core::{Device, Tensor};
+use pmq_io::{Dtype, TensorStore};
+use std::path::Path;
 
-/// Name of the index file of a sharded checkpoint.
-pub const INDEX_FILE: &str = "model.safetensors.index.json";
-/// Name of a single-file checkpoint.
-pub const SINGLE_FILE: &str = "model.safetensors";
+pub use pmq_io::{INDEX_FILE, SINGLE_FILE};
 
 /// A read-only view of a checkpoint's tensors.
 pub struct WeightStore {
-    st: MmapedSafetensors,
-    names: HashSet<String>,
+    store: TensorStore,
     source: String,
     device: Device,
 }
@@ -24,90 +24,26 @@ impl std::fmt::Debug for WeightStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WeightStore")
             .field("source", &self.source)
-            .field("tensors", &self.names.len())
+            .field("tensors", &self.store.len())
             .finish()
     }
 }
 
 impl WeightStore {
-    /// Opens the checkpoint in `dir`: `model.safetensors.index.json` (sharded) if present, else
-    /// `model.safetensors`.
+    /// Opens the checkpoint in `dir`: the shards of `model.safetensors.index.json` when there
+    /// is one, else `model.safetensors`, else every `*.safetensors` file of `dir`.
     pub fn open_dir(dir: &Path) -> Result<Self> {
-        let index = dir.join(INDEX_FILE);
-        if index.is_file() {
-            let text = read_to_string(&index)?;
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| Error::Config {
-                    file: index.clone(),
-                    field: "(root)".into(),
-                    msg: format!("invalid JSON: {e}"),
-                })?;
-            let map = json
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Config {
-                    file: index.clone(),
-                    field: "weight_map".into(),
-                    msg: "missing or not an object".into(),
-                })?;
-            let mut files = BTreeSet::new();
-            for (tensor, file) in map {
-                let file = file.as_str().ok_or_else(|| Error::Config {
-                    file: index.clone(),
-                    field: format!("weight_map.{tensor}"),
-                    msg: "expected a file name string".into(),
-                })?;
-                files.insert(dir.join(file));
-            }
-            let files: Vec<PathBuf> = files.into_iter().collect();
-            Self::open_files(&files)
-        } else {
-            let single = dir.join(SINGLE_FILE);
-            if !single.is_file() {
-                return Err(Error::Io {
-                    path: single,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        format!(
-                            "neither {SINGLE_FILE} nor {INDEX_FILE} found in the model directory"
-                        ),
-                    ),
-                });
-            }
-            Self::open_files(&[single])
-        }
-    }
-
-    /// Opens one or more safetensors files as one checkpoint (later files win on duplicates).
-    pub fn open_files(files: &[PathBuf]) -> Result<Self> {
-        for f in files {
-            if !f.is_file() {
-                return Err(Error::Io {
-                    path: f.clone(),
-                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
-                });
-            }
-        }
-        // SAFETY: the files are mapped read-only; like every mmap-based reader we rely on them
-        // not being truncated while the store is alive.
-        let st = unsafe { MmapedSafetensors::multi(files) }?;
-        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
-        let source = files
-            .iter()
-            .map(|f| f.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let store = TensorStore::open_dir(dir)?;
         Ok(Self {
-            st,
-            names,
-            source,
+            store,
+            source: dir.display().to_string(),
             device: Device::Cpu,
         })
     }
 
     /// Whether the checkpoint holds tensor `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.store.contains(name)
     }
 
     /// The checkpoint's description used in error messages.
@@ -115,40 +51,56 @@ impl WeightStore {
         &self.source
     }
 
-    /// Loads tensor `name` as f32, whatever its shape.
+    /// Where tensor `name` is stored (its file), for error messages.
+    fn location(&self, name: &str) -> String {
+        match self.store.file_of(name) {
+            Some(file) => file.display().to_string(),
+            None => self.source.clone(),
+        }
+    }
+
+    /// Loads tensor `name` as f32, whatever its shape. F32, F16 and BF16 are accepted (the
+    /// widening is exact); a NaN or infinite value is an error naming the tensor.
     pub fn get_any(&self, name: &str) -> Result<Tensor> {
-        if !self.contains(name) {
+        let Some(info) = self.store.info(name) else {
             return Err(Error::MissingTensor {
                 name: name.to_string(),
                 location: self.source.clone(),
             });
+        };
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::DType {
+                name: name.to_string(),
+                location: self.location(name),
+                dtype: format!("{:?}", info.dtype),
+            });
         }
-        let t = self.st.load(name, &self.device)?;
-        match t.dtype() {
-            DType::F32 | DType::F16 | DType::BF16 => {}
-            other => {
-                return Err(Error::DType {
-                    name: name.to_string(),
-                    location: self.source.clone(),
-                    dtype: format!("{other:?}"),
-                })
-            }
+        let shape = info.shape.clone();
+        let values = self.store.read_f32(name)?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite {
+                name: name.to_string(),
+                location: self.location(name),
+                index: i,
+                value: values[i],
+            });
         }
-        Ok(t.to_dtype(DType::F32)?)
+        Ok(Tensor::from_vec(values, shape, &self.device)?)
     }
 
     /// Loads tensor `name` as f32 and checks that its shape is `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let t = self.get_any(name)?;
-        if t.dims() != shape {
-            return Err(Error::Shape {
-                name: name.to_string(),
-                location: self.source.clone(),
-                expected: shape.to_vec(),
-                found: t.dims().to_vec(),
-            });
+        if let Some(info) = self.store.info(name) {
+            if info.shape != shape {
+                return Err(Error::Shape {
+                    name: name.to_string(),
+                    location: self.location(name),
+                    expected: shape.to_vec(),
+                    found: info.shape.clone(),
+                });
+            }
         }
-        Ok(t)
+        self.get_any(name)
     }
 
     /// Loads `name` if present (shape-checked), `None` if absent.
@@ -159,6 +111,11 @@ impl WeightStore {
             Ok(None)
         }
     }
+
+    /// The shape of tensor `name`, without reading it.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.store.info(name).map(|i| i.shape.as_slice())
+    }
 }
 
 pub(crate) fn read_to_string(path: &Path) -> Result<String> {
@@ -166,4 +123,102 @@ pub(crate) fn read_to_string(path: &Path) -> Result<String> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pmq_io::write_safetensors;
+
+    fn write(path: &Path, tensors: &[(&str, Vec<f32>, Vec<usize>)]) {
+        let owned: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+            .iter()
+            .map(|(n, v, s)| (n.to_string(), Dtype::F32, s.clone(), pmq_io::f32_bytes(v)))
+            .collect();
+        write_safetensors(path, &owned, None).unwrap();
+    }
+
+    fn index(dir: &Path, map: &[(&str, &str)]) {
+        let m: serde_json::Map<String, serde_json::Value> = map
+            .iter()
+            .map(|(t, f)| (t.to_string(), serde_json::Value::from(*f)))
+            .collect();
+        let j = serde_json::json!({"metadata": {}, "weight_map": m});
+        std::fs::write(dir.join(INDEX_FILE), j.to_string()).unwrap();
+    }
+
+    #[test]
+    fn sharded_checkpoint_follows_the_weight_map() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            &d.path().join("a.safetensors"),
+            &[("w", vec![1.0, 2.0], vec![2])],
+        );
+        // an unmapped shard holding a zeroed copy of `w` must not replace the mapped one
+        write(
+            &d.path().join("b.safetensors"),
+            &[("w", vec![0.0, 0.0], vec![2]), ("v", vec![3.0], vec![1])],
+        );
+        index(d.path(), &[("w", "a.safetensors"), ("v", "b.safetensors")]);
+        let ws = WeightStore::open_dir(d.path()).unwrap();
+        let w: Vec<f32> = ws.get("w", &[2]).unwrap().to_vec1().unwrap();
+        assert_eq!(w, vec![1.0, 2.0]);
+        let v: Vec<f32> = ws.get("v", &[1]).unwrap().to_vec1().unwrap();
+        assert_eq!(v, vec![3.0]);
+    }
+
+    #[test]
+    fn index_paths_outside_the_directory_are_refused() {
+        for bad in ["../x.safetensors", "/etc/passwd", "sub/../../x.safetensors"] {
+            let d = tempfile::tempdir().unwrap();
+            write(
+                &d.path().join("a.safetensors"),
+                &[("w", vec![1.0], vec![1])],
+            );
+            index(d.path(), &[("w", bad)]);
+            let e = WeightStore::open_dir(d.path()).unwrap_err().to_string();
+            assert!(e.contains("not a file inside"), "{bad}: {e}");
+            assert!(e.contains(INDEX_FILE), "{e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_tensors_without_an_index_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            &d.path().join("a.safetensors"),
+            &[("w", vec![1.0], vec![1])],
+        );
+        write(
+            &d.path().join("b.safetensors"),
+            &[("w", vec![2.0], vec![1])],
+        );
+        let e = WeightStore::open_dir(d.path()).unwrap_err().to_string();
+        assert!(e.contains("stored twice") && e.contains("`w`"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_values_and_wrong_shapes_name_the_tensor() {
+        let d = tempfile::tempdir().unwrap();
+        write(
+            &d.path().join("model.safetensors"),
+            &[
+                ("w", vec![1.0, f32::NAN], vec![2]),
+                ("ok", vec![1.0; 6], vec![2, 3]),
+            ],
+        );
+        let ws = WeightStore::open_dir(d.path()).unwrap();
+        let e = ws.get("w", &[2]).unwrap_err().to_string();
+        assert!(
+            e.contains("`w`") && e.contains("NaN") && e.contains("model.safetensors"),
+            "{e}"
+        );
+        let e = ws.get("ok", &[3, 2]).unwrap_err().to_string();
+        assert!(
+            e.contains("`ok`") && e.contains("[3, 2]") && e.contains("[2, 3]"),
+            "{e}"
+        );
+        let e = ws.get("absent", &[1]).unwrap_err().to_string();
+        assert!(e.contains("`absent`") && e.contains("not found"), "{e}");
+    }
 }

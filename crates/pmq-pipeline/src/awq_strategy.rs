@@ -122,8 +122,8 @@ pub(crate) fn quantize_block(
     let mut groups = Vec::with_capacity(layout.groups.len());
     for g in &layout.groups {
         let t = Instant::now();
-        job.bar
-            .set_message(format!("searching {}", g.linears.join(", ")));
+        job.progress
+            .message(&format!("searching {}", g.linears.join(", ")));
         let search = match &g.fold {
             Some(_) => Some(
                 search_group(job, g, &inputs, &job.cfg.gptq.grid, &awq)
@@ -153,12 +153,12 @@ pub(crate) fn quantize_block(
     };
     for (gi, group) in sequential.iter().enumerate() {
         for spec in group {
-            job.bar.set_message(spec.name.clone());
+            job.progress.message(&spec.name);
             let (record, layer) = quantize_linear(job, &plan, spec, gi, opts)?;
             job.model
                 .set_linear_weight(&spec.name, mat_to_tensor(layer.dequant.as_ref())?)?;
             results.push(record, layer);
-            job.bar.inc(1);
+            job.progress.linear_done(&spec.name);
         }
     }
     Ok(next)

@@ -1,6 +1,10 @@
-//! The inputs of every linear of a block over all calibration batches, captured in one forward
-//! per batch (which also yields the block's outputs). Linears fed the very same tensor (q, k,
-//! v; gate, up) share one buffer.
+//! Input capture: the one way the pipeline sees what a block's linears read.
+//!
+//! [`capture_batch`] runs a block on one batch with a capture callback, detects the linears fed
+//! the very same tensor (q, k, v; gate, up) and stops the forward pass once the wanted inputs
+//! were seen. On top of it: the sequential strategy streams each batch's inputs into Hessians
+//! (`crate::sequential`), and [`capture_block`] keeps every linear's token rows over all
+//! batches, with the block's outputs, for AWQ's searches.
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::{DType, Tensor};
@@ -9,7 +13,7 @@ use pmq_core::awq::activation_scale;
 use pmq_core::hessian::HessianAccumulator;
 use pmq_models::{BlockModel, State};
 use std::cell::OnceCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 /// Token rows `[tokens, cols]` (row-major f32), tasks one after the other.
@@ -120,53 +124,149 @@ impl BlockInputs {
     }
 }
 
-/// Runs `block` once on every calibration state with input capture; returns every linear's
-/// inputs and the block's outputs (the states entering the next block).
+/// Which inputs one capture pass collects.
+#[derive(Clone, Copy)]
+pub(crate) enum Wanted<'a> {
+    /// The inputs of these linears; the forward pass stops once all of them were seen.
+    Linears(&'a HashSet<String>),
+    /// The inputs of every linear of the block, and the block's output.
+    Block,
+}
+
+/// The inputs one batch's forward pass showed the capture: `(linear, canonical linear, rows)`
+/// in forward order, where the canonical linear is the first one reading the same tensor
+/// (q, k, v; gate, up) and `rows` is given only for it.
+pub(crate) type Captured = Vec<(String, String, Option<Tensor>)>;
+
+/// One batch's capture: the inputs and, when the forward pass ran to its end, the block's
+/// output.
+pub(crate) struct BatchCapture {
+    pub inputs: Captured,
+    pub output: Option<State>,
+}
+
+impl BatchCapture {
+    /// linear → canonical linear: which linears share an input.
+    pub fn sharing(&self) -> HashMap<String, String> {
+        self.inputs
+            .iter()
+            .map(|(n, c, _)| (n.clone(), c.clone()))
+            .collect()
+    }
+}
+
+/// Runs `block` on one batch (in f32) with input capture — the one capture primitive of the
+/// pipeline: linears fed the very same tensor are detected here, by tensor identity.
+pub(crate) fn capture_batch(
+    model: &dyn BlockModel,
+    block: usize,
+    wanted: Wanted<'_>,
+    state: &State,
+) -> Result<BatchCapture> {
+    let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
+    let mut got: Captured = Vec::new();
+    let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
+        if let Wanted::Linears(names) = wanted {
+            if !names.contains(name) {
+                return Ok(());
+            }
+        }
+        match seen.get(&x.id()) {
+            Some(src) => got.push((name.to_string(), src.clone(), None)),
+            None => {
+                seen.insert(x.id(), name.to_string());
+                got.push((name.to_string(), name.to_string(), Some(x.clone())));
+            }
+        }
+        match wanted {
+            Wanted::Linears(names) if got.len() == names.len() => {
+                Err(pmq_models::Error::CaptureDone)
+            }
+            _ => Ok(()),
+        }
+    };
+    let state = state.with_hidden_dtype(DType::F32)?;
+    let output = match model.block_forward(block, &state, Some(&mut capture)) {
+        Ok(out) => Some(out),
+        Err(pmq_models::Error::CaptureDone) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Wanted::Linears(names) = wanted {
+        if got.len() != names.len() {
+            let mut missing: Vec<_> = names
+                .iter()
+                .filter(|n| !got.iter().any(|g| &g.0 == *n))
+                .collect();
+            missing.sort();
+            bail!("block {block}: the forward pass never reached linears {missing:?}");
+        }
+    }
+    Ok(BatchCapture {
+        inputs: got,
+        output,
+    })
+}
+
+/// Checks that every batch shows the same linears sharing an input (fixed by the
+/// architecture); the first batch sets the pattern.
+pub(crate) fn same_sharing(
+    pattern: &mut Option<HashMap<String, String>>,
+    sharing: HashMap<String, String>,
+    block: usize,
+) -> Result<()> {
+    match pattern {
+        None => *pattern = Some(sharing),
+        Some(p) if *p == sharing => {}
+        Some(_) => bail!("block {block}: the linears sharing an input changed between batches"),
+    }
+    Ok(())
+}
+
+/// The captured rows of one input tensor as row-major f32 values and their column count.
+pub(crate) fn rows_f32(x: &Tensor) -> Result<(usize, Vec<f32>)> {
+    let (_, cols) = x.dims2()?;
+    Ok((cols, x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+}
+
+/// Runs `block` once on every calibration state with input capture of every linear; returns
+/// every linear's inputs (kept as token rows) and the block's outputs (the states entering the
+/// next block).
 pub(crate) fn capture_block(
     model: &dyn BlockModel,
     block: usize,
     states: &[Vec<State>],
 ) -> Result<(BlockInputs, Vec<Vec<State>>)> {
     let n_tasks = states.len();
-    // canonical name → rows; name → canonical name (fixed by the architecture)
+    // canonical name → rows
     let mut rows: HashMap<String, TokenRows> = HashMap::new();
-    let mut canonical: Option<HashMap<String, String>> = None;
+    let mut pattern: Option<HashMap<String, String>> = None;
     let mut next = Vec::with_capacity(n_tasks);
     for (t, task_states) in states.iter().enumerate() {
         let mut task_next = Vec::with_capacity(task_states.len());
         for s in task_states {
-            let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
-            let mut names: HashMap<String, String> = HashMap::new();
-            let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-                if let Some(src) = seen.get(&x.id()) {
-                    names.insert(name.to_string(), src.clone());
-                    return Ok(());
-                }
-                seen.insert(x.id(), name.to_string());
-                names.insert(name.to_string(), name.to_string());
-                let (_, cols) = x.dims2()?;
-                let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                let r = rows
-                    .entry(name.to_string())
-                    .or_insert_with(|| TokenRows::new(cols, n_tasks));
-                r.task_tokens[t] += v.len() / cols.max(1);
-                r.data.extend_from_slice(&v);
-                Ok(())
-            };
-            task_next.push(model.block_forward(block, s, Some(&mut capture))?);
-            match &canonical {
-                None => canonical = Some(names),
-                Some(c) if *c == names => {}
-                Some(_) => {
-                    bail!("block {block}: the linears sharing an input changed between batches")
+            let cap = capture_batch(model, block, Wanted::Block, s)?;
+            let sharing = cap.sharing();
+            for (name, _, x) in cap.inputs {
+                if let Some(x) = x {
+                    let (cols, v) = rows_f32(&x)?;
+                    let r = rows
+                        .entry(name)
+                        .or_insert_with(|| TokenRows::new(cols, n_tasks));
+                    r.task_tokens[t] += v.len() / cols.max(1);
+                    r.data.extend_from_slice(&v);
                 }
             }
+            same_sharing(&mut pattern, sharing, block)?;
+            task_next.push(
+                cap.output
+                    .ok_or_else(|| anyhow!("block {block}: the forward pass stopped early"))?,
+            );
         }
         next.push(task_next);
     }
     let shared: HashMap<String, Rc<TokenRows>> =
         rows.into_iter().map(|(k, v)| (k, Rc::new(v))).collect();
-    let by_linear = canonical
+    let by_linear = pattern
         .unwrap_or_default()
         .into_iter()
         .map(|(name, src)| (name, shared[&src].clone()))

@@ -4,7 +4,9 @@ use crate::calib::CalibSpec;
 use crate::deviation::DeviationMode;
 use crate::method::Method;
 use candle_core::DType;
+use pmq_core::damping::Damping;
 use pmq_core::gptq::GptqConfig;
+use pmq_core::QuantGrid;
 use std::path::PathBuf;
 
 /// What to quantize with what.
@@ -18,6 +20,21 @@ pub struct PipelineInputs {
     pub calib: Vec<CalibSpec>,
 }
 
+/// The solver settings as reports list them (the one place they are spelled out): grid,
+/// damping, lazy block, act-order, working precision.
+pub fn solver_settings(g: &GptqConfig) -> serde_json::Value {
+    serde_json::json!({
+        "bits": g.grid.bits,
+        "group_size": g.grid.group_size_i64(),
+        "sym": g.grid.sym,
+        "act_order": g.act_order,
+        "static_groups": g.static_groups,
+        "damp": g.damping.percdamp,
+        "block_size": g.block_size,
+        "work_precision": g.precision,
+    })
+}
+
 /// How to quantize.
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -27,7 +44,6 @@ pub struct PipelineConfig {
     pub samples_per_task: usize,
     pub batch_size: usize,
     pub max_seq_len: usize,
-    pub show_progress: bool,
     /// Quantize a block's groups of linears one after the other, each on inputs captured
     /// after the previous groups were quantized (GPTQ's `true_sequential`); `false`: one
     /// capture serves the whole block.
@@ -37,4 +53,24 @@ pub struct PipelineConfig {
     /// Storage of the calibration states kept between blocks (F32, BF16 or F16); forward
     /// passes always compute in f32.
     pub state_dtype: DType,
+}
+
+impl PipelineConfig {
+    /// `pmq quantize`'s defaults for `method` on `grid`: GPTQ's lazy blocks of 128 with 1 %
+    /// damping (E-PMQ: none, λ damps), 256 samples per task in batches of 32 truncated to 128
+    /// tokens, true-sequential groups, the total deviation split, f32 calibration states.
+    pub fn new(method: Method, grid: QuantGrid) -> Self {
+        let mut gptq = GptqConfig::new(grid);
+        gptq.damping = Damping::gptq(method.default_percdamp());
+        Self {
+            method,
+            gptq,
+            samples_per_task: 256,
+            batch_size: 32,
+            max_seq_len: 128,
+            true_sequential: true,
+            deviation: DeviationMode::Total,
+            state_dtype: DType::F32,
+        }
+    }
 }

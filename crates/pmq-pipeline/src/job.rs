@@ -3,11 +3,11 @@
 
 use crate::config::PipelineConfig;
 use crate::experts::Experts;
+use crate::progress::Progress;
 use crate::report::{LinearRecord, Phases};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use faer::{Mat, MatRef};
-use indicatif::ProgressBar;
 use pmq_core::matrix::{from_row_major_f32, to_row_major_f32};
 use pmq_core::QuantizedLayer;
 use pmq_formats::PackedLinear;
@@ -22,7 +22,7 @@ pub(crate) struct BlockJob<'a> {
     pub states: &'a [Vec<State>],
     pub experts: &'a Experts,
     pub cfg: &'a PipelineConfig,
-    pub bar: &'a ProgressBar,
+    pub progress: &'a dyn Progress,
     /// Where the time goes (added to by the strategies).
     pub timing: &'a mut Phases,
 }

@@ -76,6 +76,15 @@ impl Method {
         !matches!(self, Method::Rtn)
     }
 
+    /// The default damping, as a fraction of `mean(diag H)`: 1 % for GPTQ's `H`, none for
+    /// E-PMQ's `H_E` (its anchor `λI` damps).
+    pub fn default_percdamp(&self) -> f64 {
+        match self {
+            Method::Epmq { .. } => 0.0,
+            _ => 0.01,
+        }
+    }
+
     pub fn label(&self) -> &'static str {
         match self {
             Method::Rtn => "rtn",
@@ -108,8 +117,24 @@ pub struct LinearSolution {
     pub extra_damping: Option<f64>,
     /// The expert sums of the deviation split (with experts).
     pub terms: Option<ExpertTerms>,
+    /// GPTQ's dead input columns (zero Hessian diagonal), for GPTQ and E-PMQ.
+    pub dead_columns: Option<usize>,
+    /// E-PMQ's continuous optimum and its figures.
+    pub epmq: Option<EpmqDetails>,
     /// Seconds spent on report figures (objectives, sums) rather than on quantizing.
     pub metrics_seconds: f64,
+}
+
+/// What E-PMQ computes on the way: the completed square's target and its objective.
+pub struct EpmqDetails {
+    /// `W* = R H_E⁻¹`.
+    pub target: Mat<f64>,
+    /// `E(W*)`, the objective's floor over continuous weights.
+    pub objective_target: f64,
+    /// GPTQ's objective rounding toward `W*` on `H_E`: `tr((Q − W*) H_E (Q − W*)ᵀ)`.
+    pub objective_rounding: f64,
+    /// The extra damping of `H_E` as a fraction of its mean diagonal (0 when none was needed).
+    pub extra_percdamp: f64,
 }
 
 /// `Σ_i ‖W_mX_i − W_iX_i‖²` and `Σ_i ‖QX_i − W_iX_i‖²` from the fold (two f64 products).
@@ -129,10 +154,19 @@ pub(crate) fn expert_terms(
 }
 
 /// Solves one linear with `method` on `cfg`'s grid.
+///
+/// This is the one per-linear dispatch of the project: the pipeline and `pmq solve` call it.
+/// The RTN of the merged weight (the "before" figure of the other methods) counts as metrics
+/// time, not as solve time, except for RTN itself.
 pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<LinearSolution> {
+    let t_base = Instant::now();
     let base = rtn(p.merged.as_ref(), &cfg.grid)?;
+    let base_seconds = match method {
+        Method::Rtn => 0.0,
+        _ => t_base.elapsed().as_secs_f64(),
+    };
     let merged = p.merged;
-    Ok(match method {
+    let mut solution = match method {
         Method::Rtn => {
             let t = Instant::now();
             let objective = p.h_q.map(|h| {
@@ -151,6 +185,8 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
                 lambda: None,
                 extra_damping: None,
                 terms,
+                dead_columns: None,
+                epmq: None,
                 metrics_seconds: t.elapsed().as_secs_f64(),
             }
         }
@@ -174,6 +210,8 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
                 lambda: None,
                 extra_damping: None,
                 terms,
+                dead_columns: Some(out.dead_columns),
+                epmq: None,
                 metrics_seconds: t.elapsed().as_secs_f64(),
                 layer: out.layer,
             }
@@ -217,9 +255,18 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
                     merge_sq,
                     expert_sq,
                 }),
+                dead_columns: Some(out.gptq.dead_columns),
+                epmq: Some(EpmqDetails {
+                    target: out.target.target,
+                    objective_target: out.objective_target,
+                    objective_rounding: out.gptq.objective,
+                    extra_percdamp: out.target.extra_percdamp,
+                }),
                 metrics_seconds: t.elapsed().as_secs_f64(),
                 layer: out.gptq.layer,
             }
         }
-    })
+    };
+    solution.metrics_seconds += base_seconds;
+    Ok(solution)
 }

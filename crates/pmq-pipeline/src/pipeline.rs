@@ -7,11 +7,11 @@ use crate::calib::{read_samples, Batcher};
 pub use crate::config::{PipelineConfig, PipelineInputs};
 use crate::experts::Experts;
 use crate::job::{BlockJob, Results};
+use crate::progress::Progress;
 use crate::report::{peak_rss_mib, Phases, Report};
 use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
-use indicatif::{ProgressBar, ProgressStyle};
 use pmq_formats::{PackedLinear, ReplacedTensors};
 use pmq_models::{load_model, State};
 use rayon::prelude::*;
@@ -28,8 +28,12 @@ pub struct PipelineOutput {
 }
 
 /// Runs the pipeline. Everything is validated (model, experts, calibration files) before any
-/// quantization work starts.
-pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutput> {
+/// quantization work starts. `progress` hears of every linear quantized.
+pub fn run(
+    inputs: &PipelineInputs,
+    cfg: &PipelineConfig,
+    progress: &dyn Progress,
+) -> Result<PipelineOutput> {
     let t0 = Instant::now();
     let method = cfg.method;
     if method.needs_calibration() && inputs.calib.is_empty() {
@@ -89,16 +93,7 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
         "quantizing"
     );
 
-    let bar = if cfg.show_progress {
-        ProgressBar::new(linears.len() as u64)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    progress.start(linears.len());
 
     let mut timing = Phases {
         load_s: t0.elapsed().as_secs_f64(),
@@ -124,10 +119,12 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             states: &states,
             experts: &experts,
             cfg,
-            bar: &bar,
+            progress,
             timing: &mut timing,
         };
-        let next = strategy.quantize_block(&mut job, &mut results)?;
+        let next = strategy
+            .quantize_block(&mut job, &mut results)
+            .inspect_err(|_| progress.finish())?;
         states = match next {
             Propagation::States(next) => next
                 .iter()
@@ -158,7 +155,7 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
         };
         tracing::debug!(block, "block quantized");
     }
-    bar.finish_and_clear();
+    progress.finish();
     let batches: usize = states.iter().map(Vec::len).sum();
     let blocks = model.num_blocks();
     if blocks > 0 && batches > 0 {
@@ -172,27 +169,23 @@ pub fn run(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<PipelineOutp
             + timing.propagate_s)
             / timing.propagate_s;
     }
-    let g = &cfg.gptq;
+    let mut settings = crate::config::solver_settings(&cfg.gptq);
+    let run_settings = serde_json::json!({
+        "method": method,
+        "samples_per_task": cfg.samples_per_task,
+        "batch_size": cfg.batch_size,
+        "max_seq_len": cfg.max_seq_len,
+        "true_sequential": cfg.true_sequential,
+        "deviation": cfg.deviation,
+        "state_dtype": format!("{:?}", cfg.state_dtype).to_lowercase(),
+        "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+    });
+    if let (Some(s), serde_json::Value::Object(r)) = (settings.as_object_mut(), run_settings) {
+        s.extend(r);
+    }
     let report = Report {
         model: inputs.model_dir.display().to_string(),
-        settings: serde_json::json!({
-            "method": method,
-            "bits": g.grid.bits,
-            "group_size": g.grid.group_size_i64(),
-            "sym": g.grid.sym,
-            "act_order": g.act_order,
-            "static_groups": g.static_groups,
-            "damp": g.damping.percdamp,
-            "block_size": g.block_size,
-            "samples_per_task": cfg.samples_per_task,
-            "batch_size": cfg.batch_size,
-            "max_seq_len": cfg.max_seq_len,
-            "true_sequential": cfg.true_sequential,
-            "deviation": cfg.deviation,
-            "work_precision": g.precision,
-            "state_dtype": format!("{:?}", cfg.state_dtype).to_lowercase(),
-            "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
-        }),
+        settings,
         tasks: inputs.calib.iter().map(|c| c.task.clone()).collect(),
         linears: results.records,
         wall_seconds: t0.elapsed().as_secs_f64(),

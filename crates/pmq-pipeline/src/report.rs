@@ -197,3 +197,10 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
+
+/// Resets the peak resident memory that [`peak_rss_mib`] reports to the current resident
+/// memory (Linux ≥ 4.0: `/proc/self/clear_refs`), so that a process running several jobs, such
+/// as the benchmark, measures each on its own. Returns whether the reset happened.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}

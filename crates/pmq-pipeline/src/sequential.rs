@@ -13,12 +13,12 @@
 //! seen; with `true_sequential = false` (GPTQModel's `true_sequential=False`) one capture
 //! collects the inputs of all the block's linears before any of them is quantized.
 
+use crate::capture::{capture_batch, rows_f32, same_sharing, Wanted};
 use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::{solve, LinearProblem};
 use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Tensor};
 use faer::Mat;
 use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
@@ -32,51 +32,6 @@ struct TaskCapture {
     by_input: HashMap<String, (Mat<f64>, usize)>,
     /// linear name → canonical name
     alias: HashMap<String, String>,
-}
-
-/// The inputs one batch's forward pass showed the capture: `(linear, canonical linear, rows)`
-/// in forward order, `rows` only for the first linear reading a tensor.
-type Captured = Vec<(String, String, Option<Tensor>)>;
-
-/// Runs `block` on one batch with input capture of the linears `names`, stopping the forward
-/// pass once all of them have been seen.
-fn capture_batch(
-    model: &dyn BlockModel,
-    block: usize,
-    names: &HashSet<String>,
-    state: &State,
-) -> Result<Captured> {
-    let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
-    let mut got: Captured = Vec::new();
-    let mut capture = |name: &str, x: &Tensor| -> pmq_models::Result<()> {
-        if !names.contains(name) {
-            return Ok(());
-        }
-        match seen.get(&x.id()) {
-            Some(src) => got.push((name.to_string(), src.clone(), None)),
-            None => {
-                seen.insert(x.id(), name.to_string());
-                got.push((name.to_string(), name.to_string(), Some(x.clone())));
-            }
-        }
-        if got.len() == names.len() {
-            return Err(pmq_models::Error::CaptureDone);
-        }
-        Ok(())
-    };
-    let state = state.with_hidden_dtype(DType::F32)?;
-    match model.block_forward(block, &state, Some(&mut capture)) {
-        Ok(_) | Err(pmq_models::Error::CaptureDone) => {}
-        Err(e) => return Err(e.into()),
-    }
-    if got.len() != names.len() {
-        let missing: Vec<_> = names
-            .iter()
-            .filter(|n| !got.iter().any(|g| &g.0 == *n))
-            .collect();
-        bail!("block {block}: the forward pass never reached linears {missing:?}");
-    }
-    Ok(got)
 }
 
 /// Runs `block` on every batch of one task with input capture of the linears `names` (as many
@@ -97,30 +52,22 @@ fn capture_task(
         let t = Instant::now();
         let captured = chunk
             .par_iter()
-            .map(|s| capture_batch(model, block, names, s))
+            .map(|s| capture_batch(model, block, Wanted::Linears(names), s))
             .collect::<Result<Vec<_>>>()?;
         timing.forward_s += t.elapsed().as_secs_f64();
         timing.capture_calls += chunk.len();
         let t = Instant::now();
-        for got in captured {
-            let mut alias = HashMap::new();
-            for (name, canonical, rows) in got {
+        for cap in captured {
+            let sharing = cap.sharing();
+            for (name, _, rows) in cap.inputs {
                 if let Some(x) = rows {
-                    let (_, cols) = x.dims2()?;
-                    let v: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-                    acc.entry(name.clone())
+                    let (cols, v) = rows_f32(&x)?;
+                    acc.entry(name)
                         .or_insert_with(|| HessianAccumulator::new(cols))
                         .add_rows_f32(&v);
                 }
-                alias.insert(name, canonical);
             }
-            match &pattern {
-                None => pattern = Some(alias),
-                Some(p) if *p == alias => {}
-                Some(_) => {
-                    bail!("block {block}: the linears sharing an input changed between batches")
-                }
-            }
+            same_sharing(&mut pattern, sharing, block)?;
         }
         timing.hessian_s += t.elapsed().as_secs_f64();
     }
@@ -225,7 +172,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
         };
         for (gi, spec) in specs {
             let t_lin = Instant::now();
-            job.bar.set_message(spec.name.clone());
+            job.progress.message(&spec.name);
             let merged = tensor_to_mat(&job.model.linear_weight(&spec.name)?)?;
             let canonical = folded.alias.get(&spec.name).cloned();
             let h_q = canonical.as_ref().map(|c| &folded.h_q[c]);
@@ -279,7 +226,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                 },
                 sol.layer,
             );
-            job.bar.inc(1);
+            job.progress.linear_done(&spec.name);
         }
         // the sums of this set are no longer needed
         folded.h_q.clear();

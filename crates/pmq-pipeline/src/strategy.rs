@@ -57,7 +57,7 @@ impl BlockStrategy for Awq {
             states: &f32_states,
             experts: job.experts,
             cfg: job.cfg,
-            bar: job.bar,
+            progress: job.progress,
             timing: &mut *job.timing,
         };
         let next = awq_strategy::quantize_block(&mut job, &self.0, results)?;

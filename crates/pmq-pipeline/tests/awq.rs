@@ -58,7 +58,6 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         samples_per_task: SAMPLES,
         batch_size: BATCH,
         max_seq_len: 128,
-        show_progress: false,
         true_sequential: true,
         deviation: DeviationMode::PerTask,
         state_dtype: candle_core::DType::F32,
@@ -71,7 +70,7 @@ fn run(s: &Setup, method: Method, bits: u32) -> PipelineOutput {
         experts: vec![],
         calib: vec![s.calib.parse().unwrap()],
     };
-    pmq_pipeline::run(&inputs, &config(method, bits)).unwrap()
+    pmq_pipeline::run(&inputs, &config(method, bits), &pmq_pipeline::NoProgress).unwrap()
 }
 
 fn load(dir: &Path) -> Box<dyn BlockModel> {

@@ -56,12 +56,11 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 samples_per_task: 6,
                 batch_size: 3,
                 max_seq_len: 64,
-                show_progress: false,
                 true_sequential: true,
                 deviation: DeviationMode::PerTask,
                 state_dtype: candle_core::DType::F32,
             };
-            let out = pmq_pipeline::run(&inputs, &cfg).unwrap();
+            let out = pmq_pipeline::run(&inputs, &cfg, &pmq_pipeline::NoProgress).unwrap();
             let tag = format!("{fam:?} {}", method.label());
             assert_eq!(out.layers.len(), n_linears, "{tag}");
             assert_eq!(out.report.linears.len(), n_linears, "{tag}");
@@ -162,13 +161,22 @@ fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
             samples_per_task: 5,
             batch_size: 2,
             max_seq_len: 64,
-            show_progress: false,
             true_sequential,
             deviation,
             state_dtype: candle_core::DType::F32,
         };
-        let per_task = pmq_pipeline::run(&inputs, &cfg(DeviationMode::PerTask, true)).unwrap();
-        let total = pmq_pipeline::run(&inputs, &cfg(DeviationMode::Total, true)).unwrap();
+        let per_task = pmq_pipeline::run(
+            &inputs,
+            &cfg(DeviationMode::PerTask, true),
+            &pmq_pipeline::NoProgress,
+        )
+        .unwrap();
+        let total = pmq_pipeline::run(
+            &inputs,
+            &cfg(DeviationMode::Total, true),
+            &pmq_pipeline::NoProgress,
+        )
+        .unwrap();
         let tag = format!("{fam:?}");
         for (a, b) in per_task.report.linears.iter().zip(&total.report.linears) {
             assert_eq!(a.name, b.name);
@@ -197,7 +205,12 @@ fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
                 "{tag}"
             );
         }
-        let one_pass = pmq_pipeline::run(&inputs, &cfg(DeviationMode::Total, false)).unwrap();
+        let one_pass = pmq_pipeline::run(
+            &inputs,
+            &cfg(DeviationMode::Total, false),
+            &pmq_pipeline::NoProgress,
+        )
+        .unwrap();
         assert_eq!(one_pass.layers.len(), total.layers.len(), "{tag}");
         assert!(
             one_pass.report.phases.capture_passes_per_block

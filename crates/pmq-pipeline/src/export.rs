@@ -1,0 +1,151 @@
+//! Quantize a model and write it: the library form of `pmq quantize` (without the inline
+//! merge, which is `pmq_merge::merge` on its own), used by the CLI and by the benchmark.
+//!
+//! The pipeline ([`crate::run`]) quantizes every linear; the writers of `pmq-formats` store
+//! the result next to the report (`pmq_report.json`, `pmq_report.md`) as an HF GPTQ
+//! checkpoint, as fake-quant safetensors, or both (`OUT/gptq`, `OUT/fake`). Every output is
+//! written to a temporary directory and renamed into place once complete.
+
+use crate::config::{PipelineConfig, PipelineInputs};
+use crate::progress::Progress;
+use crate::report::{peak_rss_mib, LinearRecord, Phases, Report};
+use anyhow::{bail, Result};
+use pmq_core::packing::CheckpointFormat;
+use pmq_formats::fake_quant::write_fake_quant_with;
+use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqSettings};
+use pmq_io::{AtomicDir, TensorStore};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// The on-disk form of the quantized model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// HF GPTQ checkpoint (v1 when symmetric, gptq_v2 when asymmetric).
+    Gptq,
+    /// Dequantized weights as ordinary safetensors.
+    Fake,
+    /// Both, in `OUT/gptq` and `OUT/fake`.
+    Both,
+}
+
+/// What to quantize, how, and where to write it.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    pub inputs: PipelineInputs,
+    pub config: PipelineConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    pub format: OutputFormat,
+    /// Replace an existing output directory (only once everything succeeded).
+    pub overwrite: bool,
+}
+
+/// The one-line summary of a quantization run (what `pmq quantize` prints as JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantizeSummary {
+    pub out: PathBuf,
+    pub method: crate::Method,
+    pub linears: usize,
+    pub replaced_tensors: usize,
+    pub tasks: Vec<String>,
+    /// Pipeline and writing, seconds.
+    pub wall_seconds: f64,
+    /// Peak resident memory of the process, MiB (see [`crate::report::reset_peak_rss`]).
+    pub peak_rss_mib: Option<f64>,
+    pub phases: Phases,
+    /// Mean over linears of the Eq. 9 quantization deviation.
+    pub mean_quant_deviation: Option<f64>,
+    /// Mean over linears of the RMS expert error.
+    pub rms_expert_error: Option<f64>,
+    pub format: OutputFormat,
+}
+
+/// The settings recorded in a GPTQ checkpoint's `quantization_config` for a run with `cfg`.
+pub fn gptq_settings(cfg: &PipelineConfig) -> GptqSettings {
+    let g = &cfg.gptq;
+    GptqSettings {
+        bits: g.grid.bits,
+        group_size: g.grid.group_size_i64(),
+        sym: g.grid.sym,
+        desc_act: g.act_order,
+        static_groups: g.static_groups,
+        true_sequential: cfg.true_sequential,
+        damp_percent: g.damping.percdamp,
+        format: if g.grid.sym {
+            CheckpointFormat::V1
+        } else {
+            CheckpointFormat::V2
+        },
+        quantizer: format!("pmq:{} {}", env!("CARGO_PKG_VERSION"), cfg.method.label()),
+    }
+}
+
+/// Quantizes `opts.inputs.model_dir` and writes it to `opts.out`; returns the report and the
+/// summary. An existing output is refused without `overwrite`, before any work.
+pub fn quantize_and_write(
+    opts: &QuantizeOptions,
+    progress: &dyn Progress,
+) -> Result<(Report, QuantizeSummary)> {
+    if opts.out.exists() && !opts.overwrite {
+        bail!(
+            "output {} already exists (use --overwrite to replace it)",
+            opts.out.display()
+        );
+    }
+    let out = crate::run(&opts.inputs, &opts.config, progress)?;
+    let replaced = &out.tensors;
+    let extra: Vec<(&str, Vec<u8>)> = vec![
+        ("pmq_report.json", serde_json::to_vec_pretty(&out.report)?),
+        ("pmq_report.md", out.report.to_markdown().into_bytes()),
+    ];
+    let src = TensorStore::open_dir(&opts.inputs.model_dir)?;
+    let settings = gptq_settings(&opts.config);
+    let t_write = Instant::now();
+    let write_gptq = |dir: &std::path::Path, overwrite: bool| {
+        write_gptq_with(
+            &src,
+            &out.layers,
+            replaced,
+            &settings,
+            dir,
+            &extra,
+            overwrite,
+        )
+    };
+    let write_fake = |dir: &std::path::Path, overwrite: bool| {
+        write_fake_quant_with(&src, &out.layers, replaced, dir, None, &extra, overwrite)
+    };
+    match opts.format {
+        OutputFormat::Gptq => write_gptq(&opts.out, opts.overwrite)?,
+        OutputFormat::Fake => write_fake(&opts.out, opts.overwrite)?,
+        OutputFormat::Both => {
+            let dir = AtomicDir::create(&opts.out, opts.overwrite)?;
+            write_gptq(&dir.path().join("gptq"), false)?;
+            write_fake(&dir.path().join("fake"), false)?;
+            dir.commit()?;
+        }
+    }
+    let mut phases = out.report.phases.clone();
+    phases.write_s = t_write.elapsed().as_secs_f64();
+    let r = &out.report;
+    let mean = |f: &dyn Fn(&LinearRecord) -> Option<f64>| {
+        let v: Vec<f64> = r.linears.iter().filter_map(f).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let summary = QuantizeSummary {
+        out: opts.out.clone(),
+        method: opts.config.method,
+        linears: r.linears.len(),
+        replaced_tensors: replaced.len(),
+        tasks: r.tasks.clone(),
+        wall_seconds: r.wall_seconds + phases.write_s,
+        peak_rss_mib: peak_rss_mib(),
+        phases,
+        mean_quant_deviation: mean(&|l| l.deviation.as_ref().map(|d| d.quant)),
+        rms_expert_error: mean(&|l| l.deviation.as_ref().and_then(|d| d.expert_rms)),
+        format: opts.format,
+    };
+    Ok((out.report, summary))
+}
