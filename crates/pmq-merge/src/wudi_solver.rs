@@ -27,42 +27,16 @@
 
 use faer::linalg::matmul::matmul;
 use faer::linalg::solvers::Solve;
-use faer::{Accum, Mat, MatRef, Par, Side};
+use faer::{Accum, Mat, MatRef, Side};
+use pmq_core::matrix::{frobenius_dot, par};
+
+/// A row-major f32 buffer as an r × c f64 matrix (pmq-core's `from_row_major_f32`).
+pub use pmq_core::matrix::from_row_major_f32 as mat_from_row_major;
+/// Row-major f64 values of a matrix (pmq-core's `to_row_major`).
+pub use pmq_core::matrix::to_row_major as mat_to_row_major;
 
 /// Relative pivot below which S counts as singular: min(L_jj²) ≤ this × max(S_jj).
 const SINGULAR_PIVOT: f64 = 1e-12;
-
-fn par() -> Par {
-    Par::rayon(0)
-}
-
-/// Frobenius inner product ⟨A, B⟩.
-fn dot(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
-    let mut s = 0.0;
-    for j in 0..a.ncols() {
-        for i in 0..a.nrows() {
-            s += a[(i, j)] * b[(i, j)];
-        }
-    }
-    s
-}
-
-/// A row-major f32 buffer as an r × c f64 matrix.
-pub fn mat_from_row_major(rows: usize, cols: usize, data: &[f32]) -> Mat<f64> {
-    assert_eq!(data.len(), rows * cols, "row-major buffer length");
-    Mat::from_fn(rows, cols, |i, j| data[i * cols + j] as f64)
-}
-
-/// Row-major f64 values of a matrix.
-pub fn mat_to_row_major(m: MatRef<'_, f64>) -> Vec<f64> {
-    let mut out = Vec::with_capacity(m.nrows() * m.ncols());
-    for i in 0..m.nrows() {
-        for j in 0..m.ncols() {
-            out.push(m[(i, j)]);
-        }
-    }
-    out
-}
 
 /// How [`WudiProblem::exact`] obtained its solution.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -101,7 +75,7 @@ impl WudiProblem {
         let mut kept = Vec::new();
         let mut norms = Vec::new();
         for t in taus {
-            let n = dot(t.as_ref(), t.as_ref());
+            let n = frobenius_dot(t.as_ref(), t.as_ref());
             if n == 0.0 {
                 continue;
             }
@@ -205,7 +179,7 @@ impl WudiProblem {
                     1.0,
                     par(),
                 );
-                total += dot(prod.as_ref(), prod.as_ref()) / n;
+                total += frobenius_dot(prod.as_ref(), prod.as_ref()) / n;
             } else {
                 let mut gram = Mat::<f64>::zeros(c, c);
                 matmul(
@@ -225,7 +199,7 @@ impl WudiProblem {
                     1.0,
                     par(),
                 );
-                total += dot(dg.as_ref(), d.as_ref()) / n;
+                total += frobenius_dot(dg.as_ref(), d.as_ref()) / n;
             }
         }
         total
@@ -353,12 +327,12 @@ impl WudiProblem {
             par(),
         );
         let mut res = &self.c - &q;
-        let scale = dot(self.c.as_ref(), self.c.as_ref())
+        let scale = frobenius_dot(self.c.as_ref(), self.c.as_ref())
             .sqrt()
-            .max(dot(q.as_ref(), q.as_ref()).sqrt());
+            .max(frobenius_dot(q.as_ref(), q.as_ref()).sqrt());
         let tol = 1e-13 * scale;
         let mut p = res.clone();
-        let mut rs = dot(res.as_ref(), res.as_ref());
+        let mut rs = frobenius_dot(res.as_ref(), res.as_ref());
         let max_iter = 2 * c + 50;
         let mut iterations = 0;
         let mut converged = rs.sqrt() <= tol;
@@ -371,14 +345,14 @@ impl WudiProblem {
                 1.0,
                 par(),
             );
-            let pq = dot(p.as_ref(), q.as_ref());
+            let pq = frobenius_dot(p.as_ref(), q.as_ref());
             if pq <= 0.0 {
                 break;
             }
             let alpha = rs / pq;
             x += faer::Scale(alpha) * &p;
             res -= faer::Scale(alpha) * &q;
-            let rs_new = dot(res.as_ref(), res.as_ref());
+            let rs_new = frobenius_dot(res.as_ref(), res.as_ref());
             iterations += 1;
             converged = rs_new.sqrt() <= tol;
             p = &res + faer::Scale(rs_new / rs) * &p;
@@ -416,5 +390,5 @@ fn cholesky_solve(a: MatRef<'_, f64>, b: faer::MatMut<'_, f64>) -> Option<()> {
 
 /// Frobenius norm of a matrix.
 pub fn frobenius(m: MatRef<'_, f64>) -> f64 {
-    dot(m, m).sqrt()
+    frobenius_dot(m, m).sqrt()
 }
