@@ -1,22 +1,10 @@
 //! `pmq finetune` + `pmq eval` on the real testbed with the CI preset (2 tasks), gated on
 //! `PMQ_TESTBED_CACHE` naming a testbed cache; the test fetches its two tasks there first.
 
+mod common;
+use common::pmq;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
-
-fn pmq(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pmq"))
-        .args(args)
-        .env("PMQ_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn ci_preset_experts_beat_chance_on_the_real_testbed() {

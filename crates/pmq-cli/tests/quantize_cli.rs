@@ -1,12 +1,13 @@
 //! End-to-end `pmq quantize` (every method, AWQ included) on tiny random BERT and Llama
 //! checkpoints with real HF tensor names, synthetic experts and tiny calibration sets.
 
+mod common;
+use common::pmq;
 use pmq_formats::gptq_checkpoint::GptqReader;
 use pmq_io::TensorStore;
 use pmq_testkit::{write_calib, write_model, write_perturbed, Fam};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// base + K experts (the base plus uniform noise on every tensor) of a tiny BERT or Llama (GQA)
 /// in `root`; returns (base, experts).
@@ -29,19 +30,6 @@ fn calib(root: &Path, k: usize) -> Vec<String> {
     (0..k)
         .map(|i| write_calib(Fam::Bert, root, &format!("t{i}"), 12, 7 + i as u64))
         .collect()
-}
-
-fn pmq(args: &[String]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pmq"))
-        .args(args)
-        .env("PMQ_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn s(p: &Path) -> String {

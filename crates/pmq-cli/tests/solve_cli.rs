@@ -1,22 +1,10 @@
 //! `pmq solve`: GPTQ and E-PMQ on a layer file, and the checks made before any work (the
 //! output may not be the input or an existing file without --overwrite; flags are validated).
 
+mod common;
+use common::pmq;
 use pmq_io::{f32_bytes, write_safetensors, Dtype};
 use std::path::Path;
-use std::process::Command;
-
-fn pmq(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_pmq"))
-        .args(args)
-        .env("PMQ_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// A 16 × 64 layer with two tasks: `merged`, `hessian.i = X_i X_iᵀ`, `expert.i`.
 fn layer(path: &Path) {

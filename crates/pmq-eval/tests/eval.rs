@@ -133,8 +133,10 @@ fn quantized_twins(model_dir: &Path, root: &Path) -> (std::path::PathBuf, std::p
     };
     let gptq = root.join("gptq");
     let fake = root.join("fake");
-    write_gptq(&src, &layers, &settings, &gptq, &[], false).unwrap();
-    pmq_formats::fake_quant::write_fake_quant(&src, &layers, &fake, None, &[], false).unwrap();
+    let model = pmq_formats::QuantizedModel::new(&src, &layers);
+    write_gptq(&model, &settings, &pmq_formats::Destination::new(&gptq)).unwrap();
+    pmq_formats::fake_quant::write_fake_quant(&model, None, &pmq_formats::Destination::new(&fake))
+        .unwrap();
     (gptq, fake)
 }
 

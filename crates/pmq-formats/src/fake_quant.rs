@@ -2,7 +2,7 @@
 //! replaced by its dequantized value `scale · (q − zero)`, as ordinary HF safetensors.
 
 use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
-use crate::{FormatError, PackedLinear};
+use crate::{Destination, FormatError, PackedLinear, QuantizedModel};
 use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,32 +52,18 @@ pub(crate) fn write_extra_files(dir: &Path, files: &[(&str, Vec<u8>)]) -> Result
     Ok(())
 }
 
-/// Writes `out/model.safetensors` (+ the source's config, tokenizer and other files) with the
-/// quantized linears dequantized, in `dtype` (default: each tensor's source dtype), plus
-/// `extra_files` (name, contents) such as reports.
+/// Writes `model.safetensors` (+ the source's config, tokenizer and other files) of `model`
+/// into `dest` with the quantized linears dequantized, in `dtype` (default: each tensor's
+/// source dtype).
 pub fn write_fake_quant(
-    src: &TensorStore,
-    layers: &BTreeMap<String, PackedLinear>,
-    out: &Path,
+    model: &QuantizedModel<'_>,
     dtype: Option<Dtype>,
-    extra_files: &[(&str, Vec<u8>)],
-    overwrite: bool,
+    dest: &Destination<'_>,
 ) -> Result<(), FormatError> {
     let none = ReplacedTensors::new();
-    write_fake_quant_with(src, layers, &none, out, dtype, extra_files, overwrite)
-}
-
-/// [`write_fake_quant`] with some unquantized tensors `replaced` (written in their source
-/// dtype), e.g. the norms an AWQ fold changed.
-pub fn write_fake_quant_with(
-    src: &TensorStore,
-    layers: &BTreeMap<String, PackedLinear>,
-    replaced: &ReplacedTensors,
-    out: &Path,
-    dtype: Option<Dtype>,
-    extra_files: &[(&str, Vec<u8>)],
-    overwrite: bool,
-) -> Result<(), FormatError> {
+    let (src, layers) = (model.src, model.layers);
+    let replaced = model.replaced.unwrap_or(&none);
+    let (out, extra_files, overwrite) = (dest.dir, dest.extra_files, dest.overwrite);
     check_layers(src, layers)?;
     check_replaced(src, layers, replaced)?;
     let names = src.names();

@@ -8,16 +8,19 @@
 //!   and a reader that dequantizes them back.
 //!
 //! - [`replaced`]: unquantized tensors a method changed (AWQ's folded norms), written instead
-//!   of the source's by `write_fake_quant_with` / `write_gptq_with`.
+//!   of the source's by both writers.
 //!
-//! Both writers stream tensor by tensor into a temporary directory renamed into place at the end.
+//! Both writers take a [`QuantizedModel`] (what to write) and a [`Destination`] (where), and
+//! stream tensor by tensor into a temporary directory renamed into place at the end.
 
 mod error;
 pub mod fake_quant;
 pub mod gptq_checkpoint;
 mod packed_linear;
+mod quantized_model;
 pub mod replaced;
 
 pub use error::FormatError;
 pub use packed_linear::PackedLinear;
+pub use quantized_model::{Destination, QuantizedModel};
 pub use replaced::ReplacedTensors;

@@ -5,8 +5,9 @@ use faer::Mat;
 use pmq_core::packing::CheckpointFormat;
 use pmq_core::rtn::rtn;
 use pmq_core::{QuantGrid, ScalePrecision};
-use pmq_formats::fake_quant::write_fake_quant_with;
-use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqReader, GptqSettings};
+use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gptq_checkpoint::{write_gptq, GptqReader, GptqSettings};
+use pmq_formats::{Destination, QuantizedModel};
 use pmq_formats::{PackedLinear, ReplacedTensors};
 use pmq_io::{encode_f32, write_safetensors, Dtype, TensorStore};
 use std::collections::BTreeMap;
@@ -87,8 +88,9 @@ fn both_writers_store_the_replaced_tensors_in_the_source_dtype() {
     );
     let fake = tmp.path().join("fake");
     let gptq = tmp.path().join("gptq");
-    write_fake_quant_with(&src, &layers, &replaced, &fake, None, &[], false).unwrap();
-    write_gptq_with(&src, &layers, &replaced, &settings(), &gptq, &[], false).unwrap();
+    let model = QuantizedModel::new(&src, &layers).with_replaced(&replaced);
+    write_fake_quant(&model, None, &Destination::new(&fake)).unwrap();
+    write_gptq(&model, &settings(), &Destination::new(&gptq)).unwrap();
     let fake = TensorStore::open_dir(&fake).unwrap();
     let reader = GptqReader::open(&gptq).unwrap();
     for (name, values) in &replaced {
@@ -121,11 +123,12 @@ fn bad_replacements_are_rejected_and_write_nothing() {
     for (name, n, needle) in cases {
         let replaced: ReplacedTensors = [(name.to_string(), vec![0.5; n])].into_iter().collect();
         let out = tmp.path().join("out");
-        let e = write_fake_quant_with(&src, &layers, &replaced, &out, None, &[], false)
+        let model = QuantizedModel::new(&src, &layers).with_replaced(&replaced);
+        let e = write_fake_quant(&model, None, &Destination::new(&out))
             .unwrap_err()
             .to_string();
         assert!(e.contains(needle), "{name}: {e}");
-        let e = write_gptq_with(&src, &layers, &replaced, &settings(), &out, &[], false)
+        let e = write_gptq(&model, &settings(), &Destination::new(&out))
             .unwrap_err()
             .to_string();
         assert!(e.contains(needle), "{name}: {e}");

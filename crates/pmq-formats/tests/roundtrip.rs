@@ -4,7 +4,7 @@ use pmq_core::packing::CheckpointFormat;
 use pmq_core::{QuantGrid, ScalePrecision};
 use pmq_formats::fake_quant::write_fake_quant;
 use pmq_formats::gptq_checkpoint::{write_gptq, GptqReader, GptqSettings};
-use pmq_formats::PackedLinear;
+use pmq_formats::{Destination, PackedLinear, QuantizedModel};
 use pmq_io::{encode_f32, write_safetensors, Dtype, TensorStore};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
@@ -96,16 +96,14 @@ fn gptq_checkpoints_reload_to_the_fake_quant_weights_bit_exactly() {
         let tag = format!("{sym}-{act}-{}", format.name());
         let gdir = tmp.path().join(format!("gptq-{tag}"));
         let fdir = tmp.path().join(format!("fake-{tag}"));
+        let model = QuantizedModel::new(&src, &layers);
         write_gptq(
-            &src,
-            &layers,
+            &model,
             &settings(sym, act, format),
-            &gdir,
-            &[],
-            false,
+            &Destination::new(&gdir),
         )
         .unwrap();
-        write_fake_quant(&src, &layers, &fdir, Some(Dtype::F32), &[], false).unwrap();
+        write_fake_quant(&model, Some(Dtype::F32), &Destination::new(&fdir)).unwrap();
 
         let reader = GptqReader::open(&gdir).unwrap();
         assert_eq!(reader.settings(), &settings(sym, act, format));
@@ -166,7 +164,12 @@ fn fake_quant_keeps_source_dtypes_by_default() {
     let src = TensorStore::open_dir(&src_dir).unwrap();
     let layers = quantize(&src, false, false);
     let out = tmp.path().join("fake");
-    write_fake_quant(&src, &layers, &out, None, &[], false).unwrap();
+    write_fake_quant(
+        &QuantizedModel::new(&src, &layers),
+        None,
+        &Destination::new(&out),
+    )
+    .unwrap();
     let fake = TensorStore::open_dir(&out).unwrap();
     assert_eq!(fake.info("enc.0.out.weight").unwrap().dtype, Dtype::F16);
     let want: Vec<f32> = layers["enc.0.out"]
@@ -187,12 +190,9 @@ fn unrepresentable_or_mismatched_layers_write_nothing() {
     layers.get_mut("enc.0.dense").unwrap().zeros[0] = 0;
     let out = tmp.path().join("v1");
     let err = write_gptq(
-        &src,
-        &layers,
+        &QuantizedModel::new(&src, &layers),
         &settings(false, false, CheckpointFormat::V1),
-        &out,
-        &[],
-        false,
+        &Destination::new(&out),
     )
     .unwrap_err();
     assert!(err.to_string().contains("gptq_v2"), "{err}");
@@ -200,7 +200,12 @@ fn unrepresentable_or_mismatched_layers_write_nothing() {
     let mut wrong = quantize(&src, false, false);
     let l = wrong.remove("enc.0.dense").unwrap();
     wrong.insert("enc.0.missing".into(), l);
-    let err = write_fake_quant(&src, &wrong, &out, None, &[], false).unwrap_err();
+    let err = write_fake_quant(
+        &QuantizedModel::new(&src, &wrong),
+        None,
+        &Destination::new(&out),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("enc.0.missing.weight"), "{err}");
     assert!(!out.exists());
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())

@@ -11,8 +11,9 @@ use crate::progress::Progress;
 use crate::report::{peak_rss_mib, LinearRecord, Phases, Report};
 use anyhow::{bail, Result};
 use pmq_core::packing::CheckpointFormat;
-use pmq_formats::fake_quant::write_fake_quant_with;
-use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqSettings};
+use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gptq_checkpoint::{write_gptq, GptqSettings};
+use pmq_formats::{Destination, QuantizedModel};
 use pmq_io::{AtomicDir, TensorStore};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -103,27 +104,20 @@ pub fn quantize_and_write(
     let src = TensorStore::open_dir(&opts.inputs.model_dir)?;
     let settings = gptq_settings(&opts.config);
     let t_write = Instant::now();
-    let write_gptq = |dir: &std::path::Path, overwrite: bool| {
-        write_gptq_with(
-            &src,
-            &out.layers,
-            replaced,
-            &settings,
-            dir,
-            &extra,
-            overwrite,
-        )
-    };
-    let write_fake = |dir: &std::path::Path, overwrite: bool| {
-        write_fake_quant_with(&src, &out.layers, replaced, dir, None, &extra, overwrite)
+    let model = QuantizedModel::new(&src, &out.layers).with_replaced(replaced);
+    let dest = |dir, overwrite| Destination {
+        dir,
+        extra_files: &extra,
+        overwrite,
     };
     match opts.format {
-        OutputFormat::Gptq => write_gptq(&opts.out, opts.overwrite)?,
-        OutputFormat::Fake => write_fake(&opts.out, opts.overwrite)?,
+        OutputFormat::Gptq => write_gptq(&model, &settings, &dest(&opts.out, opts.overwrite))?,
+        OutputFormat::Fake => write_fake_quant(&model, None, &dest(&opts.out, opts.overwrite))?,
         OutputFormat::Both => {
             let dir = AtomicDir::create(&opts.out, opts.overwrite)?;
-            write_gptq(&dir.path().join("gptq"), false)?;
-            write_fake(&dir.path().join("fake"), false)?;
+            let (gptq, fake) = (dir.path().join("gptq"), dir.path().join("fake"));
+            write_gptq(&model, &settings, &dest(&gptq, false))?;
+            write_fake_quant(&model, None, &dest(&fake, false))?;
             dir.commit()?;
         }
     }

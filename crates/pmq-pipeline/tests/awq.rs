@@ -13,8 +13,9 @@ use pmq_core::matrix::from_row_major_f32;
 use pmq_core::packing::CheckpointFormat;
 use pmq_core::rtn::rtn;
 use pmq_core::{QuantGrid, ScalePrecision};
-use pmq_formats::fake_quant::write_fake_quant_with;
-use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqReader, GptqSettings};
+use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gptq_checkpoint::{write_gptq, GptqReader, GptqSettings};
+use pmq_formats::{Destination, QuantizedModel};
 use pmq_io::TensorStore;
 use pmq_models::{load_model, BlockModel, ScaleFold, ScalingGroup, State, Tensor};
 use pmq_pipeline::awq_fold::apply_scales;
@@ -229,7 +230,8 @@ fn every_family_writes_loadable_matching_fake_and_gptq_checkpoints() {
         let src = TensorStore::open_dir(&s.model).unwrap();
         let fake = s.root.join("fake");
         let gptq = s.root.join("gptq");
-        write_fake_quant_with(&src, &out.layers, &out.tensors, &fake, None, &[], false).unwrap();
+        let model = QuantizedModel::new(&src, &out.layers).with_replaced(&out.tensors);
+        write_fake_quant(&model, None, &Destination::new(&fake)).unwrap();
         let settings = GptqSettings {
             bits: 4,
             group_size: 32,
@@ -241,16 +243,7 @@ fn every_family_writes_loadable_matching_fake_and_gptq_checkpoints() {
             format: CheckpointFormat::V2,
             quantizer: "test awq".into(),
         };
-        write_gptq_with(
-            &src,
-            &out.layers,
-            &out.tensors,
-            &settings,
-            &gptq,
-            &[],
-            false,
-        )
-        .unwrap();
+        write_gptq(&model, &settings, &Destination::new(&gptq)).unwrap();
         // the GPTQ checkpoint dequantizes to exactly the fake-quant tensors
         let reader = GptqReader::open(&gptq).unwrap();
         let fake_store = TensorStore::open_dir(&fake).unwrap();

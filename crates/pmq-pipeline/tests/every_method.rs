@@ -9,8 +9,9 @@ use common::{eval_batch, write_calib, write_model, ALL};
 use pmq_core::gptq::GptqConfig;
 use pmq_core::packing::CheckpointFormat;
 use pmq_core::{QuantGrid, ScalePrecision};
-use pmq_formats::fake_quant::write_fake_quant_with;
-use pmq_formats::gptq_checkpoint::{write_gptq_with, GptqReader, GptqSettings};
+use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gptq_checkpoint::{write_gptq, GptqReader, GptqSettings};
+use pmq_formats::{Destination, QuantizedModel};
 use pmq_io::TensorStore;
 use pmq_models::load_model;
 use pmq_pipeline::{DeviationMode, Method, PipelineConfig, PipelineInputs};
@@ -77,8 +78,8 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
             let src = TensorStore::open_dir(&model).unwrap();
             let fake = root.join(format!("fake-{}", method.label()));
             let gdir = root.join(format!("gptq-{}", method.label()));
-            write_fake_quant_with(&src, &out.layers, &out.tensors, &fake, None, &[], false)
-                .unwrap();
+            let qm = QuantizedModel::new(&src, &out.layers).with_replaced(&out.tensors);
+            write_fake_quant(&qm, None, &Destination::new(&fake)).unwrap();
             let settings = GptqSettings {
                 bits: 4,
                 group_size: 32,
@@ -90,16 +91,7 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 format: CheckpointFormat::V2,
                 quantizer: format!("test {}", method.label()),
             };
-            write_gptq_with(
-                &src,
-                &out.layers,
-                &out.tensors,
-                &settings,
-                &gdir,
-                &[],
-                false,
-            )
-            .unwrap();
+            write_gptq(&qm, &settings, &Destination::new(&gdir)).unwrap();
             let reader = GptqReader::open(&gdir).unwrap();
             let fake_store = TensorStore::open_dir(&fake).unwrap();
             assert_eq!(reader.names(), fake_store.names(), "{tag}");

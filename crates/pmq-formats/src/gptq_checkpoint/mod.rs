@@ -7,7 +7,7 @@
 //! (`"gptq_v2"`) the true zero (see [`pmq_core::packing`]).
 //!
 //! - [`GptqSettings`] (`settings`): what `quantization_config` / `quantize_config.json` record.
-//! - [`write_gptq`] / [`write_gptq_with`] (`write`): the writer.
+//! - [`write_gptq`] (`write`): the writer.
 //! - [`GptqReader`] (`read`): the reader, dequantizing each quantized linear on demand.
 //! - [`dequantize_checkpoint`] (`dequant`): a GPTQ checkpoint rewritten as plain HF safetensors.
 
@@ -19,7 +19,7 @@ mod write;
 pub use dequant::dequantize_checkpoint;
 pub use read::GptqReader;
 pub use settings::GptqSettings;
-pub use write::{write_gptq, write_gptq_with};
+pub use write::write_gptq;
 
 use crate::FormatError;
 use serde_json::Value;

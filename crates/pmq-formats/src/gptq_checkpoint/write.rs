@@ -5,38 +5,23 @@
 use super::{write_json, GptqSettings};
 use crate::fake_quant::{check_layers, quantized_prefix, write_extra_files};
 use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
-use crate::{FormatError, PackedLinear};
+use crate::{Destination, FormatError, QuantizedModel};
 use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
-use pmq_io::{i32_bytes, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
+use pmq_io::{i32_bytes, AtomicDir, Dtype, SafetensorsWriter, TensorInfo};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::Path;
 
-/// Writes a GPTQ checkpoint of `src` with the given quantized linears into `out`, plus
-/// `extra_files` (name, contents) such as reports.
+/// Writes a GPTQ checkpoint of `model` into `dest` with `settings` recorded in its
+/// `quantization_config`.
 pub fn write_gptq(
-    src: &TensorStore,
-    layers: &BTreeMap<String, PackedLinear>,
+    model: &QuantizedModel<'_>,
     settings: &GptqSettings,
-    out: &Path,
-    extra_files: &[(&str, Vec<u8>)],
-    overwrite: bool,
+    dest: &Destination<'_>,
 ) -> Result<(), FormatError> {
     let none = ReplacedTensors::new();
-    write_gptq_with(src, layers, &none, settings, out, extra_files, overwrite)
-}
-
-/// [`write_gptq`] with some unquantized tensors `replaced` (written in their source dtype),
-/// e.g. the norms and biases an AWQ fold changed.
-pub fn write_gptq_with(
-    src: &TensorStore,
-    layers: &BTreeMap<String, PackedLinear>,
-    replaced: &ReplacedTensors,
-    settings: &GptqSettings,
-    out: &Path,
-    extra_files: &[(&str, Vec<u8>)],
-    overwrite: bool,
-) -> Result<(), FormatError> {
+    let (src, layers) = (model.src, model.layers);
+    let replaced = model.replaced.unwrap_or(&none);
+    let (out, extra_files, overwrite) = (dest.dir, dest.extra_files, dest.overwrite);
     check_layers(src, layers)?;
     check_replaced(src, layers, replaced)?;
     for (prefix, l) in layers {
