@@ -153,7 +153,7 @@ impl QuantGrid {
                 }
             }
             ScalePrecision::F16 => {
-                let s = half::f16::from_f64(scale);
+                let s = f16_nearest(scale);
                 let s = if s.is_infinite() {
                     half::f16::MAX
                 } else if s.to_f64() <= 0.0 {
@@ -181,6 +181,38 @@ impl QuantGrid {
     pub fn fake_quant(&self, x: f64, p: GroupParams) -> f64 {
         Self::dequant(self.code(x, p), p)
     }
+}
+
+/// `x` rounded to the nearest f16, ties to even, in one rounding on every CPU.
+///
+/// `half::f16::from_f64` goes f64 → f32 → f16 where the CPU has F16C (two roundings: a value
+/// just above a tie of f16 becomes the tie in f32, then rounds to even, possibly down), and its
+/// software path drops the low 32 mantissa bits before rounding; either way outputs could
+/// depend on the machine. Here the rounding happens in exact f64 arithmetic — `|x| / ulp` is
+/// exact because `ulp` is a power of two, and `round_ties_even` is exact — and only the
+/// already representable result is converted.
+pub fn f16_nearest(x: f64) -> half::f16 {
+    if !x.is_finite() {
+        return half::f16::from_f64(x);
+    }
+    let a = x.abs();
+    // largest finite f16 is 65504 = (2 − 2⁻¹⁰)·2¹⁵; from 65520 on, the nearest is ∞
+    if a >= 65520.0 {
+        return if x > 0.0 {
+            half::f16::INFINITY
+        } else {
+            half::f16::NEG_INFINITY
+        };
+    }
+    // exponent of the f16 binade holding `a` (subnormals share the ulp of the first binade)
+    let e = if a < f64::powi(2.0, -14) {
+        -14
+    } else {
+        ((a.to_bits() >> 52) as i32) - 1023
+    };
+    let ulp = f64::powi(2.0, e - 10);
+    let r = (a / ulp).round_ties_even() * ulp;
+    half::f16::from_f64(r.copysign(x))
 }
 
 #[cfg(test)]
@@ -265,5 +297,56 @@ mod tests {
                 .group_size,
             None
         );
+    }
+
+    /// The nearest f16 by exhaustive comparison with every finite f16 of the same sign
+    /// (differences of nearby values are exact in f64), ties to the even code.
+    fn f16_reference(x: f64) -> half::f16 {
+        let mut best = half::f16::from_bits(0);
+        let mut best_d = f64::INFINITY;
+        for bits in 0u16..0x7C00 {
+            let c = half::f16::from_bits(bits | if x < 0.0 { 0x8000 } else { 0 });
+            let d = (c.to_f64() - x).abs();
+            if d < best_d || (d == best_d && bits % 2 == 0) {
+                best = c;
+                best_d = d;
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn f16_rounding_is_single_and_exact() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut xs: Vec<f64> = Vec::new();
+        // values just above and below f16 ties, where f64 → f32 → f16 rounds twice
+        for m in [1.0, 1.5, 0.75, 3.0e-3, 6.1e-5, 1.2e-6, 40000.0] {
+            let h = f16_nearest(m);
+            let next = half::f16::from_bits(h.to_bits() + 1);
+            let tie = (h.to_f64() + next.to_f64()) / 2.0;
+            for k in [-1e-13, -1e-11, 0.0, 1e-11, 1e-13] {
+                xs.push(tie * (1.0 + k));
+                xs.push(-tie * (1.0 + k));
+            }
+        }
+        for _ in 0..300 {
+            let e: i32 = rng.random_range(-26..16);
+            xs.push(rng.random_range(-1.0..1.0) * f64::powi(2.0, e));
+        }
+        for x in xs {
+            assert_eq!(
+                f16_nearest(x).to_bits(),
+                f16_reference(x).to_bits(),
+                "{x:e}"
+            );
+        }
+        // the double-rounding case: 1 + 2⁻¹¹ + 2⁻³⁰ is above the tie between 1 and 1 + 2⁻¹⁰,
+        // but its f32 rounding is the tie itself
+        let x = 1.0 + f64::powi(2.0, -11) + f64::powi(2.0, -30);
+        assert_eq!(f16_nearest(x).to_f64(), 1.0 + f64::powi(2.0, -10));
+        assert_eq!(f16_nearest(65519.0).to_f64(), 65504.0);
+        assert!(f16_nearest(65520.0).is_infinite());
+        assert_eq!(f16_nearest(-0.0).to_bits(), 0x8000);
     }
 }
