@@ -1,4 +1,5 @@
-//! Multi-head scaled dot-product attention shared by the families (f32, CPU).
+//! Multi-head scaled dot-product attention shared by the families (f32, CPU), and the additive
+//! key-padding bias of a token mask.
 
 use crate::error::Result;
 use candle_core::Tensor;
@@ -46,4 +47,12 @@ pub(crate) fn attend(
     }
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     Ok(probs.matmul(&v.contiguous()?)?)
+}
+
+/// Converts a `[b, s]` 0/1 mask into the additive key-padding bias `[b, 1, 1, s]` with
+/// `f32::MIN` (torch.finfo(float32).min) on padded keys, as transformers does.
+pub(crate) fn padding_bias(mask_f32: &Tensor) -> Result<Tensor> {
+    let (b, s) = mask_f32.dims2()?;
+    let bias = ((mask_f32.ones_like()? - mask_f32)? * f64::from(f32::MIN))?;
+    Ok(bias.reshape((b, 1, 1, s))?)
 }

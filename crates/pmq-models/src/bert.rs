@@ -1,16 +1,18 @@
 //! BERT encoders (`BertModel` and checkpoints of `Bert*` heads with a `bert.` prefix), e.g.
 //! all-MiniLM-L6-v2. Post-LN blocks: self-attention → add & LayerNorm → FFN → add & LayerNorm.
 
-use crate::attention::{attend, merge_heads, split_heads};
+use crate::attention::{attend, merge_heads, padding_bias, split_heads};
+use crate::batch::Batch;
+use crate::capture::{CaptureFn, Capturer};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
-use crate::linear::{Capturer, Linears};
-use crate::model::{
-    check_block, padding_bias, token_rows, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec,
-    Ran, State,
-};
-use crate::norm::Norms;
+use crate::ids::{check_ids, ids_u32};
+use crate::linear::LinearSpec;
+use crate::model::{BlockModel, Blocks, Family, ModelParts, Ran};
+use crate::params::Params;
 use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
+use crate::state::State;
+use crate::tensors::token_rows;
 use crate::weights::WeightStore;
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm};
@@ -96,6 +98,14 @@ pub enum Pooling {
     Cls,
 }
 
+/// BERT's part of a block state.
+#[derive(Debug)]
+struct BertExtra {
+    /// Additive key-padding bias `[b, 1, 1, s]`.
+    bias: Tensor,
+}
+
+/// The HF names of one encoder layer's linears and LayerNorms.
 #[derive(Debug, Clone)]
 struct BertLayer {
     q: String,
@@ -116,9 +126,8 @@ pub struct BertModel {
     position: Embedding,
     token_type: Embedding,
     emb_ln: LayerNorm,
-    layers: Vec<BertLayer>,
-    linears: Linears,
-    norms: Norms,
+    layers: Blocks<BertLayer>,
+    params: Params,
 }
 
 fn layer_norm(ws: &WeightStore, prefix: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
@@ -127,31 +136,6 @@ fn layer_norm(ws: &WeightStore, prefix: &str, dim: usize, eps: f64) -> Result<La
         ws.get(&format!("{prefix}.bias"), &[dim])?,
         eps,
     ))
-}
-
-/// Checks that every id in `ids` is below `limit`.
-pub(crate) fn check_ids(ids: &Tensor, limit: usize, what: &str) -> Result<()> {
-    let max = ids.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize;
-    if max >= limit {
-        return Err(Error::input(format!(
-            "{what} contains id {max}, but the model only has {limit} entries"
-        )));
-    }
-    Ok(())
-}
-
-/// Converts a user id tensor to `[b, s]` u32.
-pub(crate) fn ids_u32(ids: &Tensor, what: &str) -> Result<Tensor> {
-    if ids.rank() != 2 {
-        return Err(Error::input(format!(
-            "{what} must be [batch, seq], found shape {:?}",
-            ids.dims()
-        )));
-    }
-    if ids.dim(1)? == 0 {
-        return Err(Error::input(format!("{what} has zero length")));
-    }
-    Ok(ids.to_dtype(DType::U32)?)
 }
 
 impl BertModel {
@@ -186,8 +170,7 @@ impl BertModel {
             h,
             cfg.layer_norm_eps,
         )?;
-        let mut linears = Linears::default();
-        let mut norms = Norms::default();
+        let mut params = Params::default();
         let eps = cfg.layer_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -198,11 +181,13 @@ impl BertModel {
             let attn_out = format!("{l}.attention.output.dense");
             let inter = format!("{l}.intermediate.dense");
             let out = format!("{l}.output.dense");
+            let linears = &mut params.linears;
             for n in [&q, &k, &v, &attn_out] {
                 linears.load(ws, n, h, h, true)?;
             }
             linears.load(ws, &inter, h, cfg.intermediate_size, true)?;
             linears.load(ws, &out, cfg.intermediate_size, h, true)?;
+            let norms = &mut params.norms;
             layers.push(BertLayer {
                 q,
                 k,
@@ -225,9 +210,8 @@ impl BertModel {
             position,
             token_type,
             emb_ln,
-            layers,
-            linears,
-            norms,
+            layers: layers.into(),
+            params,
         })
     }
 
@@ -257,6 +241,16 @@ impl BertModel {
         }
         Self::pool(s.hidden(), s.token_mask(), pooling)
     }
+}
+
+impl ModelParts for BertModel {
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
 
     /// The post-LN block, stopping after `stop` when given.
     fn run_block(
@@ -266,16 +260,13 @@ impl BertModel {
         capture: Option<&mut CaptureFn<'_>>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
-        check_block(block, self.layers.len())?;
-        let Extra::Bias(bias) = &state.extra else {
-            return Err(Error::input("state was not produced by a BERT model"));
-        };
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
+        let BertExtra { bias } = state.extra_for("BERT")?;
         let mut cap = Capturer::new(capture);
         let rows = state.rows.as_ref();
         let x = &state.hidden;
         let heads = self.cfg.num_attention_heads;
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, rows, cap);
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.params.linear(n, t, rows, cap);
         let q = split_heads(&lin(&l.q, x, &mut cap)?, heads)?;
         let k = split_heads(&lin(&l.k, x, &mut cap)?, heads)?;
         let v = split_heads(&lin(&l.v, x, &mut cap)?, heads)?;
@@ -291,17 +282,14 @@ impl BertModel {
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, rows)?));
         }
-        let x = self.norms.forward(&l.attn_ln, &(a + x)?)?;
+        let x = self.params.norm(&l.attn_ln, &(a + x)?)?;
         let i = self.cfg.hidden_act.forward(&lin(&l.inter, &x, &mut cap)?)?;
         let o = lin(&l.out, &i, &mut cap)?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&o, rows)?));
         }
-        let y = self.norms.forward(&l.out_ln, &(o + &x)?)?;
-        Ok(Ran::Block(State {
-            hidden: y,
-            ..state.clone()
-        }))
+        let y = self.params.norm(&l.out_ln, &(o + &x)?)?;
+        Ok(Ran::Block(state.with_hidden(y)))
     }
 }
 
@@ -315,14 +303,13 @@ impl BlockModel for BertModel {
     }
 
     fn block_groups(&self, block: usize) -> Result<Vec<Vec<LinearSpec>>> {
-        check_block(block, self.layers.len())?;
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
+        let p = &self.params;
         Ok(vec![
-            self.linears
-                .group(&[l.q.clone(), l.k.clone(), l.v.clone()])?,
-            self.linears.group(std::slice::from_ref(&l.attn_out))?,
-            self.linears.group(std::slice::from_ref(&l.inter))?,
-            self.linears.group(std::slice::from_ref(&l.out))?,
+            p.group(&[&l.q, &l.k, &l.v])?,
+            p.group(&[&l.attn_out])?,
+            p.group(&[&l.inter])?,
+            p.group(&[&l.out])?,
         ])
     }
 
@@ -361,37 +348,21 @@ impl BlockModel for BertModel {
             .add(&self.token_type.forward(&tt)?)?
             .broadcast_add(&self.position.forward(&pos)?)?;
         let x = self.emb_ln.forward(&x)?;
-        let mut state = State::new(x, batch.attention_mask.as_ref(), Extra::None)?;
-        state.extra = Extra::Bias(padding_bias(&state.mask)?);
-        Ok(state)
-    }
-
-    fn block_forward(
-        &self,
-        block: usize,
-        state: &State,
-        capture: Option<&mut CaptureFn<'_>>,
-    ) -> Result<State> {
-        self.run_block(block, state, capture, None)?.into_state()
+        State::new(x, batch.attention_mask.as_ref(), |mask| {
+            Ok(BertExtra {
+                bias: padding_bias(mask)?,
+            })
+        })
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
         Ok(state.hidden.clone())
     }
 
-    fn set_linear_weight(&mut self, name: &str, weight: Tensor) -> Result<()> {
-        self.linears.set_weight(name, weight)
-    }
-
-    fn linear_weight(&self, name: &str) -> Result<Tensor> {
-        self.linears.weight(name)
-    }
-
     /// Post-LN: every LayerNorm output is also the residual stream, so only the value →
     /// attention-output pair has an exact fold.
     fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
-        check_block(block, self.layers.len())?;
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
         Ok(AwqLayout {
             groups: vec![
                 ScalingGroup::unscaled(&[&l.q, &l.k, &l.v], Some(SubBlock::SelfAttention)),
@@ -401,17 +372,5 @@ impl BlockModel for BertModel {
             ],
             skip_clip: vec![l.q.clone(), l.k.clone()],
         })
-    }
-
-    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
-        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
-    }
-
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        crate::norm::get_tensor(&self.norms, &self.linears, name)
-    }
-
-    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
-        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

@@ -4,14 +4,16 @@
 //! `post_layernorm`, projected by `visual_projection` when the checkpoint has one.
 
 use crate::attention::{attend, merge_heads, split_heads};
+use crate::batch::Batch;
+use crate::capture::{CaptureFn, Capturer};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
-use crate::linear::{Capturer, Linears};
-use crate::model::{
-    check_block, token_rows, Batch, BlockModel, CaptureFn, Extra, Family, LinearSpec, Ran, State,
-};
-use crate::norm::Norms;
+use crate::linear::LinearSpec;
+use crate::model::{BlockModel, Blocks, Family, ModelParts, Ran};
+use crate::params::Params;
 use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
+use crate::state::State;
+use crate::tensors::token_rows;
 use crate::weights::WeightStore;
 use candle_core::{DType, IndexOp, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, LayerNorm};
@@ -83,6 +85,11 @@ impl ClipVisionConfig {
     }
 }
 
+/// CLIP's part of a block state: nothing beyond the hidden states (no padding, no mask).
+#[derive(Debug)]
+struct ClipExtra;
+
+/// The HF names of one encoder layer's LayerNorms and linears.
 #[derive(Debug, Clone)]
 struct ClipLayer {
     ln1: String,
@@ -103,11 +110,10 @@ pub struct ClipVisionModel {
     patch_embedding: Conv2d,
     position_embedding: Tensor,
     pre_ln: LayerNorm,
-    layers: Vec<ClipLayer>,
+    layers: Blocks<ClipLayer>,
     post_ln: LayerNorm,
     projection: Option<candle_nn::Linear>,
-    linears: Linears,
-    norms: Norms,
+    params: Params,
 }
 
 impl ClipVisionModel {
@@ -157,12 +163,12 @@ impl ClipVisionModel {
                 ..Default::default()
             },
         );
-        let mut linears = Linears::default();
-        let mut norms = Norms::default();
+        let mut params = Params::default();
         let eps = cfg.layer_norm_eps;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = format!("{p}.encoder.layers.{i}");
+            let norms = &mut params.norms;
             let layer = ClipLayer {
                 ln1: norms.load_layer_norm(ws, &format!("{l}.layer_norm1"), h, eps)?,
                 q: format!("{l}.self_attn.q_proj"),
@@ -173,6 +179,7 @@ impl ClipVisionModel {
                 fc1: format!("{l}.mlp.fc1"),
                 fc2: format!("{l}.mlp.fc2"),
             };
+            let linears = &mut params.linears;
             for n in [&layer.q, &layer.k, &layer.v, &layer.out] {
                 linears.load(ws, n, h, h, true)?;
             }
@@ -201,10 +208,9 @@ impl ClipVisionModel {
             pre_ln: ln(&format!("{p}.pre_layrnorm"))?,
             post_ln: ln(&format!("{p}.post_layernorm"))?,
             cfg,
-            layers,
+            layers: layers.into(),
             projection,
-            linears,
-            norms,
+            params,
         })
     }
 
@@ -223,6 +229,16 @@ impl ClipVisionModel {
     pub fn image_embedding(&self, pixel_values: &Tensor) -> Result<Tensor> {
         self.forward(&Batch::from_pixels(pixel_values.clone()))
     }
+}
+
+impl ModelParts for ClipVisionModel {
+    fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut Params {
+        &mut self.params
+    }
 
     /// The pre-LN block, stopping after `stop` when given.
     fn run_block(
@@ -232,18 +248,13 @@ impl ClipVisionModel {
         capture: Option<&mut CaptureFn<'_>>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
-        check_block(block, self.layers.len())?;
-        if !matches!(state.extra, Extra::None) {
-            return Err(Error::input(
-                "state was not produced by a CLIP vision model",
-            ));
-        }
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
+        state.extra_for::<ClipExtra>("CLIP vision")?;
         let mut cap = Capturer::new(capture);
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.linears.forward(n, t, None, cap);
+        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.params.linear(n, t, None, cap);
         let heads = self.cfg.num_attention_heads;
         let x = &state.hidden;
-        let hn = self.norms.forward(&l.ln1, x)?;
+        let hn = self.params.norm(&l.ln1, x)?;
         let q = split_heads(&lin(&l.q, &hn, &mut cap)?, heads)?;
         let k = split_heads(&lin(&l.k, &hn, &mut cap)?, heads)?;
         let v = split_heads(&lin(&l.v, &hn, &mut cap)?, heads)?;
@@ -254,16 +265,13 @@ impl ClipVisionModel {
             return Ok(Ran::Sub(token_rows(&a, None)?));
         }
         let x = (a + x)?;
-        let hn = self.norms.forward(&l.ln2, &x)?;
+        let hn = self.params.norm(&l.ln2, &x)?;
         let h = self.cfg.hidden_act.forward(&lin(&l.fc1, &hn, &mut cap)?)?;
         let m = lin(&l.fc2, &h, &mut cap)?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&m, None)?));
         }
-        Ok(Ran::Block(State {
-            hidden: (m + x)?,
-            ..state.clone()
-        }))
+        Ok(Ran::Block(state.with_hidden((m + x)?)))
     }
 }
 
@@ -277,14 +285,13 @@ impl BlockModel for ClipVisionModel {
     }
 
     fn block_groups(&self, block: usize) -> Result<Vec<Vec<LinearSpec>>> {
-        check_block(block, self.layers.len())?;
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
+        let p = &self.params;
         Ok(vec![
-            self.linears
-                .group(&[l.q.clone(), l.k.clone(), l.v.clone()])?,
-            self.linears.group(std::slice::from_ref(&l.out))?,
-            self.linears.group(std::slice::from_ref(&l.fc1))?,
-            self.linears.group(std::slice::from_ref(&l.fc2))?,
+            p.group(&[&l.q, &l.k, &l.v])?,
+            p.group(&[&l.out])?,
+            p.group(&[&l.fc1])?,
+            p.group(&[&l.fc2])?,
         ])
     }
 
@@ -318,16 +325,7 @@ impl BlockModel for ClipVisionModel {
             .broadcast_as((b, 1, c.hidden_size))?;
         let x = Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.position_embedding)?;
         let x = self.pre_ln.forward(&x)?;
-        State::new(x, None, Extra::None)
-    }
-
-    fn block_forward(
-        &self,
-        block: usize,
-        state: &State,
-        capture: Option<&mut CaptureFn<'_>>,
-    ) -> Result<State> {
-        self.run_block(block, state, capture, None)?.into_state()
+        State::new(x, None, |_| Ok(ClipExtra))
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
@@ -340,18 +338,9 @@ impl BlockModel for ClipVisionModel {
         }
     }
 
-    fn set_linear_weight(&mut self, name: &str, weight: Tensor) -> Result<()> {
-        self.linears.set_weight(name, weight)
-    }
-
-    fn linear_weight(&self, name: &str) -> Result<Tensor> {
-        self.linears.weight(name)
-    }
-
     /// Pre-LN: both LayerNorms fold; v → out_proj folds; quick_gelu blocks fc1 → fc2.
     fn awq_layout(&self, block: usize) -> Result<AwqLayout> {
-        check_block(block, self.layers.len())?;
-        let l = &self.layers[block];
+        let l = self.layers.get(block)?;
         Ok(AwqLayout {
             groups: vec![
                 ScalingGroup::folded(
@@ -369,17 +358,5 @@ impl BlockModel for ClipVisionModel {
             ],
             skip_clip: vec![l.q.clone(), l.k.clone()],
         })
-    }
-
-    fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
-        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
-    }
-
-    fn tensor(&self, name: &str) -> Result<Tensor> {
-        crate::norm::get_tensor(&self.norms, &self.linears, name)
-    }
-
-    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<()> {
-        crate::norm::set_tensor(&mut self.norms, &mut self.linears, name, value)
     }
 }

@@ -46,29 +46,40 @@
 #![warn(missing_docs)]
 
 mod attention;
+mod batch;
 pub mod bert;
+mod capture;
 pub mod clip;
 pub mod config;
 pub mod error;
+mod ids;
 mod linear;
 pub mod llama;
 mod loader;
 mod model;
 mod norm;
+mod params;
 pub mod pixels;
 pub mod scaling;
+mod state;
 pub mod t5;
+mod tensors;
 pub mod text;
 pub mod weights;
 
+pub use batch::Batch;
 pub use bert::{BertConfig, BertModel, Pooling};
+pub use capture::CaptureFn;
 pub use clip::{ClipVisionConfig, ClipVisionModel};
 pub use error::{Error, Result};
+pub use ids::pad_sequences;
+pub use linear::LinearSpec;
 pub use llama::{LlamaConfig, LlamaModel, RopeScaling};
 pub use loader::{detect_family, load_model, LoadedModel};
-pub use model::{pad_sequences, Batch, BlockModel, CaptureFn, Family, LinearSpec, State};
+pub use model::{BlockModel, Family};
 pub use pixels::ClipImageProcessor;
 pub use scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
+pub use state::State;
 pub use t5::{T5Config, T5Model};
 pub use text::TextTokenizer;
 pub use weights::WeightStore;

@@ -1,46 +1,34 @@
-//! The table of a model's quantizable linears: loading by HF name, forward with input capture,
-//! and weight swapping.
+//! The table of a model's quantizable linears ([`LinearSpec`] each): loading by HF name,
+//! forward with input capture, and weight swapping.
 
+use crate::capture::Capturer;
 use crate::error::{Error, Result};
-use crate::model::{CaptureFn, LinearSpec};
+use crate::tensors::checked;
 use crate::weights::WeightStore;
-use candle_core::{DType, Module, Tensor, TensorId};
+use candle_core::{DType, Module, Tensor};
 use std::collections::HashMap;
 
-/// Wraps the optional capture callback for the duration of one block forward.
-pub(crate) struct Capturer<'a, 'b> {
-    f: Option<&'a mut CaptureFn<'b>>,
-    /// The last input sent and its flattened rows: linears fed the same tensor (q, k, v) get
-    /// the very same rows tensor, so callers can recognise shared inputs by tensor id.
-    last: Option<((TensorId, Option<TensorId>), Tensor)>,
+/// One quantizable linear layer, named by its HF prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LinearSpec {
+    /// HF prefix, e.g. `encoder.layer.0.attention.self.query`; the weight is `{name}.weight`.
+    pub name: String,
+    /// Input features (columns of the weight).
+    pub in_features: usize,
+    /// Output features (rows of the weight).
+    pub out_features: usize,
+    /// Whether the layer has a `{name}.bias`.
+    pub has_bias: bool,
 }
 
-impl<'a, 'b> Capturer<'a, 'b> {
-    pub(crate) fn new(f: Option<&'a mut CaptureFn<'b>>) -> Self {
-        Self { f, last: None }
+impl LinearSpec {
+    /// HF name of the weight tensor.
+    pub fn weight_name(&self) -> String {
+        format!("{}.weight", self.name)
     }
-
-    /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback.
-    fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<()> {
-        let Some(f) = self.f.as_mut() else {
-            return Ok(());
-        };
-        let key = (x.id(), rows.map(Tensor::id));
-        let flat = match &self.last {
-            Some((k, flat)) if *k == key => flat.clone(),
-            _ => {
-                let flat = crate::model::token_rows(x, rows)?;
-                self.last = Some((key, flat.clone()));
-                flat
-            }
-        };
-        f(name, &flat).map_err(|e| match e {
-            e @ (Error::Capture { .. } | Error::CaptureDone) => e,
-            other => Error::Capture {
-                linear: name.to_string(),
-                msg: other.to_string(),
-            },
-        })
+    /// HF name of the bias tensor (meaningful only when `has_bias`).
+    pub fn bias_name(&self) -> String {
+        format!("{}.bias", self.name)
     }
 }
 
@@ -100,8 +88,8 @@ impl Linears {
     }
 
     /// Specs of the given names, as one group.
-    pub(crate) fn group(&self, names: &[String]) -> Result<Vec<LinearSpec>> {
-        names.iter().map(|n| self.spec(n)).collect()
+    pub(crate) fn group<S: AsRef<str>>(&self, names: &[S]) -> Result<Vec<LinearSpec>> {
+        names.iter().map(|n| self.spec(n.as_ref())).collect()
     }
 
     /// Applies linear `name` to `x` `[..., in]`, first reporting its input to the capturer.
@@ -159,7 +147,7 @@ impl Linears {
         let Some(current) = e.layer.bias() else {
             return Ok(false);
         };
-        let value = crate::norm::checked(name, current, value)?;
+        let value = checked(name, current, value)?;
         e.layer = candle_nn::Linear::new(e.layer.weight().clone(), Some(value));
         Ok(true)
     }

@@ -2,9 +2,9 @@
 //! can be read and replaced by tensor name (an AWQ fold divides them by its scales).
 
 use crate::error::{Error, Result};
-use crate::linear::Linears;
+use crate::tensors::checked;
 use crate::weights::WeightStore;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Module, Tensor};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
@@ -86,7 +86,8 @@ impl Norms {
         }
     }
 
-    fn tensor(&self, name: &str) -> Option<Tensor> {
+    /// The norm tensor `name` (`{prefix}.weight` or a LayerNorm's `{prefix}.bias`), if any.
+    pub(crate) fn tensor(&self, name: &str) -> Option<Tensor> {
         let (n, weight) = self.slot(name)?;
         Some(if weight {
             n.weight.clone()
@@ -96,7 +97,7 @@ impl Norms {
     }
 
     /// Replaces `name` when it is a norm tensor; `Ok(false)` when it is not one.
-    fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<bool> {
+    pub(crate) fn set_tensor(&mut self, name: &str, value: Tensor) -> Result<bool> {
         let Some((n, weight)) = self.slot(name) else {
             return Ok(false);
         };
@@ -109,45 +110,5 @@ impl Norms {
             n.bias = Some(value);
         }
         Ok(true)
-    }
-}
-
-/// `value` as a contiguous CPU f32 tensor with the shape of `current`.
-pub(crate) fn checked(name: &str, current: &Tensor, value: Tensor) -> Result<Tensor> {
-    if value.dims() != current.dims() {
-        return Err(Error::Shape {
-            name: name.to_string(),
-            location: "set_tensor".into(),
-            expected: current.dims().to_vec(),
-            found: value.dims().to_vec(),
-        });
-    }
-    Ok(value
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .contiguous()?)
-}
-
-/// [`crate::BlockModel::tensor`] over a model's block norms and linear biases.
-pub(crate) fn get_tensor(norms: &Norms, linears: &Linears, name: &str) -> Result<Tensor> {
-    if let Some(t) = norms.tensor(name) {
-        return Ok(t);
-    }
-    linears
-        .bias_tensor(name)
-        .ok_or_else(|| Error::UnknownTensor(name.to_string()))
-}
-
-/// [`crate::BlockModel::set_tensor`] over a model's block norms and linear biases.
-pub(crate) fn set_tensor(
-    norms: &mut Norms,
-    linears: &mut Linears,
-    name: &str,
-    value: Tensor,
-) -> Result<()> {
-    if norms.set_tensor(name, value.clone())? || linears.set_bias_tensor(name, value)? {
-        Ok(())
-    } else {
-        Err(Error::UnknownTensor(name.to_string()))
     }
 }

@@ -5,8 +5,9 @@
 //! batches are padded by [`crate::Batch`] with an explicit attention mask, and truncation is set
 //! to the `max_len` chosen by the caller.
 
+use crate::batch::Batch;
 use crate::error::{Error, Result};
-use crate::model::{pad_sequences, Batch};
+use crate::ids::pad_sequences;
 use std::path::{Path, PathBuf};
 use tokenizers::{Tokenizer, TruncationParams};
 
