@@ -172,6 +172,9 @@ impl BertModel {
         )?;
         let mut params = Params::default();
         let eps = cfg.layer_norm_eps;
+        c.check_layer_count("num_hidden_layers", cfg.num_hidden_layers, ws, |i| {
+            format!("{p}encoder.layer.{i}.attention.self.query.weight")
+        })?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = format!("{p}encoder.layer.{i}");

@@ -142,7 +142,21 @@ impl ClipVisionModel {
             ClipVisionConfig::from_config(c, c)?
         };
         let h = cfg.hidden_size;
-        let p = "vision_model";
+        // transformers 4 saves every vision tower under `vision_model.`; a `CLIPVisionModel`
+        // saved by transformers 5 has its tensors at the root
+        let p = if ws.contains("vision_model.embeddings.patch_embedding.weight") {
+            "vision_model."
+        } else if ws.contains("embeddings.patch_embedding.weight") {
+            ""
+        } else {
+            return Err(Error::MissingTensor {
+                name:
+                    "vision_model.embeddings.patch_embedding.weight (or, saved by transformers 5 \
+                       as a CLIPVisionModel, embeddings.patch_embedding.weight)"
+                        .into(),
+                location: ws.source().to_string(),
+            });
+        };
         let ln = |n: &str| -> Result<LayerNorm> {
             Ok(LayerNorm::new(
                 ws.get(&format!("{n}.weight"), &[h])?,
@@ -152,7 +166,7 @@ impl ClipVisionModel {
         };
         let num_positions = cfg.grid() * cfg.grid() + 1;
         let patch_w = ws.get(
-            &format!("{p}.embeddings.patch_embedding.weight"),
+            &format!("{p}embeddings.patch_embedding.weight"),
             &[h, cfg.num_channels, cfg.patch_size, cfg.patch_size],
         )?;
         let patch_embedding = Conv2d::new(
@@ -165,9 +179,17 @@ impl ClipVisionModel {
         );
         let mut params = Params::default();
         let eps = cfg.layer_norm_eps;
+        let layer_field = if full_clip {
+            "vision_config.num_hidden_layers"
+        } else {
+            "num_hidden_layers"
+        };
+        c.check_layer_count(layer_field, cfg.num_hidden_layers, ws, |i| {
+            format!("{p}encoder.layers.{i}.self_attn.q_proj.weight")
+        })?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
-            let l = format!("{p}.encoder.layers.{i}");
+            let l = format!("{p}encoder.layers.{i}");
             let norms = &mut params.norms;
             let layer = ClipLayer {
                 ln1: norms.load_layer_norm(ws, &format!("{l}.layer_norm1"), h, eps)?,
@@ -199,14 +221,14 @@ impl ClipVisionModel {
             None
         };
         Ok(Self {
-            class_embedding: ws.get(&format!("{p}.embeddings.class_embedding"), &[h])?,
+            class_embedding: ws.get(&format!("{p}embeddings.class_embedding"), &[h])?,
             patch_embedding,
             position_embedding: ws.get(
-                &format!("{p}.embeddings.position_embedding.weight"),
+                &format!("{p}embeddings.position_embedding.weight"),
                 &[num_positions, h],
             )?,
-            pre_ln: ln(&format!("{p}.pre_layrnorm"))?,
-            post_ln: ln(&format!("{p}.post_layernorm"))?,
+            pre_ln: ln(&format!("{p}pre_layrnorm"))?,
+            post_ln: ln(&format!("{p}post_layernorm"))?,
             cfg,
             layers: layers.into(),
             projection,

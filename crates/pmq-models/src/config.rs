@@ -2,10 +2,13 @@
 //! errors that name the file and the field.
 
 use crate::error::{Error, Result};
-use crate::weights::read_to_string;
+use crate::weights::{read_to_string, WeightStore};
 use candle_core::Tensor;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// The largest integer a config field may hold (2³¹ − 1).
+pub const MAX_CONFIG_INT: u64 = (1 << 31) - 1;
 
 /// A JSON object from a config file (the root or a nested object such as `vision_config`).
 #[derive(Debug, Clone)]
@@ -58,6 +61,31 @@ impl ConfigObject {
         }
     }
 
+    /// The fields present (not `null`), in file order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.map
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Optional array of numbers.
+    pub fn f64_list_opt(&self, field: &str) -> Result<Option<Vec<f64>>> {
+        match self.raw(field) {
+            None => Ok(None),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| {
+                    v.as_f64()
+                        .filter(|x| x.is_finite())
+                        .ok_or_else(|| self.err(field, format!("expected numbers, found {v}")))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(v) => Err(self.err(field, format!("expected an array of numbers, found {v}"))),
+        }
+    }
+
     /// The raw value of `field`, treating JSON `null` as absent.
     pub fn raw(&self, field: &str) -> Option<&Value> {
         self.map.get(field).filter(|v| !v.is_null())
@@ -92,14 +120,54 @@ impl ConfigObject {
         }
     }
 
-    /// Optional non-negative integer.
+    /// Optional non-negative integer, at most [`MAX_CONFIG_INT`] (no model dimension or
+    /// count comes near it, and products of two stay far from overflowing).
     pub fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
         match self.raw(field) {
             None => Ok(None),
-            Some(v) => v.as_u64().map(|x| Some(x as usize)).ok_or_else(|| {
-                self.err(field, format!("expected a non-negative integer, found {v}"))
-            }),
+            Some(v) => match v.as_u64() {
+                Some(x) if x <= MAX_CONFIG_INT => Ok(Some(x as usize)),
+                Some(x) => Err(self.err(
+                    field,
+                    format!("{x} is implausibly large (at most {MAX_CONFIG_INT} is accepted)"),
+                )),
+                None => Err(self.err(field, format!("expected a non-negative integer, found {v}"))),
+            },
         }
+    }
+
+    /// Checks a layer count read from `field` against the checkpoint before anything is
+    /// allocated for it: the last layer must exist (its tensor `tensor(n − 1)`); a layer beyond
+    /// the count (`tensor(n)`) is reported as ignored.
+    pub fn check_layer_count(
+        &self,
+        field: &str,
+        n: usize,
+        ws: &WeightStore,
+        tensor: impl Fn(usize) -> String,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let last = tensor(n - 1);
+        if !ws.contains(&last) {
+            return Err(self.err(
+                field,
+                format!(
+                    "says {n} layers, but the checkpoint {} has no tensor `{last}`",
+                    ws.source()
+                ),
+            ));
+        }
+        let beyond = tensor(n);
+        if ws.contains(&beyond) {
+            tracing::warn!(
+                "{}: `{}` = {n}, but the checkpoint also has `{beyond}`: layers from {n} on are ignored",
+                self.file.display(),
+                self.field_name(field)
+            );
+        }
+        Ok(())
     }
 
     /// Non-negative integer with a default.

@@ -1,11 +1,14 @@
-//! CLIP image preprocessing (`CLIPImageProcessor`): convert to RGB, resize the shortest side to
-//! `size` with bicubic (Catmull-Rom, PIL's a = -0.5) filtering, center-crop, rescale by 1/255
-//! and normalise with the processor mean/std.
+//! CLIP image preprocessing as transformers' PIL backend (`CLIPImageProcessorPil`, which
+//! `CLIPImageProcessor` falls back to without torchvision) does it: convert to RGB, resize the
+//! shortest side to `size` with Pillow's bicubic filter (bit for bit, [`crate::pil_resize`]),
+//! center-crop, rescale by 1/255 and normalise with the processor mean/std. (transformers'
+//! torchvision backend resizes in floating point with its own antialiasing; its pixels differ
+//! from Pillow's by a few levels.)
 
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
-use image::{imageops::FilterType, DynamicImage};
+use image::DynamicImage;
 use serde_json::Value;
 use std::path::Path;
 
@@ -82,6 +85,16 @@ impl ClipImageProcessor {
                 Some(v) => Err(c.err(field, format!("expected an integer or object, found {v}"))),
             }
         };
+        // PIL.Image.BICUBIC = 3, the processor's default; others are not implemented
+        if let Some(r) = c.usize_opt("resample")? {
+            if r != 3 {
+                return Err(c.unsupported(
+                    "resample",
+                    r,
+                    "only bicubic resampling (3, PIL.Image.BICUBIC) is implemented",
+                ));
+            }
+        }
         if let Some((h, w)) = size_of("size", "shortest_edge")? {
             if h != w {
                 return Err(c.unsupported(
@@ -143,7 +156,7 @@ impl ClipImageProcessor {
             } else {
                 (((s as u64 * w as u64) / h as u64) as u32, s)
             };
-            rgb = image::imageops::resize(&rgb, nw, nh, FilterType::CatmullRom);
+            rgb = crate::pil_resize::resize_bicubic(&rgb, nw, nh);
         }
         if let Some((ch, cw)) = self.crop {
             let (w, h) = rgb.dimensions();

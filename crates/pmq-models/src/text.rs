@@ -31,8 +31,9 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Loads `tokenizer.json`, disables its padding and truncates to `max_len` tokens
-    /// (special tokens included).
+    /// Loads `tokenizer.json`, disables its padding (batches are right-padded with an
+    /// attention mask instead) and truncates to `max_len` tokens (special tokens included)
+    /// the way the file says (strategy, direction, stride).
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let err = |msg: String| Error::Tokenizer {
             path: path.to_path_buf(),
@@ -58,11 +59,20 @@ impl TextTokenizer {
             .or_else(|| tok.token_to_id("<pad>"))
             .unwrap_or(0);
         tok.with_padding(None);
-        tok.with_truncation(Some(TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| err(e.to_string()))?;
+        // tokenizer.json's own truncation strategy, direction and stride are kept; the length
+        // is the caller's (as transformers' `max_length=` overrides the file's)
+        let truncation = match tok.get_truncation() {
+            Some(t) => TruncationParams {
+                max_length: max_len,
+                ..t.clone()
+            },
+            None => TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            },
+        };
+        tok.with_truncation(Some(truncation))
+            .map_err(|e| err(e.to_string()))?;
         Ok(Self {
             tok,
             path: path.to_path_buf(),

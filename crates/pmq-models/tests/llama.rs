@@ -82,7 +82,7 @@ fn llama_parity_with_candle_gqa_llama3_rope() {
         checkpoint(21, tied).save(dir.path(), &config(tied), DType::F32);
         let model = LlamaModel::load(dir.path()).unwrap();
         assert!(matches!(
-            model.config().rope_scaling,
+            model.config().rope.scaling,
             RopeScaling::Llama3 { .. }
         ));
         let ids = rand_ids(5, 12, 0, V as u32);
@@ -105,7 +105,7 @@ fn llama3_inv_freq_matches_hand_computed_regimes() {
     let dir = tempfile::tempdir().unwrap();
     checkpoint(22, false).save(dir.path(), &config(false), DType::F32);
     let model = LlamaModel::load(dir.path()).unwrap();
-    let f = model.config().inv_freq();
+    let f = model.config().rope.inv_freq(16);
     assert_eq!(f.len(), 8);
     let base = |i: usize| 1.0 / 500000f64.powf((2 * i) as f64 / 16.0);
     for (i, &got) in f.iter().enumerate() {
@@ -280,8 +280,16 @@ fn llama_config_errors_name_the_field() {
     let ck = checkpoint(26, false);
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (
-            json!({"rope_type": "yarn", "factor": 4.0}),
+            json!({"rope_type": "mrope", "factor": 4.0}),
             "rope_scaling.rope_type",
+        ),
+        (
+            json!({"rope_type": "yarn", "factor": 4.0, "beta_fastest": 3.0}),
+            "rope_scaling.beta_fastest",
+        ),
+        (
+            json!({"rope_type": "longrope", "short_factor": [1.0], "long_factor": [1.0]}),
+            "rope_scaling.short_factor",
         ),
         (
             json!({"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16}),
@@ -314,6 +322,45 @@ fn llama_config_errors_name_the_field() {
         matches!(&err, Error::MissingTensor { name, .. } if name == "lm_head.weight"),
         "{err}"
     );
+    // transformers 5 keys: rope_parameters wins over anything else, unknown keys are named
+    for (rp, needle) in [
+        (
+            json!({"rope_type": "linear", "rope_theta": 10000.0}),
+            "rope_parameters.factor",
+        ),
+        (
+            json!({"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0, "extra": 1}),
+            "rope_parameters.extra",
+        ),
+        (
+            json!({"full_attention": {"rope_type": "default"}}),
+            "per-layer-type",
+        ),
+    ] {
+        let mut cfg = config(false);
+        cfg["rope_parameters"] = rp;
+        ck.save(dir.path(), &cfg, DType::F32);
+        let err = load_model(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(needle), "{needle}: {err}");
+    }
+    // sizes: no config value can make the loader allocate for layers that are not there
+    for (n, needle) in [
+        (
+            json!(1_000_000_000u64),
+            "has no tensor `model.layers.999999999",
+        ),
+        (json!(18446744073709551615u64), "implausibly large"),
+        (json!(1e9), "expected a non-negative integer"),
+    ] {
+        let mut cfg = config(false);
+        cfg["num_hidden_layers"] = n;
+        ck.save(dir.path(), &cfg, DType::F32);
+        let err = load_model(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("num_hidden_layers") && err.contains(needle),
+            "{err}"
+        );
+    }
     // unsupported activation
     let mut cfg = config(false);
     cfg["hidden_act"] = json!("relu6");

@@ -278,6 +278,16 @@ fn t5_capture_padding_swap_and_generate() {
     }
     println!("T5 greedy decode: {:?}", ours[0]);
     assert_eq!(ours[0], reference);
+    // a padded batch decodes each sequence as it decodes alone
+    let both = Batch::from_token_ids(&[a.clone(), b.clone()], 0).unwrap();
+    let batched = model.generate(&both, 6).unwrap();
+    let b_alone = model
+        .generate(
+            &Batch::from_token_ids(std::slice::from_ref(&b), 0).unwrap(),
+            6,
+        )
+        .unwrap();
+    assert_eq!(batched, vec![ours[0].clone(), b_alone[0].clone()]);
 
     // swapping the cross-attention key weight == candle on a checkpoint with it zeroed
     let name = "decoder.block.1.layer.1.EncDecAttention.k";

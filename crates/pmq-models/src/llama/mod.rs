@@ -3,8 +3,10 @@
 //! linear RoPE scaling, `attention_bias`/`mlp_bias`, and tied embeddings.
 
 mod config;
+mod rope;
 
-pub use config::{LlamaConfig, RopeScaling};
+pub use config::LlamaConfig;
+pub use rope::{Rope, RopeScaling};
 
 use crate::attention::{attend, merge_heads, split_heads};
 use crate::batch::Batch;
@@ -56,7 +58,6 @@ pub struct LlamaModel {
     norm: RmsNorm,
     lm_head: candle_nn::Linear,
     params: Params,
-    inv_freq: Tensor,
 }
 
 impl LlamaModel {
@@ -87,6 +88,9 @@ impl LlamaModel {
         let kv_dim = cfg.num_key_value_heads * cfg.head_dim;
         let mut params = Params::default();
         let eps = cfg.rms_norm_eps;
+        c.check_layer_count("num_hidden_layers", cfg.num_hidden_layers, ws, |i| {
+            format!("model.layers.{i}.self_attn.q_proj.weight")
+        })?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -114,7 +118,6 @@ impl LlamaModel {
             linears.load(ws, &l.down, cfg.intermediate_size, h, cfg.mlp_bias)?;
             layers.push(l);
         }
-        let inv_freq = Tensor::new(cfg.inv_freq(), &Device::Cpu)?;
         Ok(Self {
             embed_tokens: Embedding::new(emb, h),
             norm: rms("model.norm")?,
@@ -122,7 +125,6 @@ impl LlamaModel {
             layers: layers.into(),
             lm_head,
             params,
-            inv_freq,
         })
     }
 
@@ -260,12 +262,16 @@ impl BlockModel for LlamaModel {
             let min = Tensor::full(f32::MIN, (b, s, s), &dev)?;
             let bias = allowed.where_cond(&zero, &min)?.unsqueeze(1)?;
             let pos = Tensor::arange(0u32, s as u32, &dev)?.to_dtype(DType::F32)?;
-            let freqs = pos.unsqueeze(1)?.matmul(&self.inv_freq.unsqueeze(0)?)?;
-            Ok(LlamaExtra {
-                bias,
-                cos: freqs.cos()?,
-                sin: freqs.sin()?,
-            })
+            let rope = &self.cfg.rope;
+            let inv_freq = Tensor::new(rope.inv_freq(s), &dev)?;
+            let freqs = pos.unsqueeze(1)?.matmul(&inv_freq.unsqueeze(0)?)?;
+            let (mut cos, mut sin) = (freqs.cos()?, freqs.sin()?);
+            let m = rope.attention_factor();
+            if m != 1.0 {
+                cos = (cos * m)?;
+                sin = (sin * m)?;
+            }
+            Ok(LlamaExtra { bias, cos, sin })
         })
     }
 

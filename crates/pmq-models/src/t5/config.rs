@@ -31,8 +31,14 @@ pub struct T5Config {
     pub dense_act: Activation,
     /// Whether `feed_forward_proj` is gated (`wi_0`, `wi_1`).
     pub gated: bool,
-    /// `tie_word_embeddings` (true).
+    /// `tie_word_embeddings` (true). Only what the config says: the model uses the
+    /// checkpoint's `lm_head.weight` whenever it has one (as transformers 5 does) and `shared`
+    /// otherwise.
     pub tie_word_embeddings: bool,
+    /// Whether the decoder output is scaled by `d_model^-0.5` before `lm_head` (original T5;
+    /// not T5 v1.1 / FLAN-T5): `scale_decoder_outputs` (transformers 5), else
+    /// `tie_word_embeddings` not `false` (transformers 4's rule).
+    pub scale_decoder_outputs: bool,
     /// `decoder_start_token_id` (= `pad_token_id`, 0).
     pub decoder_start_token_id: u32,
     /// `eos_token_id` (1).
@@ -92,6 +98,10 @@ impl T5Config {
             dense_act,
             gated,
             tie_word_embeddings: c.bool_or("tie_word_embeddings", true)?,
+            scale_decoder_outputs: match c.raw("scale_decoder_outputs") {
+                Some(_) => c.bool_or("scale_decoder_outputs", true)?,
+                None => c.bool_or("tie_word_embeddings", true)?,
+            },
             decoder_start_token_id: c
                 .usize_opt("decoder_start_token_id")?
                 .map(|x| x as u32)

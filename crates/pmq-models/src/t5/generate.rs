@@ -41,7 +41,7 @@ impl T5Model {
                     .into_state()?;
             }
             let t = st.hidden.dim(1)?;
-            let last = st.hidden.narrow(1, t - 1, 1)?;
+            let last = st.hidden.narrow(1, t - 1, 1)?.contiguous()?;
             let logits = self.logits(&last)?.squeeze(1)?;
             let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
             for (k, tok) in next.into_iter().enumerate() {

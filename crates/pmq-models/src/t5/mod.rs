@@ -67,10 +67,13 @@ impl T5Model {
         let ln = |n: &str| ws.get(&format!("{n}.weight"), &[d]);
         let mut params = Params::default();
         let mut layers = Vec::new();
-        for (stack, n) in [
-            ("encoder", cfg.num_layers),
-            ("decoder", cfg.num_decoder_layers),
+        for (stack, n, field) in [
+            ("encoder", cfg.num_layers, "num_layers"),
+            ("decoder", cfg.num_decoder_layers, "num_decoder_layers"),
         ] {
+            c.check_layer_count(field, n, ws, |i| {
+                format!("{stack}.block.{i}.layer.0.SelfAttention.q.weight")
+            })?;
             for i in 0..n {
                 layers.push(T5Layer::load(&mut params, ws, &cfg, stack, i)?);
             }
@@ -81,10 +84,19 @@ impl T5Model {
                 &[cfg.relative_attention_num_buckets, cfg.num_heads],
             )
         };
-        let lm_head = if cfg.tie_word_embeddings {
-            candle_nn::Linear::new(shared_w.clone(), None)
-        } else {
-            candle_nn::Linear::new(ws.get("lm_head.weight", &[cfg.vocab_size, d])?, None)
+        // transformers 5 ties `lm_head` to `shared` only when the checkpoint has no lm_head of
+        // its own (whatever `tie_word_embeddings` says, which it always writes as true)
+        let lm_head = match ws.get_opt("lm_head.weight", &[cfg.vocab_size, d])? {
+            Some(w) => candle_nn::Linear::new(w, None),
+            None if cfg.tie_word_embeddings || c.raw("scale_decoder_outputs").is_some() => {
+                candle_nn::Linear::new(shared_w.clone(), None)
+            }
+            None => {
+                return Err(Error::MissingTensor {
+                    name: "lm_head.weight (tie_word_embeddings is false)".into(),
+                    location: ws.source().to_string(),
+                })
+            }
         };
         Ok(Self {
             enc_rel_bias: rel("encoder")?,
@@ -113,10 +125,10 @@ impl T5Model {
         )?)
     }
 
-    /// Decoder final norm → (tied: ×d_model^-0.5) → lm_head.
+    /// Decoder final norm → (`scale_decoder_outputs`: ×d_model^-0.5) → lm_head.
     fn logits(&self, dec_hidden: &Tensor) -> Result<Tensor> {
         let mut x = self.rms(dec_hidden, &self.dec_final_ln)?;
-        if self.cfg.tie_word_embeddings {
+        if self.cfg.scale_decoder_outputs {
             x = (x * (self.cfg.d_model as f64).powf(-0.5))?;
         }
         Ok(self.lm_head.forward(&x)?)
