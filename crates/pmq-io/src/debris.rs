@@ -177,14 +177,18 @@ pub fn remove_registered() -> usize {
 }
 
 /// The process id in a temporary's name, if the name is one of pmq's temporaries:
-/// `.NAME.TAG-PID-N` with a known tag, or `.pmq-merged-PID-N`.
+/// `.NAME.TAG-PID-N` or `.NAME.TAG-PID` with a known tag, or `.pmq-merged-PID-N`.
 fn debris_pid(name: &str) -> Option<(u32, &'static str)> {
     let rest = name.strip_prefix('.')?;
-    let (head, n) = rest.rsplit_once('-')?;
-    let (head, pid) = head.rsplit_once('-')?;
-    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (head, last) = rest.rsplit_once('-')?;
+    if !digits(last) {
         return None;
     }
+    let (head, pid) = match head.rsplit_once('-') {
+        Some((h, p)) if digits(p) => (h, p),
+        _ => (head, last),
+    };
     let pid: u32 = pid.parse().ok()?;
     if head == "pmq-merged" {
         return Some((pid, "merged"));
@@ -331,6 +335,8 @@ mod tests {
         assert_eq!(debris_pid(".out.tmp-123-0"), Some((123, "tmp")));
         assert_eq!(debris_pid(".my.model.old-77-3"), Some((77, "old")));
         assert_eq!(debris_pid(".pmq-merged-5-1"), Some((5, "merged")));
+        assert_eq!(debris_pid(".out.tmp-123"), Some((123, "tmp")));
+        assert_eq!(debris_pid(".out.old-9"), Some((9, "old")));
         assert_eq!(debris_pid(".out.tmp-x-0"), None);
         assert_eq!(debris_pid(".out.cache-1-0"), None);
         assert_eq!(debris_pid("out.tmp-1-0"), None);

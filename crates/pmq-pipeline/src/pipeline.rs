@@ -29,8 +29,8 @@ pub struct PipelineOutput {
 
 /// Checks what can be checked without loading anything: the methods' needs (calibration,
 /// experts), one calibration file per expert, calibration files that exist and are not given
-/// twice, the state dtype, and that neither the model (when it exists already) nor an expert is
-/// a GPTQ-quantized checkpoint. Run before any work (before an inline merge too).
+/// twice, the state dtype, and that neither the model (when given: an empty `model_dir` is one
+/// still to be merged) nor an expert is a GPTQ-quantized checkpoint. Run before any work (before an inline merge too).
 pub fn check_inputs(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<()> {
     let method = cfg.method;
     if method.needs_calibration() && inputs.calib.is_empty() {
@@ -71,7 +71,11 @@ pub fn check_inputs(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<()>
             cfg.state_dtype
         );
     }
-    if let Some(evidence) = pmq_io::gptq_evidence(&inputs.model_dir) {
+    let model_given = !inputs.model_dir.as_os_str().is_empty();
+    if let Some(evidence) = model_given
+        .then(|| pmq_io::gptq_evidence(&inputs.model_dir))
+        .flatten()
+    {
         bail!(pmq_io::gptq_refusal(
             &inputs.model_dir,
             &evidence,
