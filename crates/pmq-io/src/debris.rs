@@ -37,7 +37,7 @@ static REGISTRY: Mutex<BTreeMap<PathBuf, OnAbort>> = Mutex::new(BTreeMap::new())
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Tags of the temporaries pmq leaves next to an output while it runs.
-const TAGS: &[&str] = &["tmp", "old", "merged", "unpack", "scratch"];
+const TAGS: &[&str] = &["tmp", "old", "merged", "unpack", "download"];
 
 fn registry() -> MutexGuard<'static, BTreeMap<PathBuf, OnAbort>> {
     REGISTRY.lock().unwrap_or_else(|e| e.into_inner())

@@ -278,16 +278,28 @@ mod tests {
     fn jsonl_with_a_bom_and_crlf_reads_and_bad_utf8_names_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.jsonl");
-        std::fs::write(&p, b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n\r\n{\"text\": \"b\"}\n").unwrap();
+        std::fs::write(
+            &p,
+            b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n\r\n{\"text\": \"b\"}\n",
+        )
+        .unwrap();
         let spec = CalibSpec {
             task: "t".into(),
             path: p.clone(),
         };
         let got = read_samples(&spec, Family::Bert, 10).unwrap();
-        assert_eq!(got, vec![Sample::Text("a".into()), Sample::Text("b".into())]);
+        assert_eq!(
+            got,
+            vec![Sample::Text("a".into()), Sample::Text("b".into())]
+        );
         std::fs::write(&p, b"{\"text\": \"a\"}\n{\"text\": \"caf\xE9\"}\n").unwrap();
-        let err = read_samples(&spec, Family::Bert, 10).unwrap_err().to_string();
+        let err = read_samples(&spec, Family::Bert, 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&format!("{}:2:", p.display())), "{err}");
-        assert!(err.contains("not valid UTF-8") && err.contains("0xe9"), "{err}");
+        assert!(
+            err.contains("not valid UTF-8") && err.contains("0xe9"),
+            "{err}"
+        );
     }
 }
