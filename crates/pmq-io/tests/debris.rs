@@ -37,7 +37,7 @@ fn stale_debris_of_dead_runs_is_removed_and_registered_debris_on_interrupt() {
         format!(".out.old-{dead}-1"),
         format!(".pmq-merged-{dead}-2"),
         format!(".out.tmp-{me}-9"),     // ours: alive
-        format!(".out.tmp-1-0"),        // init: alive
+        ".out.tmp-1-0".to_string(),     // init: alive
         format!(".other.tmp-{dead}-0"), // another output's
         format!(".out.cache-{dead}-0"), // not a pmq temporary
     ] {
