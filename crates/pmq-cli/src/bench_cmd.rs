@@ -62,16 +62,16 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Only these bit widths.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = crate::flag_values::bits)]
     bits: Vec<u8>,
     /// Only these group sizes.
-    #[arg(long = "group-size", value_delimiter = ',', allow_hyphen_values = true)]
+    #[arg(long = "group-size", value_delimiter = ',', allow_hyphen_values = true, value_parser = crate::flag_values::group_size)]
     groups: Vec<i64>,
     /// Only these E-PMQ anchor weights α.
-    #[arg(long = "alpha", value_delimiter = ',')]
+    #[arg(long = "alpha", value_delimiter = ',', allow_hyphen_values = true, value_parser = crate::flag_values::finite_non_negative)]
     alphas: Vec<f64>,
     /// Only these calibration budgets (samples per task).
-    #[arg(long = "samples", value_delimiter = ',')]
+    #[arg(long = "samples", value_delimiter = ',', value_parser = crate::flag_values::positive)]
     samples: Vec<usize>,
     /// Tasks (comma-separated) [default: all 8].
     #[arg(long, value_delimiter = ',')]
@@ -84,16 +84,16 @@ pub struct BenchArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Calibration samples per task where an experiment does not vary it.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::flag_values::positive)]
     default_samples: usize,
     /// E-PMQ α where an experiment does not vary it (Simple Averaging, TA, TIES; the paper: 0.01).
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true, value_parser = crate::flag_values::finite_non_negative)]
     default_alpha: f64,
     /// E-PMQ α for WUDI-merged models in the main table (the paper: 10).
-    #[arg(long, default_value_t = pmq_bench::plan::PAPER_WUDI_ALPHA)]
+    #[arg(long, default_value_t = pmq_bench::plan::PAPER_WUDI_ALPHA, allow_hyphen_values = true, value_parser = crate::flag_values::finite_non_negative)]
     wudi_alpha: f64,
     /// Evaluate on at most this many test examples per task [default: the whole test split].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flag_values::positive)]
     eval_max_examples: Option<usize>,
     /// Skip the linear-probe ("Pre-trained") reference row.
     #[arg(long)]
@@ -216,8 +216,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         args.tasks.clone()
     };
+    let work = args.work.clone().unwrap_or_else(|| cache.join("bench"));
+    let mut inputs = crate::output::testbed_inputs(&cache);
+    inputs.push(cache.join("experts"));
+    crate::output::prepare_work_dir(&work, &inputs, "--work")?;
+    crate::output::prepare_work_dir(&args.results, &inputs, "--results")?;
     let spec = RunSpec {
-        work: args.work.clone().unwrap_or_else(|| cache.join("bench")),
+        work,
         cache,
         tasks,
         split: SplitConfig {

@@ -30,13 +30,13 @@ pub struct DemoArgs {
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<String>,
     /// Bits of both quantizers.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::flag_values::bits)]
     bits: u8,
     /// Calibration samples per task [default: 128; with --ci: 16].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flag_values::positive)]
     samples: Option<usize>,
     /// Evaluate on at most this many test examples per task [default: 400; with --ci: all].
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flag_values::positive)]
     eval_max_examples: Option<usize>,
     /// Recompute the cells even when cached (the experts stay cached).
     #[arg(long)]
@@ -80,6 +80,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         .work
         .clone()
         .unwrap_or_else(|| cache.join(if args.ci { "demo-ci" } else { "demo" }));
+    let mut inputs = crate::output::testbed_inputs(&cache);
+    inputs.push(cache.join("experts"));
+    crate::output::prepare_work_dir(&work, &inputs, "--work")?;
     let spec = RunSpec {
         cache,
         work: work.clone(),

@@ -19,12 +19,12 @@ pub struct EvalArgs {
     #[arg(long = "task", value_name = "TASK=HEAD", required = true)]
     tasks: Vec<String>,
     /// Evaluate only the first N test examples of each task.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
     max_examples: Option<usize>,
     /// Tokenizer truncation length [default: the one the heads were trained with, else 128].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
     max_seq_len: Option<usize>,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = crate::flag_values::positive)]
     batch_size: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -49,6 +49,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(c) => c,
         None => default_cache_dir()?,
     };
+    if let Some(path) = &args.json {
+        let mut inputs = vec![args.model.clone()];
+        for s in &args.tasks {
+            if let Some((_, head)) = s.split_once('=') {
+                inputs.push(PathBuf::from(head));
+            }
+        }
+        inputs.extend(crate::output::testbed_inputs(&cache));
+        crate::output::prepare_file(path, &inputs, "--json")?;
+    }
     let mut tasks: Vec<TaskData> = Vec::new();
     let mut heads: Vec<Head> = Vec::new();
     for s in &args.tasks {
@@ -100,7 +110,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "tasks": results,
             "mean_accuracy": mean,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&v)? + "\n")
+        pmq_io::write_file_atomic(path, (serde_json::to_string_pretty(&v)? + "\n").as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -77,6 +77,10 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             );
         }
     }
+    let root = args
+        .out
+        .unwrap_or_else(|| cache.join("experts").join(preset).join(mode.name()));
+    crate::output::prepare_work_dir(&root, &crate::output::testbed_inputs(&cache), "--out")?;
     let backbone = backbone_dir(&cache);
     if !backbone.join("model.safetensors").is_file() {
         bail!(
@@ -85,9 +89,6 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             cache.display()
         );
     }
-    let root = args
-        .out
-        .unwrap_or_else(|| cache.join("experts").join(preset).join(mode.name()));
     let start = std::time::Instant::now();
     let mut experts = Vec::new();
     for name in &tasks {

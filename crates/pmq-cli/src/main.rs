@@ -5,7 +5,9 @@ mod compare_cmd;
 mod demo_cmd;
 mod eval_cmd;
 mod finetune_cmd;
+mod flag_values;
 mod merge_cmd;
+mod output;
 mod quant_flags;
 mod quantize_cmd;
 mod solve_cmd;
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    install_signal_handler();
     let result = match cli.command {
         Command::Merge(args) => merge_cmd::run(args),
         Command::Solve(args) => solve_cmd::run(args),
@@ -73,4 +76,30 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: remove every temporary file and directory this process has
+/// next to its outputs (putting back an output that was being replaced), then exit with
+/// 128 + the signal number. Outputs only ever appear complete, so nothing partial stays.
+fn install_signal_handler() {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot install the signal handler ({e}); an interrupt may leave temporary files behind");
+            return;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            let name = match sig {
+                SIGINT => "SIGINT",
+                SIGTERM => "SIGTERM",
+                _ => "SIGHUP",
+            };
+            let n = pmq_io::debris::remove_registered();
+            eprintln!("error: interrupted by {name}; removed {n} temporary file(s)/directory(ies), no output was written");
+            std::process::exit(128 + sig);
+        }
+    });
 }

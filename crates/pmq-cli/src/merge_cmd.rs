@@ -285,6 +285,9 @@ impl Progress for Bar {
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     args.options.check_flags(args.method)?;
+    let mut inputs = vec![args.base.clone()];
+    inputs.extend(args.experts.iter().cloned());
+    crate::output::prepare_dir(&args.out, args.overwrite, &inputs, "--out")?;
     let cfg = args.options.config(
         args.method,
         args.base.clone(),

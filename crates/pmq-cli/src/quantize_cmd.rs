@@ -162,42 +162,24 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
 }
 
 pub fn run(args: QuantizeArgs) -> Result<()> {
+    // Everything is validated before any work (the inline merge included).
     let cfg = pipeline_config(&args)?;
-    if args.out.exists() && !args.overwrite {
-        bail!(
-            "output {} already exists (use --overwrite to replace it)",
-            args.out.display()
-        );
-    }
-    // Inline merge into a temporary directory next to the output.
-    let parent = args
-        .out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let merged_tmp = tempfile::Builder::new()
-        .prefix(".pmq-merged-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("creating a temporary directory in {}", parent.display()))?;
-    let model_dir = match (&args.model, args.merge, &args.base) {
-        (Some(m), None, None) => m.clone(),
+    let merge = match (&args.model, args.merge, &args.base) {
+        (Some(_), None, None) => None,
         (None, Some(method), Some(base)) => {
             if args.experts.is_empty() {
                 bail!("--merge needs the experts (--expert DIR, one per task)");
             }
             args.merge_options.check_flags(method)?;
-            let dir = merged_tmp.path().join("merged");
-            let mcfg = args.merge_options.config(
-                method,
-                base.clone(),
-                args.experts.clone(),
-                dir.clone(),
-                false,
-            );
-            run_merge(&mcfg)?;
-            dir
+            args.merge_options.method(method).validate()?;
+            if let Some(evidence) = pmq_io::gptq_evidence(base) {
+                bail!(pmq_io::gptq_refusal(
+                    base,
+                    &evidence,
+                    "the base of --merge (--base)"
+                ));
+            }
+            Some((method, base.clone()))
         }
         (Some(_), Some(_), _) => bail!("give either --model or --merge/--base, not both"),
         (None, Some(_), None) => bail!("--merge needs --base DIR (the pre-trained checkpoint)"),
@@ -206,12 +188,50 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             bail!("give --model DIR (the merged model), or --merge METHOD --base DIR")
         }
     };
+    let mut inputs: Vec<PathBuf> = args.experts.clone();
+    inputs.extend(args.model.iter().cloned());
+    inputs.extend(args.base.iter().cloned());
+    inputs.extend(args.calib.iter().map(|c| c.path.clone()));
+    crate::output::prepare_dir(&args.out, args.overwrite, &inputs, "--out")?;
+    // With an inline merge the experts are merged; the pipeline gets them too (paired with the
+    // calibration tasks) unless the method needs neither (RTN without --calib).
+    let pipeline_experts =
+        if merge.is_some() && !cfg.method.needs_experts() && args.calib.is_empty() {
+            Vec::new()
+        } else {
+            args.experts.clone()
+        };
+    let mut pipeline_inputs = PipelineInputs {
+        model_dir: args.model.clone().unwrap_or_default(),
+        experts: pipeline_experts,
+        calib: args.calib.clone(),
+    };
+    pmq_pipeline::check_inputs(&pipeline_inputs, &cfg)?;
+
+    // Inline merge into a temporary directory next to the output (removed when done, or on
+    // an interrupt).
+    let _merged_tmp = match merge {
+        None => None,
+        Some((method, base)) => {
+            let parent = args
+                .out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let tmp = pmq_io::TempDir::in_dir(parent, ".pmq-merged-").with_context(|| {
+                format!("creating a temporary directory in {}", parent.display())
+            })?;
+            let dir = tmp.path().join("merged");
+            let mcfg =
+                args.merge_options
+                    .config(method, base, args.experts.clone(), dir.clone(), false);
+            run_merge(&mcfg)?;
+            pipeline_inputs.model_dir = dir;
+            Some(tmp)
+        }
+    };
     let opts = QuantizeOptions {
-        inputs: PipelineInputs {
-            model_dir,
-            experts: args.experts.clone(),
-            calib: args.calib.clone(),
-        },
+        inputs: pipeline_inputs,
         config: cfg,
         out: args.out.clone(),
         format: match args.format {

@@ -71,6 +71,7 @@ fn check_out(args: &SolveArgs) -> Result<()> {
             args.out.display()
         );
     }
+    pmq_io::debris::remove_stale(&args.out);
     Ok(())
 }
 

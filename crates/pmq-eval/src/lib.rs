@@ -105,6 +105,12 @@ pub fn evaluate(
     if opts.max_seq_len == 0 {
         bail!("max_seq_len must be positive");
     }
+    if opts.batch_size == 0 {
+        bail!("batch_size must be positive");
+    }
+    if opts.max_examples == Some(0) {
+        bail!("max_examples must be at least 1 (or unset for the whole test split)");
+    }
     let encoder = Encoder::open(model_dir, opts.max_seq_len)?;
     for (task, head) in tasks {
         check_pair(task, head, encoder.hidden())?;

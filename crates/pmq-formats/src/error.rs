@@ -13,7 +13,7 @@ pub enum FormatError {
         name: String,
         reason: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Core(#[from] pmq_core::CoreError),
 }
 

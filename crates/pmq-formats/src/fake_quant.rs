@@ -95,7 +95,8 @@ pub fn write_fake_quant(
         match quantized_prefix(&info.name, layers) {
             Some(prefix) => {
                 let w = layers[prefix].dequantize();
-                writer.write(&info.name, &encode_f32(info.dtype, &w)?)?;
+                let bytes = encode_f32(info.dtype, &w).map_err(|e| e.for_tensor(&info.name))?;
+                writer.write(&info.name, &bytes)?;
             }
             None => writer.write(&info.name, &unquantized_bytes(src, replaced, &info.name)?)?,
         }

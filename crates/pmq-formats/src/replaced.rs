@@ -66,7 +66,9 @@ pub(crate) fn unquantized_bytes<'a>(
     match replaced.get(name) {
         Some(values) => {
             let dtype = src.dtype(name)?;
-            Ok(std::borrow::Cow::Owned(encode_f32(dtype, values)?))
+            Ok(std::borrow::Cow::Owned(
+                encode_f32(dtype, values).map_err(|e| e.for_tensor(name))?,
+            ))
         }
         None => Ok(std::borrow::Cow::Borrowed(src.raw_bytes(name)?)),
     }

@@ -50,7 +50,7 @@ fn copy_into(
 ) -> Result<(), IoError> {
     let io = |p: &Path, e| IoError::Io {
         path: p.to_path_buf(),
-        source: e,
+        error: e,
     };
     for entry in std::fs::read_dir(from).map_err(|e| io(from, e))? {
         let entry = entry.map_err(|e| io(from, e))?;

@@ -83,7 +83,12 @@ pub fn encode_f32(dtype: Dtype, values: &[f32]) -> Result<Vec<u8>, IoError> {
             .iter()
             .flat_map(|&v| (v as f64).to_le_bytes())
             .collect(),
-        other => return Err(IoError::Encode { dtype: other }),
+        other => {
+            return Err(IoError::Encode {
+                dtype: other,
+                tensor: None,
+            })
+        }
     };
     Ok(out)
 }
@@ -135,7 +140,10 @@ mod tests {
         assert!(decode_f32(Dtype::F32, &[0; 5]).is_none());
         assert!(matches!(
             encode_f32(Dtype::I8, &[1.0]),
-            Err(IoError::Encode { dtype: Dtype::I8 })
+            Err(IoError::Encode {
+                dtype: Dtype::I8,
+                tensor: None
+            })
         ));
     }
 }

@@ -6,19 +6,18 @@ use safetensors::{Dtype, SafeTensorError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
-    /// An operating-system error on a file or directory.
-    #[error("I/O error on {}: {source}", path.display())]
+    /// An operating-system error on a file or directory. (The cause is part of the message and
+    /// deliberately not a `source()`, so error chains print it once.)
+    #[error("I/O error on {}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not a valid safetensors file (bad header, truncated data, ...).
-    #[error("{} is not a valid safetensors file: {source}", path.display())]
+    #[error("{} is not a valid safetensors file: {error}", path.display())]
     Format {
         path: PathBuf,
-        #[source]
-        source: SafeTensorError,
+        error: SafeTensorError,
     },
     /// A sharded checkpoint's index JSON is unreadable or inconsistent.
     #[error("bad shard index {}: {reason}", path.display())]
@@ -63,15 +62,47 @@ pub enum IoError {
     #[error("{}: {reason}", path.display())]
     Destination { path: PathBuf, reason: String },
     /// Values cannot be encoded to this dtype.
-    #[error("cannot encode floating-point values as {dtype} (supported: F32, F16, BF16, F64)")]
-    Encode { dtype: Dtype },
+    #[error(
+        "cannot encode {} as {dtype} (supported: F32, F16, BF16, F64)",
+        tensor.as_ref().map_or("floating-point values".to_string(), |t| format!("tensor `{t}`"))
+    )]
+    Encode {
+        dtype: Dtype,
+        tensor: Option<String>,
+    },
+    /// An output path is, contains or lies inside an input.
+    #[error(
+        "output {} {relation} input {}; inputs are never modified: choose another output location",
+        out.display(),
+        input.display()
+    )]
+    OutputOverlapsInput {
+        out: PathBuf,
+        input: PathBuf,
+        relation: &'static str,
+    },
 }
 
 impl IoError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
-            source,
+            error: source,
+        }
+    }
+
+    /// Names `tensor` in an [`IoError::Encode`] that does not name one yet (other errors are
+    /// returned unchanged).
+    pub fn for_tensor(self, tensor: &str) -> Self {
+        match self {
+            Self::Encode {
+                dtype,
+                tensor: None,
+            } => Self::Encode {
+                dtype,
+                tensor: Some(tensor.to_string()),
+            },
+            other => other,
         }
     }
 }

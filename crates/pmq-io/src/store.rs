@@ -107,11 +107,10 @@ impl TensorStore {
         // SAFETY: the mapping is read-only and the store documents that its files must not be
         // modified while it is alive (the usual contract of memory-mapped model loading).
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| IoError::io(path, e))?;
-        let (n, metadata) =
-            SafeTensors::read_metadata(&mmap).map_err(|source| IoError::Format {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        let (n, metadata) = SafeTensors::read_metadata(&mmap).map_err(|error| IoError::Format {
+            path: path.to_path_buf(),
+            error,
+        })?;
         let shard = self.shards.len();
         let base = 8 + n;
         let tensors = metadata

@@ -2,22 +2,19 @@
 //!
 //! The header (every name, dtype, shape and the optional `__metadata__`) is declared up front
 //! and serialised with the `safetensors` crate's own [`Metadata`] type; tensor data is then
-//! appended one tensor at a time, in the declared order, to `<dest>.tmp-<pid>-<n>` in the
-//! destination's directory. [`SafetensorsWriter::finish`] checks completeness, fsyncs and
+//! appended one tensor at a time, in the declared order, to `.<name>.tmp-<pid>-<n>` in the
+//! destination's directory (registered for removal on interrupt, see [`crate::debris`]). [`SafetensorsWriter::finish`] checks completeness, fsyncs and
 //! renames onto the destination; a writer dropped before that removes its temporary file.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use safetensors::tensor::{Metadata, TensorInfo as HeaderEntry};
 use safetensors::Dtype;
 
 use crate::{IoError, TensorInfo};
-
-static TEMP_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Writes one safetensors file tensor by tensor; see the module docs.
 pub struct SafetensorsWriter {
@@ -80,12 +77,8 @@ impl SafetensorsWriter {
         let mut header = header.into_bytes();
         header.resize(header.len().next_multiple_of(8), b' ');
 
-        let tmp = temp_path(dest);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| IoError::io(&tmp, e))?;
+        let tmp = crate::debris::temp_sibling(dest, "tmp");
+        let file = crate::debris::create_registered_file(&tmp).map_err(|e| IoError::io(&tmp, e))?;
         let mut writer = Self {
             dest: dest.to_path_buf(),
             tmp,
@@ -164,7 +157,8 @@ impl SafetensorsWriter {
             .map_err(|e| IoError::io(&self.tmp, e.into_error()))?;
         file.sync_all().map_err(|e| IoError::io(&self.tmp, e))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| IoError::io(&self.dest, e))?;
+        crate::debris::rename_registered(&self.tmp, &self.dest)
+            .map_err(|e| IoError::io(&self.dest, e))?;
         sync_parent(&self.dest);
         // Renamed: nothing left for Drop to clean up.
         self.tmp = PathBuf::new();
@@ -177,6 +171,7 @@ impl Drop for SafetensorsWriter {
         if !self.tmp.as_os_str().is_empty() {
             drop(self.file.take());
             let _ = std::fs::remove_file(&self.tmp);
+            crate::debris::unregister(&self.tmp);
         }
     }
 }
@@ -202,14 +197,6 @@ fn header_json(
     };
     serde_json::from_str::<Metadata>(&json)?;
     Ok(json)
-}
-
-/// `<dest>.tmp-<pid>-<n>`, in the destination's directory.
-fn temp_path(dest: &Path) -> PathBuf {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut name = dest.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp-{}-{n}", std::process::id()));
-    dest.with_file_name(name)
 }
 
 /// Best-effort fsync of the directory holding `path`, so the rename itself is durable.
@@ -239,4 +226,30 @@ pub fn write_safetensors(
         writer.write(name, bytes)?;
     }
     writer.finish()
+}
+
+/// Writes `bytes` to the file `dest` through a registered temporary file next to it
+/// (`.NAME.tmp-PID-N`), fsynced and renamed into place: readers see the old file or the new
+/// one, never a partial one.
+pub fn write_file_atomic(dest: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let parent = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(|e| IoError::io(parent, e))?;
+    let tmp = crate::debris::temp_sibling(dest, "tmp");
+    let result = (|| {
+        let mut f = crate::debris::create_registered_file(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        crate::debris::rename_registered(&tmp, dest)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        crate::debris::unregister(&tmp);
+        return Err(IoError::io(dest, e));
+    }
+    sync_parent(dest);
+    Ok(())
 }

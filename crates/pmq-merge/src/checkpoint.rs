@@ -20,6 +20,12 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Opens `dir` (HF layout); `label` names it in messages.
     pub fn open(dir: &Path, label: String) -> Result<Self, MergeError> {
+        if let Some(evidence) = pmq_io::gptq_evidence(dir) {
+            let role = label.split(" (").next().unwrap_or("an input").to_string();
+            return Err(MergeError::Quantized {
+                message: pmq_io::gptq_refusal(dir, &evidence, &format!("the {role} of a merge")),
+            });
+        }
         let store = TensorStore::open_dir(dir)?;
         let config_path = dir.join("config.json");
         let config = if config_path.is_file() {

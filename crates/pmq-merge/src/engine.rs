@@ -2,7 +2,7 @@
 //! the output one tensor at a time into an [`AtomicDir`] that only appears when complete.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use pmq_io::{
@@ -39,6 +39,10 @@ pub fn merge(cfg: &MergeConfig, progress: &dyn Progress) -> Result<MergeReport, 
         }
     }
     let selector = Selector::new(&cfg.include, &cfg.exclude)?;
+    let mut input_dirs = vec![cfg.base.clone()];
+    input_dirs.extend(cfg.experts.iter().cloned());
+    pmq_io::check_output_location(&cfg.out, &input_dirs)?;
+    pmq_io::check_output_dir(&cfg.out, cfg.overwrite)?;
     let base = Checkpoint::open(&cfg.base, format!("base ({})", cfg.base.display()))?;
     let experts = cfg
         .experts
@@ -49,9 +53,6 @@ pub fn merge(cfg: &MergeConfig, progress: &dyn Progress) -> Result<MergeReport, 
     for e in &experts {
         base.check_same_architecture(e)?;
     }
-    let mut input_dirs = vec![cfg.base.clone()];
-    input_dirs.extend(cfg.experts.iter().cloned());
-    check_output_location(&cfg.out, &input_dirs)?;
     let plan = plan::build(&base, &experts, &selector, cfg.dtype)?;
     let inputs = Inputs { base, experts };
 
@@ -173,7 +174,7 @@ fn encode_checked(p: &TensorPlan, values: &[f32]) -> Result<Vec<u8>, MergeError>
             reason: format!("has a non-finite value ({v}) at flat index {i}"),
         });
     }
-    let bytes = encode_f32(p.out_dtype, values)?;
+    let bytes = encode_f32(p.out_dtype, values).map_err(|e| e.for_tensor(p.name()))?;
     if p.out_dtype != Dtype::F32 {
         let back = decode_f32(p.out_dtype, &bytes).unwrap_or_default();
         if let Some(i) = back.iter().position(|b| !b.is_finite()) {
@@ -196,47 +197,4 @@ fn copy_bytes(base: &TensorStore, p: &TensorPlan) -> Result<Vec<u8>, MergeError>
     }
     let values = base.read_f32(p.name())?;
     encode_checked(p, &values)
-}
-
-/// Refuses an output directory that is, contains, or lies inside an input directory
-/// (inputs are never modified).
-fn check_output_location(out: &Path, inputs: &[PathBuf]) -> Result<(), MergeError> {
-    let Some(out_c) = canonical_target(out) else {
-        return Ok(());
-    };
-    for input in inputs {
-        let Ok(in_c) = input.canonicalize() else {
-            continue;
-        };
-        if in_c.starts_with(&out_c) || out_c.starts_with(&in_c) {
-            return Err(MergeError::OutputOverlapsInput {
-                out: out.to_path_buf(),
-                input: input.clone(),
-            });
-        }
-    }
-    Ok(())
-}
-
-/// The canonical form of a path that may not exist yet (its nearest existing ancestor is
-/// canonicalised and the rest appended).
-fn canonical_target(path: &Path) -> Option<PathBuf> {
-    let abs = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().ok()?.join(path)
-    };
-    let mut rest = Vec::new();
-    let mut cur = abs.as_path();
-    loop {
-        if let Ok(c) = cur.canonicalize() {
-            let mut c = c;
-            for part in rest.iter().rev() {
-                c.push(part);
-            }
-            return Some(c);
-        }
-        rest.push(cur.file_name()?.to_os_string());
-        cur = cur.parent()?;
-    }
 }

@@ -70,9 +70,9 @@ pub enum MergeError {
     /// The merged tensor does not fit the output dtype (or went non-finite).
     #[error("merged tensor `{tensor}` {reason}")]
     BadResult { tensor: String, reason: String },
-    /// The output directory is one of the inputs or contains one.
-    #[error("output directory {} would replace input {}; choose another --out", out.display(), input.display())]
-    OutputOverlapsInput { out: PathBuf, input: PathBuf },
+    /// An input is a GPTQ-quantized checkpoint (packed codes, not float weights).
+    #[error("{message}")]
+    Quantized { message: String },
     /// Writing the merge report failed.
     #[error("cannot write {}: {reason}", path.display())]
     Report { path: PathBuf, reason: String },

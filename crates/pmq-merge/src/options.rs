@@ -80,7 +80,9 @@ impl Method {
         }
     }
 
-    pub(crate) fn validate(&self) -> Result<(), MergeError> {
+    /// Checks the method's parameters (λ finite, density in (0, 1], p in [0, 1), WUDI steps and
+    /// learning rate positive).
+    pub fn validate(&self) -> Result<(), MergeError> {
         match self {
             Method::Average => Ok(()),
             Method::TaskArithmetic { lambda } => check_lambda(*lambda),

@@ -519,7 +519,10 @@ fn output_location_rules() {
     cfg.overwrite = true;
     let err = merge(&cfg, &NoProgress).unwrap_err();
     assert!(
-        matches!(err, MergeError::OutputOverlapsInput { .. }),
+        matches!(
+            err,
+            MergeError::Io(pmq_io::IoError::OutputOverlapsInput { .. })
+        ),
         "{err}"
     );
     cfg.out = f.root.clone();

@@ -7,7 +7,8 @@
 //! - Images (CLIP): a directory of `.png`/`.jpg`/`.jpeg` files (sorted by name), or a list file
 //!   with one image path per line (relative paths are relative to the list file).
 //!
-//! The first `samples_per_task` samples of each file are used, in file order.
+//! The first `samples_per_task` samples of each file are used, in file order. JSONL files are
+//! UTF-8 (a leading byte-order mark is allowed); errors name the file and line.
 
 use anyhow::{bail, Context, Result};
 use pmq_models::{Batch, ClipImageProcessor, Family, LoadedModel, TextTokenizer};
@@ -47,18 +48,40 @@ pub enum Sample {
     Image(PathBuf),
 }
 
-fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<Sample>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading calibration file {}", path.display()))?;
+/// The non-blank lines of a JSONL file with their 1-based line numbers, as UTF-8 text: a
+/// leading byte-order mark is skipped, `\r\n` line ends are accepted, and a line that is not
+/// valid UTF-8 is an error naming the file and line. `what` names the file in messages.
+pub fn read_jsonl_lines(path: &Path, what: &str) -> Result<Vec<(usize, String)>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let text = std::str::from_utf8(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: not valid UTF-8 (byte 0x{:02x} at column {}); {what}s must be UTF-8 text",
+                path.display(),
+                i + 1,
+                line[e.valid_up_to()],
+                e.valid_up_to() + 1
+            )
+        })?;
+        if !text.trim().is_empty() {
+            out.push((i + 1, text.to_string()));
+        }
+    }
+    Ok(out)
+}
+
+fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<Sample>> {
+    let mut out = Vec::new();
+    for (line_no, line) in read_jsonl_lines(path, "calibration file")? {
+        let i = line_no - 1;
         if out.len() >= limit {
             break;
         }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line)
+        let v: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
         let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
         let sample = match (field("input"), field("target"), field("text")) {
@@ -244,5 +267,39 @@ impl Batcher {
             batch = batch.with_decoder_ids(&decoder, self.pad)?;
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jsonl_with_a_bom_and_crlf_reads_and_bad_utf8_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.jsonl");
+        std::fs::write(
+            &p,
+            b"\xEF\xBB\xBF{\"text\": \"a\"}\r\n\r\n{\"text\": \"b\"}\n",
+        )
+        .unwrap();
+        let spec = CalibSpec {
+            task: "t".into(),
+            path: p.clone(),
+        };
+        let got = read_samples(&spec, Family::Bert, 10).unwrap();
+        assert_eq!(
+            got,
+            vec![Sample::Text("a".into()), Sample::Text("b".into())]
+        );
+        std::fs::write(&p, b"{\"text\": \"a\"}\n{\"text\": \"caf\xE9\"}\n").unwrap();
+        let err = read_samples(&spec, Family::Bert, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{}:2:", p.display())), "{err}");
+        assert!(
+            err.contains("not valid UTF-8") && err.contains("0xe9"),
+            "{err}"
+        );
     }
 }

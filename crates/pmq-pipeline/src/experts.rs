@@ -1,4 +1,4 @@
-//! The experts' weights, read one linear at a time from memory-mapped checkpoints, so memory
+//! The experts' weights (numbered from 1 in messages, as `pmq merge` numbers them), read one linear at a time from memory-mapped checkpoints, so memory
 //! does not grow with the number of experts beyond one linear each.
 
 use anyhow::{bail, Context, Result};
@@ -31,10 +31,11 @@ impl Experts {
         let want = identity(merged_dir)?;
         let mut stores = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
-            let got = identity(dir).with_context(|| format!("expert {i} ({})", dir.display()))?;
+            let k = i + 1;
+            let got = identity(dir).with_context(|| format!("expert {k} ({})", dir.display()))?;
             if got != want {
                 bail!(
-                    "expert {i} ({}) has architectures {} / model_type {}, but the merged model has {} / {}",
+                    "expert {k} ({}) has architectures {} / model_type {}, but the merged model has {} / {}",
                     dir.display(),
                     got.0,
                     got.1,
@@ -43,15 +44,15 @@ impl Experts {
                 );
             }
             let store = TensorStore::open_dir(dir)
-                .with_context(|| format!("expert {i} ({})", dir.display()))?;
+                .with_context(|| format!("expert {k} ({})", dir.display()))?;
             for l in linears {
                 let name = l.weight_name();
                 let info = store.info(&name).ok_or_else(|| {
-                    anyhow::anyhow!("expert {i} ({}) has no tensor `{name}`", dir.display())
+                    anyhow::anyhow!("expert {k} ({}) has no tensor `{name}`", dir.display())
                 })?;
                 if info.shape != [l.out_features, l.in_features] {
                     bail!(
-                        "expert {i} ({}): tensor `{name}` has shape {:?}, expected [{}, {}]",
+                        "expert {k} ({}): tensor `{name}` has shape {:?}, expected [{}, {}]",
                         dir.display(),
                         info.shape,
                         l.out_features,
@@ -85,12 +86,13 @@ impl Experts {
         let (s, dir) = (&self.stores[i], &self.dirs[i]);
         let (r, c, data) = s
             .read_matrix_f64(&linear.weight_name())
-            .with_context(|| format!("expert {i} ({})", dir.display()))?;
+            .with_context(|| format!("expert {} ({})", i + 1, dir.display()))?;
         // read once per linear: keep resident memory flat in the number of experts
         s.release(&linear.weight_name())?;
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
             bail!(
-                "expert {i} ({}): tensor `{}` has a non-finite value at index {pos}",
+                "expert {} ({}): tensor `{}` has a non-finite value at index {pos}",
+                i + 1,
                 dir.display(),
                 linear.weight_name()
             );

@@ -34,6 +34,6 @@ pub use config::solver_settings;
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};
 pub use method::{AwqOptions, Method};
-pub use pipeline::{run, PipelineConfig, PipelineInputs, PipelineOutput};
+pub use pipeline::{check_inputs, run, PipelineConfig, PipelineInputs, PipelineOutput};
 pub use progress::{NoProgress, Progress};
 pub use report::Report;

@@ -27,14 +27,11 @@ pub struct PipelineOutput {
     pub report: Report,
 }
 
-/// Runs the pipeline. Everything is validated (model, experts, calibration files) before any
-/// quantization work starts. `progress` hears of every linear quantized.
-pub fn run(
-    inputs: &PipelineInputs,
-    cfg: &PipelineConfig,
-    progress: &dyn Progress,
-) -> Result<PipelineOutput> {
-    let t0 = Instant::now();
+/// Checks what can be checked without loading anything: the methods' needs (calibration,
+/// experts), one calibration file per expert, calibration files that exist and are not given
+/// twice, the state dtype, and that neither the model (when given: an empty `model_dir` is one
+/// still to be merged) nor an expert is a GPTQ-quantized checkpoint. Run before any work (before an inline merge too).
+pub fn check_inputs(inputs: &PipelineInputs, cfg: &PipelineConfig) -> Result<()> {
     let method = cfg.method;
     if method.needs_calibration() && inputs.calib.is_empty() {
         bail!(
@@ -60,6 +57,13 @@ pub fn run(
         if !seen.insert(&c.task) {
             bail!("calibration task {:?} is given twice", c.task);
         }
+        if !c.path.exists() {
+            bail!(
+                "calibration file for task {:?} not found: {}",
+                c.task,
+                c.path.display()
+            );
+        }
     }
     if !matches!(cfg.state_dtype, DType::F32 | DType::BF16 | DType::F16) {
         bail!(
@@ -67,6 +71,39 @@ pub fn run(
             cfg.state_dtype
         );
     }
+    let model_given = !inputs.model_dir.as_os_str().is_empty();
+    if let Some(evidence) = model_given
+        .then(|| pmq_io::gptq_evidence(&inputs.model_dir))
+        .flatten()
+    {
+        bail!(pmq_io::gptq_refusal(
+            &inputs.model_dir,
+            &evidence,
+            "the model to quantize (--model)"
+        ));
+    }
+    for (i, e) in inputs.experts.iter().enumerate() {
+        if let Some(evidence) = pmq_io::gptq_evidence(e) {
+            bail!(pmq_io::gptq_refusal(
+                e,
+                &evidence,
+                &format!("expert {} (--expert)", i + 1)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs the pipeline. Everything is validated (model, experts, calibration files) before any
+/// quantization work starts. `progress` hears of every linear quantized.
+pub fn run(
+    inputs: &PipelineInputs,
+    cfg: &PipelineConfig,
+    progress: &dyn Progress,
+) -> Result<PipelineOutput> {
+    let t0 = Instant::now();
+    let method = cfg.method;
+    check_inputs(inputs, cfg)?;
     let loaded = load_model(&inputs.model_dir)
         .with_context(|| format!("loading the merged model {}", inputs.model_dir.display()))?;
     let family = loaded.as_block_model().family();

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,27 +57,10 @@ pub(crate) fn sibling_tmp(target: &Path, tag: &str) -> PathBuf {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename, so a
-/// reader sees either the old or the new file, never a partial one.
+/// reader sees either the old or the new file, never a partial one (the temporary,
+/// `.NAME.tmp-PID-N`, is removed on interrupt: see [`pmq_io::debris`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating directory {}", parent.display()))?;
-    }
-    let tmp = sibling_tmp(path, "tmp");
-    let result = (|| -> Result<()> {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    pmq_io::write_file_atomic(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Moves the finished directory `staging` to `dest`, replacing what was there.
@@ -115,28 +98,8 @@ pub(crate) fn remove_path(p: &Path) {
     }
 }
 
-/// A directory removed when dropped (for staging areas and tests).
-#[derive(Debug)]
-pub(crate) struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh directory next to `target`.
-    pub(crate) fn next_to(target: &Path, tag: &str) -> Result<Self> {
-        let p = sibling_tmp(target, tag);
-        std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
-        Ok(Self(p))
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        remove_path(&self.0);
-    }
-}
+/// A directory removed when dropped, and on interrupt (for staging areas and tests).
+pub(crate) use pmq_io::TempDir;
 
 #[cfg(test)]
 mod tests {

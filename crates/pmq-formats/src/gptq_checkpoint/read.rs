@@ -56,30 +56,12 @@ impl GptqReader {
         )
         .map_err(|e| FormatError::file(&path, e.to_string()))?;
         let store = TensorStore::open_dir(dir)?;
-        let bits = settings.bits as usize;
         let mut quantized = BTreeMap::new();
         for n in store.names() {
             let Some(p) = n.strip_suffix(".qweight") else {
                 continue;
             };
-            let shape = &store.info(&n).expect("listed").shape;
-            if shape.len() != 2 {
-                return Err(FormatError::tensor(
-                    dir,
-                    &n,
-                    format!("must be 2-D, has shape {shape:?}"),
-                ));
-            }
-            let (cols, rows) = (shape[0] * 32 / bits, shape[1]);
-            for part in ["qzeros", "scales", "g_idx"] {
-                if !store.contains(&format!("{p}.{part}")) {
-                    return Err(FormatError::tensor(
-                        dir,
-                        &format!("{p}.{part}"),
-                        "is missing (needed with qweight)",
-                    ));
-                }
-            }
+            let (rows, cols) = check_linear(&store, p, &settings)?;
             quantized.insert(p.to_string(), (rows, cols));
         }
         Ok(Self {
@@ -170,14 +152,16 @@ impl GptqReader {
                 format!("has {} entries for {cols} input columns", g_idx.len()),
             ));
         }
-        let scales: Vec<f64> = self.store.read_f64(&name("scales"))?;
-        if !scales.len().is_multiple_of(rows.max(1)) {
+        let scales_name = name("scales");
+        let scales: Vec<f64> = self.store.read_f64(&scales_name)?;
+        if let Some((i, v)) = scales.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(FormatError::tensor(
-                root,
-                &name("scales"),
+                self.file_of(&scales_name),
+                &scales_name,
                 format!(
-                    "has {} values, not a multiple of {rows} outputs",
-                    scales.len()
+                    "holds a non-finite scale ({v}) at group {}, output {}: the checkpoint is corrupt",
+                    i / rows.max(1),
+                    i % rows.max(1)
                 ),
             ));
         }
@@ -210,11 +194,135 @@ impl GptqReader {
         {
             return Ok(self.packed(p)?.dequantize());
         }
-        Ok(self.store.read_f32(name)?)
+        let values = self.store.read_f32(name)?;
+        if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(FormatError::tensor(
+                self.file_of(name),
+                name,
+                format!("holds a non-finite value ({v}) at flat index {i}"),
+            ));
+        }
+        Ok(values)
+    }
+
+    /// The file that stores `name` (the checkpoint directory if unknown).
+    fn file_of(&self, name: &str) -> &Path {
+        self.store.file_of(name).unwrap_or(self.store.root())
     }
 
     /// The underlying store.
     pub fn store(&self) -> &TensorStore {
         &self.store
     }
+}
+
+/// Checks that the packed tensors of quantized linear `p` exist and agree with each other and
+/// with the settings; returns its `(out, in)`:
+/// `qweight` I32 `[in·b/32, out]`, `qzeros` I32 `[groups, out·b/32]`, `scales` float
+/// `[groups, out]`, `g_idx` I32 `[in]`, `bias` (if any) `[out]`, with `groups = ⌈in / group⌉`
+/// (1 for group size −1).
+fn check_linear(
+    store: &TensorStore,
+    p: &str,
+    settings: &GptqSettings,
+) -> Result<(usize, usize), FormatError> {
+    let bits = settings.bits as usize;
+    let info = |part: &str| -> Result<&pmq_io::TensorInfo, FormatError> {
+        let n = format!("{p}.{part}");
+        store.info(&n).ok_or_else(|| {
+            FormatError::tensor(
+                store.root(),
+                &n,
+                format!("is missing (needed with `{p}.qweight`)"),
+            )
+        })
+    };
+    let bad = |part: &str, reason: String| {
+        let n = format!("{p}.{part}");
+        FormatError::tensor(store.file_of(&n).unwrap_or(store.root()), &n, reason)
+    };
+    let qweight = info("qweight")?;
+    let (qzeros, scales, g_idx) = (info("qzeros")?, info("scales")?, info("g_idx")?);
+    for (part, t) in [("qweight", qweight), ("qzeros", qzeros), ("g_idx", g_idx)] {
+        if t.dtype != Dtype::I32 {
+            return Err(bad(
+                part,
+                format!("has dtype {}, but GPTQ stores it as I32", t.dtype),
+            ));
+        }
+    }
+    if !pmq_io::is_float(scales.dtype) {
+        return Err(bad(
+            "scales",
+            format!(
+                "has dtype {}, but scales must be floating point (F16)",
+                scales.dtype
+            ),
+        ));
+    }
+    if qweight.shape.len() != 2 {
+        return Err(bad(
+            "qweight",
+            format!("must be 2-D, has shape {:?}", qweight.shape),
+        ));
+    }
+    let words = qweight.shape[0];
+    if words == 0 || !(words * 32).is_multiple_of(bits) {
+        return Err(bad(
+            "qweight",
+            format!(
+                "has {words} rows of 32-bit words, which do not hold a whole number of {bits}-bit codes"
+            ),
+        ));
+    }
+    let (rows, cols) = (qweight.shape[1], words * 32 / bits);
+    let groups = match settings.group_size {
+        -1 => 1,
+        g if g > 0 => cols.div_ceil(g as usize),
+        g => {
+            return Err(bad(
+                "qweight",
+                format!("cannot be read with group size {g}"),
+            ))
+        }
+    };
+    let zero_words = rows * bits / 32;
+    if !(rows * bits).is_multiple_of(32) || qzeros.shape != [groups, zero_words] {
+        return Err(bad(
+            "qzeros",
+            format!(
+                "has shape {:?}, but a {rows}×{cols} {bits}-bit linear with group size {} needs [{groups}, {}]",
+                qzeros.shape,
+                settings.group_size,
+                (rows * bits) as f64 / 32.0
+            ),
+        ));
+    }
+    if scales.shape != [groups, rows] {
+        return Err(bad(
+            "scales",
+            format!(
+                "has shape {:?}, but a {rows}×{cols} linear with group size {} needs [{groups}, {rows}]",
+                scales.shape, settings.group_size
+            ),
+        ));
+    }
+    if g_idx.shape != [cols] {
+        return Err(bad(
+            "g_idx",
+            format!(
+                "has shape {:?}, but `{p}.qweight` packs {cols} input columns",
+                g_idx.shape
+            ),
+        ));
+    }
+    if let Some(b) = store.info(&format!("{p}.bias")) {
+        if b.shape != [rows] {
+            return Err(bad(
+                "bias",
+                format!("has shape {:?}, but the linear has {rows} outputs", b.shape),
+            ));
+        }
+    }
+    Ok((rows, cols))
 }
