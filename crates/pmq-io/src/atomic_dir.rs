@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::debris::sync_parent;
 use crate::debris::{self, TempDir};
-use crate::writer::sync_parent;
 use crate::IoError;
 
 /// A directory built in a temporary sibling of `dest` (`.NAME.tmp-PID-N`) and renamed onto

@@ -116,7 +116,7 @@ pub(crate) fn replace_with(tmp: &Path, dest: &Path) -> Result<(), IoError> {
         }
         reg.remove(tmp);
     }
-    crate::writer::sync_parent(dest);
+    sync_parent(dest);
     let removed = std::fs::remove_dir_all(&old).map_err(|e| IoError::io(&old, e));
     unregister(&old);
     removed
@@ -323,6 +323,17 @@ impl Drop for TempDir {
         }
         let _ = std::fs::remove_dir_all(&self.path);
         unregister(&self.path);
+    }
+}
+
+/// Best-effort fsync of the directory holding `path`, so the rename itself is durable.
+pub(crate) fn sync_parent(path: &Path) {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if let Ok(dir) = File::open(parent) {
+        let _ = dir.sync_all();
     }
 }
 

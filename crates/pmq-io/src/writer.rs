@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Metadata, TensorInfo as HeaderEntry};
 use safetensors::Dtype;
 
+use crate::debris::sync_parent;
 use crate::{IoError, TensorInfo};
 
 /// Writes one safetensors file tensor by tensor; see the module docs.
@@ -197,17 +198,6 @@ fn header_json(
     };
     serde_json::from_str::<Metadata>(&json)?;
     Ok(json)
-}
-
-/// Best-effort fsync of the directory holding `path`, so the rename itself is durable.
-pub(crate) fn sync_parent(path: &Path) {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if let Ok(dir) = File::open(parent) {
-        let _ = dir.sync_all();
-    }
 }
 
 /// Writes a small safetensors file from in-memory tensors `(name, dtype, shape, bytes)`,

@@ -12,14 +12,16 @@
 //!
 //! Test-only: every function panics on I/O errors instead of returning them.
 
+pub mod calib;
 pub mod checkpoint;
 pub mod compare;
 pub mod families;
 pub mod text;
 pub mod tiny_bert;
 
+pub use calib::write_calib;
 pub use checkpoint::Ckpt;
 pub use compare::rel_err;
 pub use families::{write_model, write_perturbed, Fam, ALL};
-pub use text::{tokenizer_json, write_calib, WORDS};
+pub use text::{tokenizer_json, WORDS};
 pub use tiny_bert::{synthetic_task, write_tiny_bert, TinyBert};

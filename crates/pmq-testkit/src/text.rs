@@ -1,9 +1,7 @@
-//! A word-level tokenizer and calibration files for the tiny checkpoints.
+//! A word-level tokenizer and random sentences for the tiny checkpoints.
 
-use crate::families::Fam;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, Rng};
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
 
 /// The vocabulary after the 4 special tokens `[PAD] [UNK] [CLS] [SEP]`.
 pub const WORDS: &[&str] = &[
@@ -66,36 +64,4 @@ pub fn sentence(r: &mut StdRng) -> String {
         .map(|_| WORDS[r.random_range(0..WORDS.len())])
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A calibration set of `n` samples for `fam` in `root`, drawn from `seed`: `TASK.jsonl` with
-/// `{"text"}` lines (T5: `{"input", "target"}`), or for CLIP a directory `TASK-images` of random
-/// 40×36 PNGs. Returns the `TASK=PATH` argument of `pmq quantize --calib`.
-pub fn write_calib(fam: Fam, root: &Path, task: &str, n: usize, seed: u64) -> String {
-    let mut r = StdRng::seed_from_u64(seed);
-    let path: PathBuf = if fam.is_text() {
-        let lines: Vec<String> = (0..n)
-            .map(|_| {
-                if fam.is_seq2seq() {
-                    json!({"input": sentence(&mut r), "target": sentence(&mut r)}).to_string()
-                } else {
-                    json!({"text": sentence(&mut r)}).to_string()
-                }
-            })
-            .collect();
-        let p = root.join(format!("{task}.jsonl"));
-        std::fs::write(&p, lines.join("\n")).unwrap();
-        p
-    } else {
-        let dir = root.join(format!("{task}-images"));
-        std::fs::create_dir_all(&dir).unwrap();
-        for i in 0..n {
-            let img = image::RgbImage::from_fn(40, 36, |_, _| {
-                image::Rgb([r.random(), r.random(), r.random()])
-            });
-            img.save(dir.join(format!("{i:03}.png"))).unwrap();
-        }
-        dir
-    };
-    format!("{task}={}", path.display())
 }
