@@ -327,6 +327,8 @@ impl Bench {
             out: out.to_path_buf(),
             format: OutputFormat::Fake,
             overwrite: true,
+            // cells are short; their timings should not include checkpoint writes
+            checkpoint: None,
         };
         tracing::info!(cell = %c, "quantizing into {}", out.display());
         reset_peak_rss();

@@ -1,7 +1,8 @@
 //! `pmq quantize`: layer-wise post-merge quantization of a whole model (RTN, GPTQ, E-PMQ,
 //! AWQ), optionally merging the experts first, written as fake-quant safetensors and/or an HF
 //! GPTQ checkpoint with a per-layer report. AWQ's folded norms/biases are written with the
-//! quantized linears (both formats).
+//! quantized linears (both formats). The finished blocks are checkpointed in OUT.pmq-resume
+//! until OUT is written; `--resume` continues a killed run from there.
 
 use crate::merge_cmd::{run_merge, MergeOptions, MethodArg as MergeMethodArg};
 use crate::quant_flags::QuantFlags;
@@ -10,8 +11,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::ScalePrecision;
 use pmq_pipeline::{
-    quantize_and_write, AwqOptions, CalibSpec, DeviationMode, Method, OutputFormat, PipelineConfig,
-    PipelineInputs, Progress, QuantizeOptions,
+    quantize_and_write, AwqOptions, CalibSpec, Checkpointing, DeviationMode, Method, OutputFormat,
+    PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
 };
 use std::path::{Path, PathBuf};
 
@@ -96,6 +97,15 @@ pub struct QuantizeArgs {
     /// (the activations are rounded once per block); computation stays f32.
     #[arg(long, value_enum, default_value_t = StateDtypeArg::F32)]
     state_dtype: StateDtypeArg,
+    /// Continue an interrupted run from its checkpoint OUT.pmq-resume (written after every
+    /// block, removed once OUT is written): the finished blocks are taken from it and the
+    /// result is the same, byte for byte, as an uninterrupted run's. The inputs and settings
+    /// must be the interrupted run's. Without --resume an old checkpoint is replaced.
+    #[arg(long)]
+    resume: bool,
+    /// Testing aid: fail right after block N's checkpoint was written, as if killed there.
+    #[arg(long, value_name = "N", hide = true)]
+    stop_after_block: Option<usize>,
 }
 
 /// `--state-dtype`.
@@ -240,6 +250,10 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             FormatArg::Both => OutputFormat::Both,
         },
         overwrite: args.overwrite,
+        checkpoint: Some(Checkpointing {
+            stop_after_block: args.stop_after_block,
+            ..Checkpointing::next_to(&args.out, args.resume)
+        }),
     };
     let (report, summary) = quantize_and_write(&opts, &Bar::new())?;
     eprintln!("{}", report.to_markdown());

@@ -228,6 +228,28 @@ pub(crate) fn rows_f32(x: &Tensor) -> Result<(usize, Vec<f32>)> {
     Ok((cols, x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
 }
 
+/// The block's outputs on every calibration state exactly as [`capture_block`] computes them
+/// (the same capture pass, the captured inputs dropped at once): a resumed AWQ run replays the
+/// full-precision trajectory with it.
+pub(crate) fn block_outputs(
+    model: &dyn BlockModel,
+    block: usize,
+    states: &[Vec<State>],
+) -> Result<Vec<Vec<State>>> {
+    states
+        .iter()
+        .map(|task| {
+            task.iter()
+                .map(|s| {
+                    capture_batch(model, block, Wanted::Block, s)?
+                        .output
+                        .ok_or_else(|| anyhow!("block {block}: the forward pass stopped early"))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Runs `block` once on every calibration state with input capture of every linear; returns
 /// every linear's inputs (kept as token rows) and the block's outputs (the states entering the
 /// next block).

@@ -17,7 +17,7 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 use pmq_core::matrix::{frobenius_dot, par};
 use pmq_core::objective::{quadratic_form, QuadraticFormF32};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How much of the split a run measures.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -31,7 +31,7 @@ pub enum DeviationMode {
 }
 
 /// The split for one task.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskDeviation {
     /// `‖Q X_i − W_m X_i‖`
     pub quant: f64,
@@ -52,7 +52,7 @@ pub struct ExpertTerms {
 }
 
 /// The split for one linear.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Deviation {
     /// `‖Q X − W_m X‖` over all tasks' inputs (`X` = all `X_i` side by side).
     pub quant: f64,
@@ -67,7 +67,7 @@ pub struct Deviation {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expert_mean: Option<f64>,
     /// Each task's split (per-task mode with experts).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub per_task: Vec<TaskDeviation>,
 }
 

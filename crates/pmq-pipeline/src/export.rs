@@ -4,11 +4,14 @@
 //! The pipeline ([`crate::run`]) quantizes every linear; the writers of `pmq-formats` store
 //! the result next to the report (`pmq_report.json`, `pmq_report.md`) as an HF GPTQ
 //! checkpoint, as fake-quant safetensors, or both (`OUT/gptq`, `OUT/fake`). Every output is
-//! written to a temporary directory and renamed into place once complete.
+//! written to a temporary directory and renamed into place once complete. With
+//! [`QuantizeOptions::checkpoint`], the finished blocks are checkpointed (`OUT.pmq-resume`)
+//! until then, and a killed run can be resumed ([`crate::resume`]).
 
 use crate::config::{PipelineConfig, PipelineInputs};
 use crate::progress::Progress;
 use crate::report::{peak_rss_mib, LinearRecord, Phases, Report};
+use crate::resume::{remove_checkpoint, remove_checkpoint_without_blocks, Checkpointing};
 use anyhow::{bail, Result};
 use pmq_core::packing::CheckpointFormat;
 use pmq_formats::fake_quant::write_fake_quant;
@@ -41,6 +44,10 @@ pub struct QuantizeOptions {
     pub format: OutputFormat,
     /// Replace an existing output directory (only once everything succeeded).
     pub overwrite: bool,
+    /// Keep a checkpoint after every block (and resume from one), removed once the output is
+    /// written ([`crate::resume`]; `pmq quantize`: [`Checkpointing::next_to`] the output);
+    /// `None`: no checkpoints.
+    pub checkpoint: Option<Checkpointing>,
 }
 
 /// The one-line summary of a quantization run (what `pmq quantize` prints as JSON).
@@ -95,7 +102,18 @@ pub fn quantize_and_write(
             opts.out.display()
         );
     }
-    let out = crate::run(&opts.inputs, &opts.config, progress)?;
+    let out = crate::run_checkpointed(
+        &opts.inputs,
+        &opts.config,
+        progress,
+        opts.checkpoint.as_ref(),
+    )
+    .inspect_err(|_| {
+        // a checkpoint is kept only with something to resume from
+        if let Some(c) = &opts.checkpoint {
+            let _ = remove_checkpoint_without_blocks(&c.dir);
+        }
+    })?;
     let replaced = &out.tensors;
     let extra: Vec<(&str, Vec<u8>)> = vec![
         ("pmq_report.json", serde_json::to_vec_pretty(&out.report)?),
@@ -119,6 +137,12 @@ pub fn quantize_and_write(
             write_gptq(&model, &settings, &dest(&gptq, false))?;
             write_fake_quant(&model, None, &dest(&fake, false))?;
             dir.commit()?;
+        }
+    }
+    if let Some(c) = &opts.checkpoint {
+        // the output is complete: the checkpoint is no longer needed
+        if let Err(e) = remove_checkpoint(&c.dir) {
+            tracing::warn!("could not remove the checkpoint {}: {e:#}", c.dir.display());
         }
     }
     let mut phases = out.report.phases.clone();

@@ -12,6 +12,9 @@
 //! - [`awq_strategy`] (AWQ): scales searched on the block's full-precision inputs, folded
 //!   exactly into norms or preceding linears ([`awq_fold`]), clipping, RTN; the block's
 //!   full-precision outputs feed the next block.
+//!
+//! A run can keep a checkpoint of its finished blocks and a killed run continue from it with a
+//! bit-identical result ([`resume`]).
 
 pub mod awq_fold;
 pub mod awq_strategy;
@@ -26,6 +29,7 @@ pub mod method;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
+pub mod resume;
 pub mod sequential;
 mod strategy;
 
@@ -34,6 +38,9 @@ pub use config::solver_settings;
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};
 pub use method::{AwqOptions, Method};
-pub use pipeline::{check_inputs, run, PipelineConfig, PipelineInputs, PipelineOutput};
+pub use pipeline::{
+    check_inputs, run, run_checkpointed, PipelineConfig, PipelineInputs, PipelineOutput,
+};
 pub use progress::{NoProgress, Progress};
 pub use report::Report;
+pub use resume::{checkpoint_dir, Checkpointing};

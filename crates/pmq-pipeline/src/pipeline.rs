@@ -9,11 +9,12 @@ use crate::experts::Experts;
 use crate::job::{BlockJob, Results};
 use crate::progress::Progress;
 use crate::report::{peak_rss_mib, Phases, Report};
+use crate::resume::{Checkpoint, Checkpointing};
 use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_formats::{PackedLinear, ReplacedTensors};
-use pmq_models::{load_model, State};
+use pmq_models::{load_model, BlockModel, State};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -101,6 +102,19 @@ pub fn run(
     cfg: &PipelineConfig,
     progress: &dyn Progress,
 ) -> Result<PipelineOutput> {
+    run_checkpointed(inputs, cfg, progress, None)
+}
+
+/// [`run`], with a checkpoint written after every block into `checkpoint.dir` and, with
+/// `checkpoint.resume`, continuing from the blocks a checkpoint of the same inputs and
+/// settings holds ([`crate::resume`]); the result is bit for bit that of an uninterrupted
+/// run. The checkpoint is left in place (the caller removes it once the result is stored).
+pub fn run_checkpointed(
+    inputs: &PipelineInputs,
+    cfg: &PipelineConfig,
+    progress: &dyn Progress,
+    checkpoint: Option<&Checkpointing>,
+) -> Result<PipelineOutput> {
     let t0 = Instant::now();
     let method = cfg.method;
     check_inputs(inputs, cfg)?;
@@ -121,6 +135,10 @@ pub fn run(
                 .with_context(|| format!("preparing calibration task {:?}", spec.task))
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut checkpoint = checkpoint
+        .map(|c| Checkpoint::open(c, inputs, cfg, family, model.num_blocks()))
+        .transpose()?;
+    let resume_at = checkpoint.as_ref().map_or(0, Checkpoint::finished_blocks);
     tracing::info!(
         family = ?family,
         blocks = model.num_blocks(),
@@ -149,7 +167,39 @@ pub fn run(
     timing.embed_s = t_embed.elapsed().as_secs_f64();
     let strategy = strategy::for_method(method);
     let mut results = Results::default();
-    for block in 0..model.num_blocks() {
+    // a resumed run: the finished blocks from the checkpoint, their propagation replayed
+    let mut wall_before = 0.0;
+    if let Some(ckpt) = checkpoint.as_ref().filter(|_| resume_at > 0) {
+        let t = Instant::now();
+        let mut replay = Phases::default();
+        // the replay is for the states entering the first unfinished block
+        let needs_states = resume_at < model.num_blocks();
+        for block in 0..resume_at {
+            let next = match needs_states {
+                true => Some(strategy.replay_block(&*model, block, &states)?),
+                false => None,
+            };
+            let saved = ckpt.load_block(block)?;
+            // the weights the interrupted run went on with after this block
+            let (phases, wall) = saved.restore(model.as_mut(), &mut results, progress)?;
+            if let Some(next) = next {
+                states = advance(&*model, block, &states, next, cfg, &mut replay)?;
+            }
+            if block + 1 == resume_at {
+                // the time spent on the finished blocks, as the interrupted run recorded it
+                wall_before = wall;
+                timing = Phases {
+                    load_s: timing.load_s,
+                    embed_s: timing.embed_s,
+                    ..phases
+                };
+            }
+        }
+        timing.replay_s = t.elapsed().as_secs_f64();
+        tracing::info!(block = resume_at, "resumed from the checkpoint");
+    }
+    for block in resume_at..model.num_blocks() {
+        let first_record = results.records.len();
         let mut job = BlockJob {
             block,
             model: model.as_mut(),
@@ -162,34 +212,12 @@ pub fn run(
         let next = strategy
             .quantize_block(&mut job, &mut results)
             .inspect_err(|_| progress.finish())?;
-        states = match next {
-            Propagation::States(next) => next
-                .iter()
-                .map(|task| {
-                    task.iter()
-                        .map(|s| s.with_hidden_dtype(cfg.state_dtype))
-                        .collect::<pmq_models::Result<Vec<_>>>()
-                })
-                .collect::<pmq_models::Result<_>>()?,
-            Propagation::QuantizedOutputs => {
-                let t = Instant::now();
-                // batches in parallel (each forward's products also use the pool)
-                let m = &*model;
-                let next = states
-                    .iter()
-                    .map(|task| {
-                        task.par_iter()
-                            .map(|s| {
-                                m.block_forward(block, &s.with_hidden_dtype(DType::F32)?, None)?
-                                    .with_hidden_dtype(cfg.state_dtype)
-                            })
-                            .collect::<pmq_models::Result<Vec<_>>>()
-                    })
-                    .collect::<pmq_models::Result<_>>()?;
-                timing.propagate_s += t.elapsed().as_secs_f64();
-                next
-            }
-        };
+        states = advance(&*model, block, &states, next, cfg, &mut timing)?;
+        if let Some(ckpt) = checkpoint.as_mut() {
+            let wall = wall_before + t0.elapsed().as_secs_f64();
+            ckpt.save_block(block, &*model, &results, first_record, &timing, wall)
+                .inspect_err(|_| progress.finish())?;
+        }
         tracing::debug!(block, "block quantized");
     }
     progress.finish();
@@ -225,7 +253,8 @@ pub fn run(
         settings,
         tasks: inputs.calib.iter().map(|c| c.task.clone()).collect(),
         linears: results.records,
-        wall_seconds: t0.elapsed().as_secs_f64(),
+        wall_seconds: wall_before + t0.elapsed().as_secs_f64(),
+        resumed_at_block: (resume_at > 0).then_some(resume_at),
         peak_rss_mib: peak_rss_mib(),
         phases: timing,
     };
@@ -238,5 +267,45 @@ pub fn run(
         layers: results.layers,
         tensors,
         report,
+    })
+}
+
+/// The states entering block `block + 1`: `next` as the strategy declared it, from `states`
+/// (the states entering `block`), stored as `cfg.state_dtype`.
+fn advance(
+    model: &dyn BlockModel,
+    block: usize,
+    states: &[Vec<State>],
+    next: Propagation,
+    cfg: &PipelineConfig,
+    timing: &mut Phases,
+) -> Result<Vec<Vec<State>>> {
+    Ok(match next {
+        Propagation::States(next) => next
+            .iter()
+            .map(|task| {
+                task.iter()
+                    .map(|s| s.with_hidden_dtype(cfg.state_dtype))
+                    .collect::<pmq_models::Result<Vec<_>>>()
+            })
+            .collect::<pmq_models::Result<_>>()?,
+        Propagation::QuantizedOutputs => {
+            let t = Instant::now();
+            // batches in parallel (each forward's products also use the pool)
+            let next = states
+                .iter()
+                .map(|task| {
+                    task.par_iter()
+                        .map(|s| {
+                            model
+                                .block_forward(block, &s.with_hidden_dtype(DType::F32)?, None)?
+                                .with_hidden_dtype(cfg.state_dtype)
+                        })
+                        .collect::<pmq_models::Result<Vec<_>>>()
+                })
+                .collect::<pmq_models::Result<_>>()?;
+            timing.propagate_s += t.elapsed().as_secs_f64();
+            next
+        }
     })
 }

@@ -1,10 +1,10 @@
 //! The per-layer report of a quantization run (JSON + a readable table).
 
 use crate::deviation::Deviation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One quantized linear.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LinearRecord {
     pub name: String,
     pub block: usize,
@@ -33,7 +33,7 @@ pub struct LinearRecord {
 /// original coordinates: `‖(Q_eff − W) X‖²` on the summed Hessian of the full-precision inputs,
 /// with `Q_eff = diag(s_out)·Q(W'·diag(s))·diag(s)⁻¹` (`s_out` from a fold into this linear's
 /// rows), against plain RTN of `W` for "before".
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct AwqRecord {
     /// The linears scaled together with this one (its scaling group).
     pub group: Vec<String>,
@@ -59,7 +59,7 @@ pub struct AwqRecord {
 }
 
 /// Summary of one linear's clip search.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClipRecord {
     /// Fraction of (row, group) thresholds below the group's `max |w|`.
     pub clipped_fraction: f64,
@@ -70,7 +70,7 @@ pub struct ClipRecord {
 }
 
 /// Where a run's time went, in seconds (wall clock, summed over blocks).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Phases {
     /// Loading the model and experts, reading and tokenizing the calibration data.
     pub load_s: f64,
@@ -96,6 +96,10 @@ pub struct Phases {
     /// propagation), in units of one plain forward pass of the block over all batches (the
     /// propagation pass); 0 when nothing was propagated.
     pub non_solve_block_forwards: f64,
+    /// Resuming from a checkpoint: re-running the finished blocks to recompute the calibration
+    /// states entering the first unfinished one (absent when the run was not resumed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replay_s: f64,
     #[serde(skip)]
     pub(crate) capture_calls: usize,
 }
@@ -107,10 +111,21 @@ pub struct Report {
     pub settings: serde_json::Value,
     pub tasks: Vec<String>,
     pub linears: Vec<LinearRecord>,
+    /// Seconds; for a resumed run, those the interrupted run(s) spent on the finished blocks
+    /// plus this run's.
     pub wall_seconds: f64,
     pub peak_rss_mib: Option<f64>,
     /// Where the time went.
     pub phases: Phases,
+    /// The block a resumed run continued at: blocks before it (their linears, records and
+    /// changed tensors) came from the checkpoint ([`crate::resume`]); absent for a run from the
+    /// first block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at_block: Option<usize>,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -128,6 +143,13 @@ impl Report {
             self.wall_seconds,
             self.peak_rss_mib.map_or("unknown".into(), |m| format!("{m:.0} MiB")),
         );
+        if let Some(b) = self.resumed_at_block {
+            s.push_str(&format!(
+                "resumed at block {b}: blocks 0–{} from the checkpoint (replayed in {:.1} s)\n\n",
+                b - 1,
+                self.phases.replay_s
+            ));
+        }
         let p = &self.phases;
         s.push_str(&format!(
             "phases (s): load {:.1}, embed {:.1}, forward {:.1}, Hessians {:.1}, fold {:.1}, solve {:.1}, metrics {:.1}, propagate {:.1}, write {:.1}\n\n",

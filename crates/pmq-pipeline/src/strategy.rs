@@ -10,7 +10,7 @@ use crate::awq_strategy;
 use crate::job::{BlockJob, Results};
 use crate::method::{AwqOptions, Method};
 use anyhow::Result;
-use pmq_models::State;
+use pmq_models::{BlockModel, State};
 
 /// What feeds the next block.
 pub(crate) enum Propagation {
@@ -23,6 +23,16 @@ pub(crate) enum Propagation {
 /// One method's work on one block.
 pub(crate) trait BlockStrategy {
     fn quantize_block(&self, job: &mut BlockJob<'_>, results: &mut Results) -> Result<Propagation>;
+
+    /// What [`quantize_block`](Self::quantize_block) returns for the next block, computed
+    /// exactly as it does on `model` as it is before the block is quantized, but without
+    /// quantizing: a resumed run replays its finished blocks with it ([`crate::resume`]).
+    fn replay_block(
+        &self,
+        model: &dyn BlockModel,
+        block: usize,
+        states: &[Vec<State>],
+    ) -> Result<Propagation>;
 }
 
 /// RTN, GPTQ, E-PMQ.
@@ -31,6 +41,10 @@ pub(crate) struct Sequential;
 impl BlockStrategy for Sequential {
     fn quantize_block(&self, job: &mut BlockJob<'_>, results: &mut Results) -> Result<Propagation> {
         crate::sequential::quantize_block(job, results)?;
+        Ok(Propagation::QuantizedOutputs)
+    }
+
+    fn replay_block(&self, _: &dyn BlockModel, _: usize, _: &[Vec<State>]) -> Result<Propagation> {
         Ok(Propagation::QuantizedOutputs)
     }
 }
@@ -42,15 +56,7 @@ impl BlockStrategy for Awq {
     fn quantize_block(&self, job: &mut BlockJob<'_>, results: &mut Results) -> Result<Propagation> {
         let t = std::time::Instant::now();
         // AWQ reads every state of the block at once: in f32 for this block
-        let f32_states: Vec<Vec<State>> = job
-            .states
-            .iter()
-            .map(|task| {
-                task.iter()
-                    .map(|s| s.with_hidden_dtype(candle_core::DType::F32))
-                    .collect::<pmq_models::Result<Vec<_>>>()
-            })
-            .collect::<pmq_models::Result<_>>()?;
+        let f32_states = in_f32(job.states)?;
         let mut job = BlockJob {
             block: job.block,
             model: &mut *job.model,
@@ -64,6 +70,29 @@ impl BlockStrategy for Awq {
         job.timing.solve_s += t.elapsed().as_secs_f64();
         Ok(Propagation::States(next))
     }
+
+    /// The full-precision outputs, as `awq_strategy::quantize_block`'s capture pass gives them.
+    fn replay_block(
+        &self,
+        model: &dyn BlockModel,
+        block: usize,
+        states: &[Vec<State>],
+    ) -> Result<Propagation> {
+        let next = crate::capture::block_outputs(model, block, &in_f32(states)?)?;
+        Ok(Propagation::States(next))
+    }
+}
+
+/// The states with their hidden states in f32.
+fn in_f32(states: &[Vec<State>]) -> Result<Vec<Vec<State>>> {
+    Ok(states
+        .iter()
+        .map(|task| {
+            task.iter()
+                .map(|s| s.with_hidden_dtype(candle_core::DType::F32))
+                .collect::<pmq_models::Result<Vec<_>>>()
+        })
+        .collect::<pmq_models::Result<_>>()?)
 }
 
 /// The strategy of `method`.

@@ -1,6 +1,6 @@
 //! Pipeline-test helpers on top of the shared fixtures of `pmq-testkit` (tiny checkpoints of
 //! every family, calibration files).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use pmq_models::{Batch, BlockModel, State};
 pub use pmq_testkit::{write_calib, write_model, Fam, ALL};
