@@ -1,39 +1,11 @@
 //! The fake-quantized model: the source checkpoint with every quantized linear's `weight`
 //! replaced by its dequantized value `scale · (q − zero)`, as ordinary HF safetensors.
 
-use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
+use crate::replaced::unquantized_bytes;
 use crate::{Destination, FormatError, PackedLinear, QuantizedModel};
-use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo, TensorStore};
+use pmq_io::{encode_f32, AtomicDir, Dtype, SafetensorsWriter, TensorInfo};
 use std::collections::BTreeMap;
 use std::path::Path;
-
-/// Checks that every quantized layer matches a 2-D `<prefix>.weight` of the source.
-pub(crate) fn check_layers(
-    src: &TensorStore,
-    layers: &BTreeMap<String, PackedLinear>,
-) -> Result<(), FormatError> {
-    for (prefix, layer) in layers {
-        let name = format!("{prefix}.weight");
-        let info = src.info(&name).ok_or_else(|| {
-            FormatError::tensor(
-                src.root(),
-                &name,
-                "is quantized but the source model has no such tensor",
-            )
-        })?;
-        if info.shape != [layer.rows, layer.cols] {
-            return Err(FormatError::tensor(
-                src.root(),
-                &name,
-                format!(
-                    "has shape {:?} but its quantized layer is [{}, {}]",
-                    info.shape, layer.rows, layer.cols
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
 
 pub(crate) fn quantized_prefix<'a>(
     name: &'a str,
@@ -60,12 +32,9 @@ pub fn write_fake_quant(
     dtype: Option<Dtype>,
     dest: &Destination<'_>,
 ) -> Result<(), FormatError> {
-    let none = ReplacedTensors::new();
-    let (src, layers) = (model.src, model.layers);
-    let replaced = model.replaced.unwrap_or(&none);
+    model.check()?;
+    let (src, layers, replaced) = (model.src, model.layers, model.replaced());
     let (out, extra_files, overwrite) = (dest.dir, dest.extra_files, dest.overwrite);
-    check_layers(src, layers)?;
-    check_replaced(src, layers, replaced)?;
     let names = src.names();
     let infos: Vec<TensorInfo> = names
         .iter()

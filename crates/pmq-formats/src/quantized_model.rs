@@ -1,6 +1,7 @@
 //! The two arguments every writer takes: what to write and where.
 
-use crate::{PackedLinear, ReplacedTensors};
+use crate::replaced::check_replaced;
+use crate::{FormatError, PackedLinear, ReplacedTensors};
 use pmq_io::TensorStore;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,6 +24,20 @@ impl<'a> QuantizedModel<'a> {
             layers,
             replaced: None,
         }
+    }
+
+    /// The replaced tensors (none when not given).
+    pub fn replaced(&self) -> &'a ReplacedTensors {
+        static NONE: ReplacedTensors = ReplacedTensors::new();
+        self.replaced.unwrap_or(&NONE)
+    }
+
+    /// Checks the model before anything is written: every quantized linear is a 2-D tensor of
+    /// the source with the layer's shape, every replaced tensor a source tensor that is not
+    /// quantized, with as many values.
+    pub(crate) fn check(&self) -> Result<(), FormatError> {
+        check_layers(self.src, self.layers)?;
+        check_replaced(self.src, self.layers, self.replaced())
     }
 
     /// The same, with `replaced` tensors stored instead of the source's.
@@ -53,4 +68,32 @@ impl<'a> Destination<'a> {
             overwrite: false,
         }
     }
+}
+
+/// Checks that every quantized layer matches a 2-D `<prefix>.weight` of the source.
+fn check_layers(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+) -> Result<(), FormatError> {
+    for (prefix, layer) in layers {
+        let name = format!("{prefix}.weight");
+        let info = src.info(&name).ok_or_else(|| {
+            FormatError::tensor(
+                src.root(),
+                &name,
+                "is quantized but the source model has no such tensor",
+            )
+        })?;
+        if info.shape != [layer.rows, layer.cols] {
+            return Err(FormatError::tensor(
+                src.root(),
+                &name,
+                format!(
+                    "has shape {:?} but its quantized layer is [{}, {}]",
+                    info.shape, layer.rows, layer.cols
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -3,8 +3,8 @@
 //! settings in config.json and quantize_config.json.
 
 use super::{write_json, GptqSettings};
-use crate::fake_quant::{check_layers, quantized_prefix, write_extra_files};
-use crate::replaced::{check_replaced, unquantized_bytes, ReplacedTensors};
+use crate::fake_quant::{quantized_prefix, write_extra_files};
+use crate::replaced::unquantized_bytes;
 use crate::{Destination, FormatError, QuantizedModel};
 use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
 use pmq_io::{i32_bytes, AtomicDir, Dtype, SafetensorsWriter, TensorInfo};
@@ -18,12 +18,9 @@ pub fn write_gptq(
     settings: &GptqSettings,
     dest: &Destination<'_>,
 ) -> Result<(), FormatError> {
-    let none = ReplacedTensors::new();
-    let (src, layers) = (model.src, model.layers);
-    let replaced = model.replaced.unwrap_or(&none);
+    model.check()?;
+    let (src, layers, replaced) = (model.src, model.layers, model.replaced());
     let (out, extra_files, overwrite) = (dest.dir, dest.extra_files, dest.overwrite);
-    check_layers(src, layers)?;
-    check_replaced(src, layers, replaced)?;
     for (prefix, l) in layers {
         if l.grid.bits != settings.bits
             || l.grid.sym != settings.sym
