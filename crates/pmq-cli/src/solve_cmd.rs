@@ -125,6 +125,36 @@ fn read_matrix(store: &TensorStore, name: &str, shape: Option<(usize, usize)>) -
     Ok(from_row_major(r, c, &data))
 }
 
+/// A Hessian `Σ x xᵀ` is symmetric; anything else is not one (refused, naming the tensor and
+/// the worst entry).
+fn check_symmetric(h: &Mat<f64>, name: &str, file: &std::path::Path) -> Result<()> {
+    let n = h.nrows();
+    let scale = (0..n).map(|j| h[(j, j)].abs()).fold(0.0f64, f64::max);
+    let (mut worst, mut at) = (0.0f64, (0, 0));
+    for j in 0..n {
+        for i in j + 1..n {
+            let d = (h[(i, j)] - h[(j, i)]).abs();
+            if d > worst {
+                (worst, at) = (d, (i, j));
+            }
+        }
+    }
+    if worst > 1e-6 * scale.max(f64::MIN_POSITIVE) {
+        bail!(
+            "{}: tensor {name:?} is not symmetric (H[{}, {}] = {} but H[{}, {}] = {}): a Hessian \
+             Σ x xᵀ must be",
+            file.display(),
+            at.0,
+            at.1,
+            h[(at.0, at.1)],
+            at.1,
+            at.0,
+            h[(at.1, at.0)]
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: SolveArgs) -> Result<()> {
     let t0 = Instant::now();
     check_out(&args)?;
@@ -159,6 +189,7 @@ pub fn run(args: SolveArgs) -> Result<()> {
     let mut fold_s = 0.0;
     for (i, name) in hessian_names.iter().enumerate() {
         let h_i = read_matrix(&store, name, Some((cols, cols)))?;
+        check_symmetric(&h_i, name, &args.layer)?;
         if let Some(fold) = fold.as_mut() {
             let w_i = read_matrix(&store, &expert_names[i], Some((rows, cols)))?;
             let t = Instant::now();

@@ -114,3 +114,61 @@ fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
         assert!(!fresh.exists(), "{flag} {value}: no output on error");
     }
 }
+
+#[test]
+fn solve_refuses_asymmetric_and_signal_free_hessians() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (rows, cols) = (8usize, 32usize);
+    let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.1).sin()).collect();
+    for (case, h, needle) in [
+        (
+            "asymmetric",
+            (0..cols * cols)
+                .map(|k| {
+                    if k == 1 {
+                        5.0
+                    } else if k % (cols + 1) == 0 {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                })
+                .collect::<Vec<f32>>(),
+            "is not symmetric",
+        ),
+        ("zero", vec![0f32; cols * cols], "no calibration signal"),
+    ] {
+        let l = tmp.path().join(format!("{case}.safetensors"));
+        write_safetensors(
+            &l,
+            &[
+                ("merged".into(), Dtype::F32, vec![rows, cols], f32_bytes(&w)),
+                (
+                    "hessian.0".into(),
+                    Dtype::F32,
+                    vec![cols, cols],
+                    f32_bytes(&h),
+                ),
+            ],
+            None,
+        )
+        .unwrap();
+        let out = tmp.path().join(format!("{case}-q.safetensors"));
+        let (ok, _, err) = pmq(&[
+            "solve",
+            "--layer",
+            l.to_str().unwrap(),
+            "--method",
+            "gptq",
+            "--group-size",
+            "16",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(!ok && err.contains(needle), "{case}: {err}");
+        if case == "asymmetric" {
+            assert!(err.contains("hessian.0"), "{err}");
+        }
+        assert!(!out.exists());
+    }
+}

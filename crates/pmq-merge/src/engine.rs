@@ -102,7 +102,11 @@ pub fn merge(cfg: &MergeConfig, progress: &dyn Progress) -> Result<MergeReport, 
         seconds: start.elapsed().as_secs_f64(),
         method_details: method.details(),
         tensors,
+        warnings: crate::report::input_warnings(&cfg.base, &cfg.experts),
     };
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     let report_path = out.path().join(REPORT_FILE);
     let json = serde_json::to_string_pretty(&report).map_err(|e| MergeError::Report {
         path: cfg.out.join(REPORT_FILE),

@@ -37,4 +37,60 @@ pub struct MergeReport {
     pub method_details: Value,
     /// Per-tensor facts (WUDI losses, TIES per-tensor thresholds), by tensor name.
     pub tensors: BTreeMap<String, Value>,
+    /// Degenerate inputs that do not stop the merge: the base given as an expert (a zero task
+    /// vector), an expert given twice (it counts twice). Also logged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The warnings about a merge's inputs ([`MergeReport::warnings`]).
+pub fn input_warnings(base: &std::path::Path, experts: &[PathBuf]) -> Vec<String> {
+    let canon = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let base_c = canon(base);
+    let ex: Vec<PathBuf> = experts.iter().map(|e| canon(e)).collect();
+    let mut out = Vec::new();
+    for (i, e) in ex.iter().enumerate() {
+        if *e == base_c {
+            out.push(format!(
+                "expert {} ({}) is the base: its task vector is zero",
+                i + 1,
+                experts[i].display()
+            ));
+        }
+        if let Some(j) = ex[..i].iter().position(|f| f == e) {
+            out.push(format!(
+                "experts {} and {} are the same checkpoint ({}): it counts twice",
+                j + 1,
+                i + 1,
+                experts[i].display()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_warnings;
+
+    #[test]
+    fn base_as_expert_and_duplicates_are_warned() {
+        let d = tempfile::tempdir().unwrap();
+        let (base, a) = (d.path().join("base"), d.path().join("a"));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&a).unwrap();
+        // the same directory spelled differently still counts
+        let a2 = d.path().join("base/../a");
+        let w = input_warnings(&base, &[a.clone(), base.clone(), a2]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("expert 2") && w[0].contains("is the base"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("experts 1 and 3 are the same checkpoint"),
+            "{w:?}"
+        );
+        assert!(input_warnings(&base, &[a]).is_empty());
+    }
 }

@@ -48,6 +48,17 @@ pub enum Sample {
     Image(PathBuf),
 }
 
+impl Sample {
+    /// A text sample with nothing but white space (it tokenizes to special tokens only).
+    pub fn is_blank(&self) -> bool {
+        match self {
+            Sample::Text(t) => t.trim().is_empty(),
+            Sample::Seq2Seq { input, .. } => input.trim().is_empty(),
+            Sample::Image(_) => false,
+        }
+    }
+}
+
 /// The non-blank lines of a JSONL file with their 1-based line numbers, as UTF-8 text: a
 /// leading byte-order mark is skipped, `\r\n` line ends are accepted, and a line that is not
 /// valid UTF-8 is an error naming the file and line. `what` names the file in messages.

@@ -153,6 +153,18 @@ pub(crate) fn expert_terms(
     })
 }
 
+/// Refuses a Hessian without any calibration signal (all-zero diagonal: every input the linear
+/// saw was zero), for which GPTQ would return an all-zero weight and E-PMQ has no objective.
+fn check_signal(h: &Mat<f64>) -> Result<()> {
+    if (0..h.nrows()).all(|j| h[(j, j)] == 0.0) {
+        bail!(
+            "no calibration signal: every input this linear saw was zero (its Hessian is all \
+             zero), so the result would be meaningless; check the calibration data"
+        );
+    }
+    Ok(())
+}
+
 /// Solves one linear with `method` on `cfg`'s grid.
 ///
 /// This is the one per-linear dispatch of the project: the pipeline and `pmq solve` call it.
@@ -194,6 +206,7 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
             let h = p
                 .h_q
                 .ok_or_else(|| anyhow::anyhow!("GPTQ needs calibration inputs"))?;
+            check_signal(h)?;
             let out = gptq(merged.as_ref(), h.as_ref(), cfg)?;
             let t = Instant::now();
             let objective_rtn =
@@ -224,6 +237,7 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
             let h = p
                 .h_q
                 .ok_or_else(|| anyhow::anyhow!("E-PMQ needs calibration inputs"))?;
+            check_signal(h)?;
             let tasks = fold.tasks();
             let obj = fold.finish(merged.as_ref(), h.clone(), alpha)?;
             let out = epmq_solve(&obj, cfg)?;

@@ -125,11 +125,28 @@ pub fn run_checkpointed(
     let mut model = loaded.into_block_model();
     let linears = model.linears();
     let experts = Experts::open(&inputs.experts, &inputs.model_dir, &linears)?;
+    let mut warnings = input_warnings(inputs);
     let task_batches = inputs
         .calib
         .iter()
         .map(|spec| {
             let samples = read_samples(spec, family, cfg.samples_per_task)?;
+            let empty = samples.iter().filter(|s| s.is_blank()).count();
+            if empty == samples.len() {
+                bail!(
+                    "every calibration sample of task {:?} ({}) is empty",
+                    spec.task,
+                    spec.path.display()
+                );
+            }
+            if empty > 0 {
+                warnings.push(format!(
+                    "task {:?}: {empty} of {} calibration samples are empty ({})",
+                    spec.task,
+                    samples.len(),
+                    spec.path.display()
+                ));
+            }
             batcher
                 .batches(&samples, cfg.batch_size)
                 .with_context(|| format!("preparing calibration task {:?}", spec.task))
@@ -248,6 +265,12 @@ pub fn run_checkpointed(
     if let (Some(s), serde_json::Value::Object(r)) = (settings.as_object_mut(), run_settings) {
         s.extend(r);
     }
+    for r in &results.records {
+        for w in &r.warnings {
+            tracing::warn!("{}: {w}", r.name);
+            warnings.push(format!("{}: {w}", r.name));
+        }
+    }
     let report = Report {
         model: inputs.model_dir.display().to_string(),
         settings,
@@ -255,6 +278,7 @@ pub fn run_checkpointed(
         linears: results.records,
         wall_seconds: wall_before + t0.elapsed().as_secs_f64(),
         resumed_at_block: (resume_at > 0).then_some(resume_at),
+        warnings,
         peak_rss_mib: peak_rss_mib(),
         phases: timing,
     };
@@ -308,4 +332,34 @@ fn advance(
             next
         }
     })
+}
+
+/// Warnings about the inputs that do not make the run meaningless: an expert given twice, or
+/// the model to quantize given as an expert (its task vector is zero). Also logged.
+fn input_warnings(inputs: &PipelineInputs) -> Vec<String> {
+    let canon = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+    let mut out = Vec::new();
+    let model = canon(&inputs.model_dir);
+    let experts: Vec<_> = inputs.experts.iter().map(|e| canon(e)).collect();
+    for (i, e) in experts.iter().enumerate() {
+        if *e == model {
+            out.push(format!(
+                "expert {} ({}) is the model being quantized",
+                i + 1,
+                inputs.experts[i].display()
+            ));
+        }
+        if let Some(j) = experts[..i].iter().position(|f| f == e) {
+            out.push(format!(
+                "experts {} and {} are the same checkpoint ({})",
+                j + 1,
+                i + 1,
+                inputs.experts[i].display()
+            ));
+        }
+    }
+    for w in &out {
+        tracing::warn!("{w}");
+    }
+    out
 }

@@ -27,6 +27,10 @@ pub struct LinearRecord {
     /// AWQ's choices (AWQ only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awq: Option<AwqRecord>,
+    /// What is degenerate about this linear's result (e.g. input columns no calibration
+    /// sample reached).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// What AWQ chose for one linear. The objectives of the [`LinearRecord`] are measured in the
@@ -122,6 +126,10 @@ pub struct Report {
     /// first block.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resumed_at_block: Option<usize>,
+    /// Degenerate inputs and results (duplicate experts, empty calibration samples, linears
+    /// with dead input columns), also logged as warnings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -143,6 +151,13 @@ impl Report {
             self.wall_seconds,
             self.peak_rss_mib.map_or("unknown".into(), |m| format!("{m:.0} MiB")),
         );
+        if !self.warnings.is_empty() {
+            s.push_str("## Warnings\n\n");
+            for w in &self.warnings {
+                s.push_str(&format!("- {w}\n"));
+            }
+            s.push('\n');
+        }
         if let Some(b) = self.resumed_at_block {
             s.push_str(&format!(
                 "resumed at block {b}: blocks 0–{} from the checkpoint (replayed in {:.1} s)\n\n",

@@ -223,6 +223,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                     seconds: t_lin.elapsed().as_secs_f64(),
                     deviation: dev,
                     awq: None,
+                    warnings: dead_column_warning(sol.dead_columns, spec.in_features),
                 },
                 sol.layer,
             );
@@ -233,4 +234,17 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
         folded.per_task.clear();
     }
     Ok(())
+}
+
+/// The warning for a linear some of whose input columns no calibration sample reached
+/// (`H_jj = 0`): GPTQ sets those weights to zero, as the reference code does.
+fn dead_column_warning(dead: Option<usize>, cols: usize) -> Vec<String> {
+    match dead {
+        Some(d) if d > 0 => vec![format!(
+            "{d} of {cols} input columns never saw a nonzero calibration input (H_jj = 0): \
+             their weights were set to zero, as GPTQ does; more or more varied calibration data \
+             would fix them"
+        )],
+        _ => Vec::new(),
+    }
 }
