@@ -161,6 +161,12 @@ pub fn run(args: SolveArgs) -> Result<()> {
     let store = TensorStore::open_file(&args.layer)?;
     let merged = read_matrix(&store, "merged", None)?;
     let (rows, cols) = (merged.nrows(), merged.ncols());
+    if rows == 0 || cols == 0 {
+        bail!(
+            "{}: tensor \"merged\" has shape [{rows}, {cols}]: there is no weight to quantize",
+            args.layer.display()
+        );
+    }
     let hessian_names = indexed(&store, "hessian")?;
     let expert_names = indexed(&store, "expert")?;
     let tasks = hessian_names.len();

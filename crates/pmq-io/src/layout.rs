@@ -97,7 +97,13 @@ fn read_index(dir: &Path, index: &Path) -> Result<BTreeMap<String, PathBuf>, IoE
             .as_str()
             .ok_or_else(|| bad(format!("entry for tensor `{name}` is not a file name")))?;
         let rel = Path::new(file);
-        if file.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        // plain relative names only: no `..`, no root, no `.`, and not a directory's name
+        // (`a.safetensors/`, which `Path` would otherwise read as `a.safetensors`)
+        let plain = !file.is_empty()
+            && !file.ends_with('/')
+            && !file.ends_with("/.")
+            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !plain {
             return Err(bad(format!(
                 "tensor `{name}` maps to `{file}`, which is not a file inside {}",
                 dir.display()

@@ -73,7 +73,12 @@ impl ClipVisionConfig {
         if cfg.patch_size > cfg.image_size {
             return Err(c.err(
                 "patch_size",
-                format!("{} exceeds image_size = {}", cfg.patch_size, cfg.image_size),
+                format!(
+                    "{} exceeds `{}` = {}",
+                    cfg.patch_size,
+                    c.field_name("image_size"),
+                    cfg.image_size
+                ),
             ));
         }
         Ok(cfg)
@@ -134,7 +139,8 @@ impl ClipVisionModel {
             let vc = c.object("vision_config")?.ok_or_else(|| {
                 c.err(
                     "vision_config",
-                    "a CLIPModel config needs a `vision_config` object",
+                    "`architectures`/`model_type` name a CLIPModel, whose config needs a \
+                     `vision_config` object",
                 )
             })?;
             ClipVisionConfig::from_config(&vc, c)?

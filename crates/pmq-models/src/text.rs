@@ -33,7 +33,8 @@ impl std::fmt::Debug for TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json`, disables its padding (batches are right-padded with an
     /// attention mask instead) and truncates to `max_len` tokens (special tokens included)
-    /// the way the file says (strategy, direction, stride).
+    /// the way the file says (strategy, direction, stride). A `max_len` shorter than the
+    /// special tokens the tokenizer adds to every text is refused.
     pub fn from_file(path: &Path, max_len: usize) -> Result<Self> {
         let err = |msg: String| Error::Tokenizer {
             path: path.to_path_buf(),
@@ -59,6 +60,17 @@ impl TextTokenizer {
             .or_else(|| tok.token_to_id("<pad>"))
             .unwrap_or(0);
         tok.with_padding(None);
+        // the truncation length must hold the special tokens the post-processor adds to every
+        // text (tokenizers' `with_truncation` underflows otherwise)
+        let added = tok
+            .get_post_processor()
+            .map_or(0, |p| tokenizers::PostProcessor::added_tokens(p, false));
+        if max_len < added {
+            return Err(err(format!(
+                "a truncation length of {max_len} cannot hold the {added} special tokens the \
+                 tokenizer adds to every text; use more than {added} to keep any text"
+            )));
+        }
         // tokenizer.json's own truncation strategy, direction and stride are kept; the length
         // is the caller's (as transformers' `max_length=` overrides the file's)
         let truncation = match tok.get_truncation() {

@@ -90,11 +90,14 @@ impl Experts {
         // read once per linear: keep resident memory flat in the number of experts
         s.release(&linear.weight_name())?;
         if let Some(pos) = data.iter().position(|v| !v.is_finite()) {
+            let name = linear.weight_name();
             bail!(
-                "expert {} ({}): tensor `{}` has a non-finite value at index {pos}",
+                "expert {} ({}): tensor `{name}` in {} holds {} at flat index {pos} (weights must \
+                 be finite)",
                 i + 1,
                 dir.display(),
-                linear.weight_name()
+                s.file_of(&name).unwrap_or(dir).display(),
+                data[pos]
             );
         }
         Ok(from_row_major(r, c, &data))

@@ -5,6 +5,8 @@
 //! - [`families`]: tiny checkpoints of every supported family with real HF tensor names and
 //!   real-looking configs (BERT, CLIP vision, Llama with and without GQA/biases, T5 with ReLU and
 //!   gated-GELU feed-forwards), and "experts" near a base.
+//! - [`fault`]: the harness of the fault suites (seeded proptest draws, per-case panic,
+//!   input and debris checks, figures).
 //! - [`rel_err`]: the parity metric, max |a − b| / max |b|.
 //! - [`text`]: a word-level `tokenizer.json` and calibration files (JSONL or images).
 //! - [`tiny_bert`]: a configurable tiny BERT and a synthetic two-class task whose label is
@@ -16,6 +18,7 @@ pub mod calib;
 pub mod checkpoint;
 pub mod compare;
 pub mod families;
+pub mod fault;
 pub mod text;
 pub mod tiny_bert;
 

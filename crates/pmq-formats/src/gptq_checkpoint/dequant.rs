@@ -28,6 +28,10 @@ pub fn dequantize_checkpoint(src: &Path, out: &Path, overwrite: bool) -> Result<
         SafetensorsWriter::create(&dir.path().join("model.safetensors"), &infos, None)?;
     for info in &infos {
         if reader.store().contains(&info.name) {
+            if pmq_io::is_float(info.dtype) {
+                // refuses NaN/±inf, naming the file and tensor, as every other read does
+                reader.read_f32(&info.name)?;
+            }
             writer.write(&info.name, reader.store().raw_bytes(&info.name)?)?;
         } else {
             writer.write(

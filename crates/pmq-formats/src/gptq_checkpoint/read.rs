@@ -144,11 +144,12 @@ impl GptqReader {
         };
         let codes =
             unpack_qweight(&read_i32("qweight")?, rows, cols, s.bits).map_err(ctx("qweight"))?;
-        let g_idx: Vec<u32> = read_i32("g_idx")?.into_iter().map(|g| g as u32).collect();
+        let g_idx_name = name("g_idx");
+        let g_idx = read_i32("g_idx")?;
         if g_idx.len() != cols {
             return Err(FormatError::tensor(
-                root,
-                &name("g_idx"),
+                self.file_of(&g_idx_name),
+                &g_idx_name,
                 format!("has {} entries for {cols} input columns", g_idx.len()),
             ));
         }
@@ -166,13 +167,21 @@ impl GptqReader {
             ));
         }
         let groups = scales.len() / rows.max(1);
-        if let Some(&g) = g_idx.iter().find(|&&g| g as usize >= groups) {
+        if let Some((c, &g)) = g_idx
+            .iter()
+            .enumerate()
+            .find(|(_, &g)| g < 0 || g as usize >= groups)
+        {
             return Err(FormatError::tensor(
-                root,
-                &name("g_idx"),
-                format!("refers to group {g} of {groups}"),
+                self.file_of(&g_idx_name),
+                &g_idx_name,
+                format!(
+                    "maps input column {c} to group {g}, but the linear has groups 0..{}",
+                    groups.saturating_sub(1)
+                ),
             ));
         }
+        let g_idx: Vec<u32> = g_idx.into_iter().map(|g| g as u32).collect();
         let zeros = unpack_qzeros(&read_i32("qzeros")?, groups, rows, s.bits, s.format)
             .map_err(ctx("qzeros"))?;
         Ok(PackedLinear {
@@ -192,7 +201,23 @@ impl GptqReader {
             .strip_suffix(".weight")
             .filter(|p| self.quantized.contains_key(*p))
         {
-            return Ok(self.packed(p)?.dequantize());
+            let packed = self.packed(p)?;
+            let weight = packed.dequantize();
+            // finite scales can still overflow f32 once multiplied by a code
+            if let Some(i) = weight.iter().position(|v| !v.is_finite()) {
+                let scales = format!("{p}.scales");
+                return Err(FormatError::tensor(
+                    self.file_of(&scales),
+                    &scales,
+                    format!(
+                        "dequantizes `{name}` to {} at row {}, column {}: a scale too large for f32",
+                        weight[i],
+                        i / packed.cols.max(1),
+                        i % packed.cols.max(1)
+                    ),
+                ));
+            }
+            return Ok(weight);
         }
         let values = self.store.read_f32(name)?;
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
@@ -241,6 +266,15 @@ fn check_linear(
         let n = format!("{p}.{part}");
         FormatError::tensor(store.file_of(&n).unwrap_or(store.root()), &n, reason)
     };
+    if store.contains(&format!("{p}.weight")) {
+        return Err(bad(
+            "weight",
+            format!(
+                "is stored next to `{p}.qweight`: a quantized linear's weight is its packed \
+                 codes, so the checkpoint is ambiguous"
+            ),
+        ));
+    }
     let qweight = info("qweight")?;
     let (qzeros, scales, g_idx) = (info("qzeros")?, info("scales")?, info("g_idx")?);
     for (part, t) in [("qweight", qweight), ("qzeros", qzeros), ("g_idx", g_idx)] {

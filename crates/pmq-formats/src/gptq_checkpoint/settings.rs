@@ -43,7 +43,10 @@ impl GptqSettings {
         let bad = |field: &str| {
             FormatError::file(
                 path,
-                format!("quantization config field `{field}` is missing or invalid"),
+                format!(
+                    "quantization config field `{field}` is missing or invalid ({})",
+                    v.get(field).map_or("absent".to_string(), Value::to_string)
+                ),
             )
         };
         if let Some(m) = v.get("quant_method").and_then(Value::as_str) {
@@ -68,15 +71,22 @@ impl GptqSettings {
                 ))
             }
         };
+        // 2, 3, 4 or 8 bits (never truncated from a larger number), a positive group size or
+        // -1 (one group per row)
+        let bits = v
+            .get("bits")
+            .and_then(Value::as_u64)
+            .and_then(|b| u32::try_from(b).ok())
+            .filter(|b| matches!(b, 2 | 3 | 4 | 8))
+            .ok_or_else(|| bad("bits"))?;
+        let group_size = v
+            .get("group_size")
+            .and_then(Value::as_i64)
+            .filter(|&g| g == -1 || g > 0)
+            .ok_or_else(|| bad("group_size"))?;
         Ok(Self {
-            bits: v
-                .get("bits")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| bad("bits"))? as u32,
-            group_size: v
-                .get("group_size")
-                .and_then(Value::as_i64)
-                .ok_or_else(|| bad("group_size"))?,
+            bits,
+            group_size,
             sym: v.get("sym").and_then(Value::as_bool).unwrap_or(true),
             desc_act: v.get("desc_act").and_then(Value::as_bool).unwrap_or(false),
             static_groups: v

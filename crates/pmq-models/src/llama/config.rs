@@ -52,15 +52,29 @@ impl LlamaConfig {
         )?;
         c.divisible("num_attention_heads", heads, "num_key_value_heads", kv)?;
         let head_dim = match c.usize_opt("head_dim")? {
-            Some(d) => c.positive("head_dim", d)?,
+            Some(d) => {
+                let d = c.positive("head_dim", d)?;
+                if d % 2 != 0 {
+                    return Err(c.err("head_dim", format!("{d} must be even for RoPE")));
+                }
+                d
+            }
             None => {
                 c.divisible("hidden_size", hidden_size, "num_attention_heads", heads)?;
-                hidden_size / heads
+                let d = hidden_size / heads;
+                if d % 2 != 0 {
+                    // no `head_dim` in the file: name the fields it comes from
+                    return Err(c.err(
+                        "hidden_size",
+                        format!(
+                            "{hidden_size} / `num_attention_heads` = {d} is the head dimension \
+                             (no `head_dim` given), which must be even for RoPE"
+                        ),
+                    ));
+                }
+                d
             }
         };
-        if head_dim % 2 != 0 {
-            return Err(c.err("head_dim", format!("{head_dim} must be even for RoPE")));
-        }
         if let Some(p) = c.f64_opt("partial_rotary_factor")? {
             if p != 1.0 {
                 return Err(c.unsupported(

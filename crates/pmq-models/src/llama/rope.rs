@@ -107,22 +107,21 @@ impl Rope {
             Some(p) => Some(p),
             None => c.object("rope_scaling")?,
         };
-        let theta = match params
+        // θ and the field it was read from (named in the error if it is invalid)
+        let (theta, field) = match params
             .as_ref()
-            .map(|p| p.f64_opt("rope_theta"))
+            .map(|p| {
+                p.f64_opt("rope_theta")
+                    .map(|t| t.map(|t| (t, p.field_name("rope_theta"))))
+            })
             .transpose()?
             .flatten()
         {
             Some(t) => t,
-            None => c.f64_or("rope_theta", 10000.0)?,
+            None => (c.f64_or("rope_theta", 10000.0)?, "rope_theta".to_string()),
         };
         if !(theta.is_finite() && theta > 1.0) {
-            let field = if c.raw("rope_parameters").is_some() {
-                "rope_parameters.rope_theta"
-            } else {
-                "rope_theta"
-            };
-            return Err(c.err(field, format!("{theta} must be a number above 1")));
+            return Err(c.err(&field, format!("{theta} must be a number above 1")));
         }
         let Some(p) = params else {
             return Ok(Self {

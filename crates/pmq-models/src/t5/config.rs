@@ -115,7 +115,11 @@ impl T5Config {
         if cfg.relative_attention_max_distance <= cfg.relative_attention_num_buckets / 2 {
             return Err(c.err(
                 "relative_attention_max_distance",
-                "must exceed relative_attention_num_buckets / 2",
+                format!(
+                    "{} must exceed `relative_attention_num_buckets` / 2 = {}",
+                    cfg.relative_attention_max_distance,
+                    cfg.relative_attention_num_buckets / 2
+                ),
             ));
         }
         Ok(cfg)
