@@ -37,10 +37,11 @@ t0=$(date +%s.%N)
 pmq_line=$("$pmq" quantize --model "$model" --method gptq "${calib[@]}" --samples-per-task "$samples" \
   --max-seq-len "$seq" --batch-size 16 --format both --out "$work/pmq-out" 2>"$work/pmq.log" | tail -n1)
 t1=$(date +%s.%N)
-peer_line=$(GPTQMODEL_CPU_WORKERS=2 "$venv/bin/python" bench/peers/peer.py quantize "$model" "${files[@]}" \
+# GPTQModel writes logs/ into its working directory: run it in the work directory
+peer_line=$(cd "$work" && GPTQMODEL_CPU_WORKERS=2 "$venv/bin/python" "$root/bench/peers/peer.py" quantize "$model" "${files[@]}" \
   --samples "$samples" --seq "$seq" --out "$work/peer-out" 2>"$work/peer.log" | tail -n1)
 t2=$(date +%s.%N)
-cmp_line=$("$venv/bin/python" bench/peers/peer.py compare "$model" "$work/pmq-out/fake" "$work/peer-out" \
+cmp_line=$(cd "$work" && "$venv/bin/python" "$root/bench/peers/peer.py" compare "$model" "$work/pmq-out/fake" "$work/peer-out" \
   "${files[@]}" --samples "$samples" --seq "$seq" 2>"$work/compare.log" | tail -n1)
 python3 - "$t0" "$t1" "$t2" "$pmq_line" "$peer_line" "$cmp_line" <<'PY'
 import json, sys
