@@ -100,6 +100,28 @@ def bert():
         "input_ids": IDS, "attention_mask": MASK,
         "hidden_states": hidden_stack(o.hidden_states), "head": o.last_hidden_state,
     })
+    bert_v4(d)
+
+
+def bert_v4(v5_dir):
+    """The same BERT as a transformers-4 `BertFor*` head checkpoint saves its encoder: tensors
+    under `bert.`, a 4.x version string; transformers loads it into BertModel unchanged."""
+    from transformers import BertModel
+
+    d = reset("bert-v4")
+    for f in ("config.json",):
+        shutil.copy(os.path.join(v5_dir, f), d)
+    sd = load_file(os.path.join(v5_dir, "model.safetensors"))
+    save_file({"bert." + k: v for k, v in sd.items()}, os.path.join(d, "model.safetensors"),
+              metadata={"format": "pt"})
+    edit_config(d, lambda c: c.update({"transformers_version": "4.46.0"}))
+    m = BertModel.from_pretrained(d, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        o = m(input_ids=IDS, attention_mask=MASK, output_hidden_states=True)
+    write_case(d, "BertModel weights under `bert.` (a transformers-4 head checkpoint's layout)", {
+        "input_ids": IDS, "attention_mask": MASK,
+        "hidden_states": hidden_stack(o.hidden_states), "head": o.last_hidden_state,
+    })
 
 
 # ---------------------------------------------------------------- Llama

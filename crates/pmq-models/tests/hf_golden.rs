@@ -169,7 +169,7 @@ fn every_family_and_layout_matches_transformers() {
         .filter(|p| p.join("golden.safetensors").is_file())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 14, "golden cases missing: {cases:?}");
+    assert!(cases.len() >= 15, "golden cases missing: {cases:?}");
     let mut failures = Vec::new();
     eprintln!("| case | max relative difference | worst at |");
     eprintln!("|---|---|---|");
@@ -202,6 +202,7 @@ fn every_family_and_layout_matches_transformers() {
 #[test]
 fn transformers_4_and_5_layouts_load_to_the_same_model() {
     for (v4, v5) in [
+        ("bert-v4", "bert-v5"),
         ("llama-llama3-v4", "llama-llama3-v5"),
         ("clip-vision-v4", "clip-vision-v5"),
         ("t5-gated-v4", "t5-gated-v5"),
