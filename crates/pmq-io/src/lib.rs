@@ -9,6 +9,7 @@
 //!
 //! Every error names the file and/or tensor it is about.
 
+mod aliases;
 mod atomic_dir;
 mod aux_files;
 mod convert;
@@ -18,6 +19,7 @@ mod layout;
 mod store;
 mod writer;
 
+pub use aliases::{checkpoint_aliases, Alias};
 pub use atomic_dir::{check_output_dir, check_output_location, AtomicDir};
 pub use aux_files::{copy_non_weight_files, is_weight_file};
 pub use convert::{

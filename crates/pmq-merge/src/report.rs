@@ -45,28 +45,22 @@ pub struct MergeReport {
 
 /// The warnings about a merge's inputs ([`MergeReport::warnings`]).
 pub fn input_warnings(base: &std::path::Path, experts: &[PathBuf]) -> Vec<String> {
-    let canon = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let base_c = canon(base);
-    let ex: Vec<PathBuf> = experts.iter().map(|e| canon(e)).collect();
-    let mut out = Vec::new();
-    for (i, e) in ex.iter().enumerate() {
-        if *e == base_c {
-            out.push(format!(
+    pmq_io::checkpoint_aliases(base, experts)
+        .into_iter()
+        .map(|a| match a {
+            pmq_io::Alias::Reference(i) => format!(
                 "expert {} ({}) is the base: its task vector is zero",
                 i + 1,
                 experts[i].display()
-            ));
-        }
-        if let Some(j) = ex[..i].iter().position(|f| f == e) {
-            out.push(format!(
+            ),
+            pmq_io::Alias::Earlier { earlier, later } => format!(
                 "experts {} and {} are the same checkpoint ({}): it counts twice",
-                j + 1,
-                i + 1,
-                experts[i].display()
-            ));
-        }
-    }
-    out
+                earlier + 1,
+                later + 1,
+                experts[later].display()
+            ),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -337,27 +337,23 @@ fn advance(
 /// Warnings about the inputs that do not make the run meaningless: an expert given twice, or
 /// the model to quantize given as an expert (its task vector is zero). Also logged.
 fn input_warnings(inputs: &PipelineInputs) -> Vec<String> {
-    let canon = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
-    let mut out = Vec::new();
-    let model = canon(&inputs.model_dir);
-    let experts: Vec<_> = inputs.experts.iter().map(|e| canon(e)).collect();
-    for (i, e) in experts.iter().enumerate() {
-        if *e == model {
-            out.push(format!(
+    let experts = &inputs.experts;
+    let out: Vec<String> = pmq_io::checkpoint_aliases(&inputs.model_dir, experts)
+        .into_iter()
+        .map(|a| match a {
+            pmq_io::Alias::Reference(i) => format!(
                 "expert {} ({}) is the model being quantized",
                 i + 1,
-                inputs.experts[i].display()
-            ));
-        }
-        if let Some(j) = experts[..i].iter().position(|f| f == e) {
-            out.push(format!(
+                experts[i].display()
+            ),
+            pmq_io::Alias::Earlier { earlier, later } => format!(
                 "experts {} and {} are the same checkpoint ({})",
-                j + 1,
-                i + 1,
-                inputs.experts[i].display()
-            ));
-        }
-    }
+                earlier + 1,
+                later + 1,
+                experts[later].display()
+            ),
+        })
+        .collect();
     for w in &out {
         tracing::warn!("{w}");
     }
