@@ -97,6 +97,15 @@ pub struct QuantizeArgs {
     /// (the activations are rounded once per block); computation stays f32.
     #[arg(long, value_enum, default_value_t = StateDtypeArg::F32)]
     state_dtype: StateDtypeArg,
+    /// Memory (MiB) for the outputs of a block's quantized linears, kept between the block's
+    /// capture passes instead of recomputed: about one block forward of linear work per
+    /// block instead of one per group. 0 recomputes everything; results are the same.
+    #[arg(long, value_name = "MIB", default_value_t = (pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES >> 20) as u64)]
+    forward_cache_mib: u64,
+    /// Benchmark aid: time one extra plain forward pass of the first block, so that the
+    /// report gives the time outside the solver in block-forward units.
+    #[arg(long)]
+    time_block_forward: bool,
     /// Continue an interrupted run from its checkpoint OUT.pmq-resume (written after every
     /// block, removed once OUT is written): the finished blocks are taken from it and the
     /// result is the same, byte for byte, as an uninterrupted run's. The inputs and settings
@@ -168,6 +177,16 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
             StateDtypeArg::Bf16 => candle_core::DType::BF16,
             StateDtypeArg::F16 => candle_core::DType::F16,
         },
+        forward_cache_bytes: usize::try_from(args.forward_cache_mib)
+            .ok()
+            .and_then(|m| m.checked_mul(1 << 20))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--forward-cache-mib {} is too large",
+                    args.forward_cache_mib
+                )
+            })?,
+        time_block_forward: args.time_block_forward,
     })
 }
 

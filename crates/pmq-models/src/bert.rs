@@ -3,7 +3,7 @@
 
 use crate::attention::{attend, merge_heads, padding_bias, split_heads};
 use crate::batch::Batch;
-use crate::capture::{CaptureFn, Capturer};
+use crate::capture::{CaptureFn, Capturer, OutputMemo};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::ids::{check_ids, ids_u32};
@@ -261,33 +261,33 @@ impl ModelParts for BertModel {
         block: usize,
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
+        memo: Option<&mut OutputMemo>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
         let l = self.layers.get(block)?;
         let BertExtra { bias } = state.extra_for("BERT")?;
-        let mut cap = Capturer::new(capture);
+        let mut cap = Capturer::with_memo(capture, memo);
         let rows = state.rows.as_ref();
         let x = &state.hidden;
         let heads = self.cfg.num_attention_heads;
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.params.linear(n, t, rows, cap);
-        let q = split_heads(&lin(&l.q, x, &mut cap)?, heads)?;
-        let k = split_heads(&lin(&l.k, x, &mut cap)?, heads)?;
-        let v = split_heads(&lin(&l.v, x, &mut cap)?, heads)?;
+        let p = &self.params;
         let head_dim = self.cfg.hidden_size / heads;
-        let ctx = merge_heads(&attend(
-            &q,
-            &k,
-            &v,
-            1.0 / (head_dim as f64).sqrt(),
-            Some(bias),
-        )?)?;
-        let a = lin(&l.attn_out, &ctx, &mut cap)?;
+        // each linear's input is computed only when needed (see `Capturer::linear`)
+        let a = p.linear(&l.attn_out, rows, &mut cap, |cap| {
+            let q = split_heads(&p.linear(&l.q, rows, cap, |_| Ok(x.clone()))?, heads)?;
+            let k = split_heads(&p.linear(&l.k, rows, cap, |_| Ok(x.clone()))?, heads)?;
+            let v = split_heads(&p.linear(&l.v, rows, cap, |_| Ok(x.clone()))?, heads)?;
+            let scale = 1.0 / (head_dim as f64).sqrt();
+            merge_heads(&attend(&q, &k, &v, scale, Some(bias))?)
+        })?;
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, rows)?));
         }
-        let x = self.params.norm(&l.attn_ln, &(a + x)?)?;
-        let i = self.cfg.hidden_act.forward(&lin(&l.inter, &x, &mut cap)?)?;
-        let o = lin(&l.out, &i, &mut cap)?;
+        let x = p.norm(&l.attn_ln, &(a + x)?)?;
+        let o = p.linear(&l.out, rows, &mut cap, |cap| {
+            let i = p.linear(&l.inter, rows, cap, |_| Ok(x.clone()))?;
+            Ok(self.cfg.hidden_act.forward(&i)?)
+        })?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&o, rows)?));
         }

@@ -1,9 +1,14 @@
-//! Capturing linears' inputs during a forward pass: the public callback type ([`CaptureFn`]) and
-//! the wrapper that feeds it the unpadded input rows of each linear.
+//! Capturing linears' inputs during a forward pass: the public callback type ([`CaptureFn`]),
+//! the wrapper that feeds it the unpadded input rows of each linear ([`Capturer`]), and the
+//! forward cache that lets repeated passes over one block skip finished work ([`OutputMemo`]).
 
 use crate::error::{Error, Result};
 use crate::tensors::token_rows;
-use candle_core::{Tensor, TensorId};
+use candle_core::{Module, Tensor, TensorId};
+use std::cell::OnceCell;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// The capture callback: receives a linear's name and its input as `[tokens, in_features]`
 /// with padding tokens already removed. Linears fed the same tensor one after the other (q, k,
@@ -11,22 +16,70 @@ use candle_core::{Tensor, TensorId};
 /// aborts the forward pass.
 pub type CaptureFn<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
-/// Wraps the optional capture callback for the duration of one block forward.
+/// Wraps the optional capture callback (and forward cache) for the duration of one block
+/// forward. Blocks apply their linears through [`Capturer::linear`], which takes the input
+/// as a closure: a linear whose output the cache holds never computes its input.
 pub(crate) struct Capturer<'a, 'b> {
     f: Option<&'a mut CaptureFn<'b>>,
+    memo: Option<&'a mut OutputMemo>,
     /// The last input sent and its flattened rows: linears fed the same tensor (q, k, v) get
     /// the very same rows tensor, so callers can recognise shared inputs by tensor id.
     last: Option<((TensorId, Option<TensorId>), Tensor)>,
 }
 
 impl<'a, 'b> Capturer<'a, 'b> {
-    /// A capturer around `f`; without a callback every [`Capturer::emit`] is a no-op.
+    /// A capturer around `f`; without a callback nothing is reported.
     pub(crate) fn new(f: Option<&'a mut CaptureFn<'b>>) -> Self {
-        Self { f, last: None }
+        Self::with_memo(f, None)
+    }
+
+    /// A capturer around `f` that also keeps and reuses what `memo` allows.
+    pub(crate) fn with_memo(
+        f: Option<&'a mut CaptureFn<'b>>,
+        memo: Option<&'a mut OutputMemo>,
+    ) -> Self {
+        Self {
+            f,
+            memo,
+            last: None,
+        }
+    }
+
+    /// Applies the linear `name` (`layer`) to the input `input` computes, reporting that
+    /// input (restricted to `rows`) to the callback first. With a forward cache: a kept output
+    /// is returned at once (nothing is computed or reported), a kept input replaces `input`,
+    /// and what the cache may keep is kept.
+    pub(crate) fn linear(
+        &mut self,
+        name: &str,
+        layer: &candle_nn::Linear,
+        rows: Option<&Tensor>,
+        input: impl FnOnce(&mut Self) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let weight = layer.weight().id();
+        if let Some(y) = self.memo.as_ref().and_then(|m| m.output(name, weight)) {
+            return Ok(y);
+        }
+        let x = match self.memo.as_ref().and_then(|m| m.input(name)) {
+            Some(x) => x,
+            None => {
+                let x = input(self)?;
+                if let Some(m) = self.memo.as_mut() {
+                    m.keep_input(name, &x);
+                }
+                x
+            }
+        };
+        self.emit(name, &x, rows)?;
+        let y = layer.forward(&x)?;
+        if let Some(m) = self.memo.as_mut() {
+            m.keep_output(name, weight, &y);
+        }
+        Ok(y)
     }
 
     /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback.
-    pub(crate) fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<()> {
+    fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<()> {
         let Some(f) = self.f.as_mut() else {
             return Ok(());
         };
@@ -46,5 +99,197 @@ impl<'a, 'b> Capturer<'a, 'b> {
                 msg: other.to_string(),
             },
         })
+    }
+}
+
+/// An input several linears read (q, k, v; gate, up), computed when the first of them needs
+/// it — and not at all when the forward cache holds all their outputs.
+#[derive(Default)]
+pub(crate) struct SharedInput(OnceCell<Tensor>);
+
+impl SharedInput {
+    /// The input, computed by `f` on first use (later uses get the very same tensor).
+    pub(crate) fn get(&self, f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+        if let Some(t) = self.0.get() {
+            return Ok(t.clone());
+        }
+        let t = f()?;
+        Ok(self.0.get_or_init(|| t).clone())
+    }
+}
+
+/// How many bytes all [`OutputMemo`]s sharing this budget may hold together.
+#[derive(Debug)]
+pub struct MemoBudget {
+    left: AtomicUsize,
+}
+
+impl MemoBudget {
+    /// A budget of `bytes` (0: nothing is kept).
+    pub fn new(bytes: usize) -> Arc<Self> {
+        Arc::new(Self {
+            left: AtomicUsize::new(bytes),
+        })
+    }
+
+    /// Bytes still free.
+    pub fn left(&self) -> usize {
+        self.left.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        self.left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                l.checked_sub(bytes)
+            })
+            .is_ok()
+    }
+
+    fn give(&self, bytes: usize) {
+        self.left.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+fn bytes_of(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+/// The forward cache of one block on one calibration batch: what repeated passes over the
+/// block (a true-sequential pipeline runs it once per group of linears) need not recompute.
+///
+/// - Once a linear is [frozen](Self::freeze) — its weight final and, every linear upstream of
+///   it being frozen too, its input fixed — the first pass that computes its output keeps it
+///   and later passes reuse it without computing its input at all.
+/// - Once a linear's input is [fixed](Self::fix_inputs) — every linear upstream of it frozen
+///   — the first pass that computes the input keeps it, so the next pass (which needs the
+///   linear's output with its new weight) starts from it instead of recomputing everything
+///   before it.
+///
+/// Every linear and every operation between them is then computed about once over all the
+/// passes over a block, and every result is bit for bit what recomputing gives. Kept outputs
+/// remember the weight they were computed with and are recomputed if it changed. Memory comes
+/// from a shared [`MemoBudget`]; past it, things are recomputed. Dropping the memo returns
+/// its bytes. A linear whose kept output is reused is not reported to the capture callback.
+#[derive(Debug)]
+pub struct OutputMemo {
+    frozen: HashSet<String>,
+    fixed: HashSet<String>,
+    outputs: HashMap<String, (TensorId, Tensor)>,
+    inputs: HashMap<String, Tensor>,
+    budget: Arc<MemoBudget>,
+    held: usize,
+    keeping: bool,
+}
+
+impl OutputMemo {
+    /// An empty memo drawing on `budget`.
+    pub fn new(budget: Arc<MemoBudget>) -> Self {
+        Self {
+            frozen: HashSet::new(),
+            fixed: HashSet::new(),
+            outputs: HashMap::new(),
+            inputs: HashMap::new(),
+            budget,
+            held: 0,
+            keeping: true,
+        }
+    }
+
+    /// Marks `names` frozen: their weights will not change again and their inputs depend only
+    /// on frozen linears (the caller's promise — true-sequential groups give it).
+    pub fn freeze<S: AsRef<str>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.frozen
+            .extend(names.into_iter().map(|n| n.as_ref().to_string()));
+    }
+
+    /// Marks the inputs of `names` fixed: they depend only on frozen linears (the caller's
+    /// promise: the group after the frozen ones).
+    pub fn fix_inputs<S: AsRef<str>>(&mut self, names: impl IntoIterator<Item = S>) {
+        self.fixed
+            .extend(names.into_iter().map(|n| n.as_ref().to_string()));
+    }
+
+    /// From now on only reuses what it holds and keeps nothing new (before the last pass over
+    /// a block, whose new results no later pass would read).
+    pub fn stop_keeping(&mut self) {
+        self.keeping = false;
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.held
+    }
+
+    /// The kept output of `name` computed with the weight `weight`.
+    fn output(&self, name: &str, weight: TensorId) -> Option<Tensor> {
+        match self.outputs.get(name) {
+            Some((w, y)) if *w == weight => Some(y.clone()),
+            _ => None,
+        }
+    }
+
+    /// The kept input of `name`.
+    fn input(&self, name: &str) -> Option<Tensor> {
+        self.inputs.get(name).cloned()
+    }
+
+    /// Whether another kept input is the very tensor `x` (counted once).
+    fn shares_input(&self, name: &str, x: &Tensor) -> bool {
+        self.inputs
+            .iter()
+            .any(|(n, t)| n != name && t.id() == x.id())
+    }
+
+    /// Keeps `x` as the input of `name` when that input is fixed and the budget allows.
+    fn keep_input(&mut self, name: &str, x: &Tensor) {
+        if !self.keeping || !self.fixed.contains(name) || self.inputs.contains_key(name) {
+            return;
+        }
+        let shared = self.shares_input(name, x);
+        if !shared {
+            let bytes = bytes_of(x);
+            if !self.budget.take(bytes) {
+                return;
+            }
+            self.held += bytes;
+        }
+        self.inputs.insert(name.to_string(), x.clone());
+    }
+
+    /// Drops the kept input of `name` (returning its bytes unless another linear shares it).
+    fn drop_input(&mut self, name: &str) {
+        let Some(x) = self.inputs.remove(name) else {
+            return;
+        };
+        if !self.shares_input(name, &x) {
+            let bytes = bytes_of(&x);
+            self.held -= bytes;
+            self.budget.give(bytes);
+        }
+    }
+
+    /// Keeps `y` as the output of `name` (weight `weight`) when `name` is frozen and the
+    /// budget allows; its kept input is then no longer needed.
+    fn keep_output(&mut self, name: &str, weight: TensorId, y: &Tensor) {
+        if !self.keeping || !self.frozen.contains(name) {
+            return;
+        }
+        if let Some((_, old)) = self.outputs.remove(name) {
+            let bytes = bytes_of(&old);
+            self.held -= bytes;
+            self.budget.give(bytes);
+        }
+        let bytes = bytes_of(y);
+        if self.budget.take(bytes) {
+            self.held += bytes;
+            self.outputs.insert(name.to_string(), (weight, y.clone()));
+            self.drop_input(name);
+        }
+    }
+}
+
+impl Drop for OutputMemo {
+    fn drop(&mut self) {
+        self.budget.give(self.held);
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::attention::{attend, merge_heads, split_heads};
 use crate::batch::Batch;
-use crate::capture::{CaptureFn, Capturer};
+use crate::capture::{CaptureFn, Capturer, OutputMemo, SharedInput};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::linear::LinearSpec;
@@ -274,28 +274,33 @@ impl ModelParts for ClipVisionModel {
         block: usize,
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
+        memo: Option<&mut OutputMemo>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
         let l = self.layers.get(block)?;
         state.extra_for::<ClipExtra>("CLIP vision")?;
-        let mut cap = Capturer::new(capture);
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.params.linear(n, t, None, cap);
-        let heads = self.cfg.num_attention_heads;
+        let mut cap = Capturer::with_memo(capture, memo);
+        let (p, c) = (&self.params, &self.cfg);
+        let heads = c.num_attention_heads;
         let x = &state.hidden;
-        let hn = self.params.norm(&l.ln1, x)?;
-        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, heads)?;
-        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, heads)?;
-        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, heads)?;
-        let scale = 1.0 / ((self.cfg.hidden_size / heads) as f64).sqrt();
-        let ctx = merge_heads(&attend(&q, &k, &v, scale, None)?)?;
-        let a = lin(&l.out, &ctx, &mut cap)?;
+        // each linear's input is computed only when needed (see `Capturer::linear`)
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| p.norm(&l.ln1, x));
+        let a = p.linear(&l.out, None, &mut cap, |cap| {
+            let q = split_heads(&p.linear(&l.q, None, cap, |_| hn())?, heads)?;
+            let k = split_heads(&p.linear(&l.k, None, cap, |_| hn())?, heads)?;
+            let v = split_heads(&p.linear(&l.v, None, cap, |_| hn())?, heads)?;
+            let scale = 1.0 / ((c.hidden_size / heads) as f64).sqrt();
+            merge_heads(&attend(&q, &k, &v, scale, None)?)
+        })?;
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, None)?));
         }
         let x = (a + x)?;
-        let hn = self.params.norm(&l.ln2, &x)?;
-        let h = self.cfg.hidden_act.forward(&lin(&l.fc1, &hn, &mut cap)?)?;
-        let m = lin(&l.fc2, &h, &mut cap)?;
+        let m = p.linear(&l.fc2, None, &mut cap, |cap| {
+            let h = p.linear(&l.fc1, None, cap, |_| p.norm(&l.ln2, &x))?;
+            Ok(c.hidden_act.forward(&h)?)
+        })?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&m, None)?));
         }

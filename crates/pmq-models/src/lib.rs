@@ -70,7 +70,7 @@ pub mod weights;
 
 pub use batch::Batch;
 pub use bert::{BertConfig, BertModel, Pooling};
-pub use capture::CaptureFn;
+pub use capture::{CaptureFn, MemoBudget, OutputMemo};
 pub use clip::{ClipVisionConfig, ClipVisionModel};
 pub use error::{Error, Result};
 pub use ids::pad_sequences;

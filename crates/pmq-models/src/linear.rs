@@ -5,7 +5,7 @@ use crate::capture::Capturer;
 use crate::error::{Error, Result};
 use crate::tensors::checked;
 use crate::weights::WeightStore;
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 
 /// One quantizable linear layer, named by its HF prefix.
@@ -92,17 +92,16 @@ impl Linears {
         names.iter().map(|n| self.spec(n.as_ref())).collect()
     }
 
-    /// Applies linear `name` to `x` `[..., in]`, first reporting its input to the capturer.
-    pub(crate) fn forward(
+    /// Applies linear `name` to the input (`[..., in]`) that `input` computes, through the
+    /// capturer ([`Capturer::linear`]: capture, forward cache).
+    pub(crate) fn forward<'a, 'b>(
         &self,
         name: &str,
-        x: &Tensor,
         rows: Option<&Tensor>,
-        cap: &mut Capturer<'_, '_>,
+        cap: &mut Capturer<'a, 'b>,
+        input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let e = self.entry(name)?;
-        cap.emit(name, x, rows)?;
-        Ok(e.layer.forward(x)?)
+        cap.linear(name, &self.entry(name)?.layer, rows, input)
     }
 
     /// Replaces the weight of `name`; the shape must stay `[out, in]`.

@@ -3,7 +3,7 @@
 //! one block implementation) from which `BlockModel`'s shared methods are defined once.
 
 use crate::batch::Batch;
-use crate::capture::CaptureFn;
+use crate::capture::{CaptureFn, OutputMemo};
 use crate::error::{Error, Result};
 use crate::linear::LinearSpec;
 use crate::params::Params;
@@ -33,13 +33,15 @@ pub trait ModelParts {
     /// The family's quantizable parameters, to replace some.
     fn params_mut(&mut self) -> &mut Params;
 
-    /// Runs `block` on `state`, reporting linear inputs to `capture`; with `stop`, ends after
-    /// that sub-block and returns its output ([`Ran::Sub`]), else the state after the block.
+    /// Runs `block` on `state`, reporting linear inputs to `capture` and keeping/reusing frozen
+    /// linears' outputs in `memo`; with `stop`, ends after that sub-block and returns its
+    /// output ([`Ran::Sub`]), else the state after the block.
     fn run_block(
         &self,
         block: usize,
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
+        memo: Option<&mut OutputMemo>,
         stop: Option<SubBlock>,
     ) -> Result<Ran>;
 }
@@ -79,7 +81,22 @@ pub trait BlockModel: ModelParts + Send + Sync {
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
     ) -> Result<State> {
-        self.run_block(block, state, capture, None)?.into_state()
+        self.run_block(block, state, capture, None, None)?
+            .into_state()
+    }
+
+    /// [`block_forward`](Self::block_forward) with the outputs of frozen linears kept in and
+    /// reused from `memo` (one memo per calibration batch and block; see [`OutputMemo`]). The
+    /// result is bit for bit that of `block_forward`.
+    fn block_forward_memo(
+        &self,
+        block: usize,
+        state: &State,
+        capture: Option<&mut CaptureFn<'_>>,
+        memo: &mut OutputMemo,
+    ) -> Result<State> {
+        self.run_block(block, state, capture, Some(memo), None)?
+            .into_state()
     }
 
     /// Head stage on the state after the last block: BERT the last hidden state
@@ -113,7 +130,8 @@ pub trait BlockModel: ModelParts + Send + Sync {
     /// and returns that sub-block's output before the residual add, as `[tokens, hidden]`
     /// rows with padding removed. Fails when the block has no such sub-block.
     fn sub_block_output(&self, block: usize, state: &State, sub: SubBlock) -> Result<Tensor> {
-        self.run_block(block, state, None, Some(sub))?.into_sub(sub)
+        self.run_block(block, state, None, None, Some(sub))?
+            .into_sub(sub)
     }
 
     /// A block norm's weight or bias, or a quantizable linear's bias, by HF tensor name.

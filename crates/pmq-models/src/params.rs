@@ -18,16 +18,17 @@ pub struct Params {
 }
 
 impl Params {
-    /// Applies linear `name` to `x` `[..., in]`, first reporting its input (restricted to
-    /// `rows`) to the capturer.
-    pub(crate) fn linear(
+    /// Applies linear `name` to the input `[..., in]` that `input` computes — only when
+    /// needed: the capturer's forward cache may hold the output, or the input
+    /// ([`Capturer::linear`]); the input (restricted to `rows`) is reported to the capture.
+    pub(crate) fn linear<'a, 'b>(
         &self,
         name: &str,
-        x: &Tensor,
         rows: Option<&Tensor>,
-        cap: &mut Capturer<'_, '_>,
+        cap: &mut Capturer<'a, 'b>,
+        input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        self.linears.forward(name, x, rows, cap)
+        self.linears.forward(name, rows, cap, input)
     }
 
     /// Applies norm `prefix` over the last dimension of `x`.

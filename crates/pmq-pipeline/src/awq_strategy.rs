@@ -217,7 +217,7 @@ fn quantize_linear(
                 }
                 Some(expert_terms(fold, w0, h, &effective)?)
             };
-            deviation_total(&effective, w0, h, &terms)
+            deviation_total(&effective, w0, h, None, &terms)
         }
     };
     let record = LinearRecord {

@@ -11,7 +11,7 @@ use candle_core::{DType, Tensor};
 use faer::Mat;
 use pmq_core::awq::activation_scale;
 use pmq_core::hessian::HessianAccumulator;
-use pmq_models::{BlockModel, State};
+use pmq_models::{BlockModel, OutputMemo, State};
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -156,12 +156,14 @@ impl BatchCapture {
 }
 
 /// Runs `block` on one batch (in f32) with input capture — the one capture primitive of the
-/// pipeline: linears fed the very same tensor are detected here, by tensor identity.
+/// pipeline: linears fed the very same tensor are detected here, by tensor identity. With a
+/// `memo`, the outputs of frozen linears are kept in it and reused.
 pub(crate) fn capture_batch(
     model: &dyn BlockModel,
     block: usize,
     wanted: Wanted<'_>,
     state: &State,
+    memo: Option<&mut OutputMemo>,
 ) -> Result<BatchCapture> {
     let mut seen: HashMap<candle_core::TensorId, String> = HashMap::new();
     let mut got: Captured = Vec::new();
@@ -186,7 +188,11 @@ pub(crate) fn capture_batch(
         }
     };
     let state = state.with_hidden_dtype(DType::F32)?;
-    let output = match model.block_forward(block, &state, Some(&mut capture)) {
+    let ran = match memo {
+        Some(m) => model.block_forward_memo(block, &state, Some(&mut capture), m),
+        None => model.block_forward(block, &state, Some(&mut capture)),
+    };
+    let output = match ran {
         Ok(out) => Some(out),
         Err(pmq_models::Error::CaptureDone) => None,
         Err(e) => return Err(e.into()),
@@ -241,7 +247,7 @@ pub(crate) fn block_outputs(
         .map(|task| {
             task.iter()
                 .map(|s| {
-                    capture_batch(model, block, Wanted::Block, s)?
+                    capture_batch(model, block, Wanted::Block, s, None)?
                         .output
                         .ok_or_else(|| anyhow!("block {block}: the forward pass stopped early"))
                 })
@@ -266,7 +272,7 @@ pub(crate) fn capture_block(
     for (t, task_states) in states.iter().enumerate() {
         let mut task_next = Vec::with_capacity(task_states.len());
         for s in task_states {
-            let cap = capture_batch(model, block, Wanted::Block, s)?;
+            let cap = capture_batch(model, block, Wanted::Block, s, None)?;
             let sharing = cap.sharing();
             for (name, _, x) in cap.inputs {
                 if let Some(x) = x {

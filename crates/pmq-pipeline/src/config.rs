@@ -53,12 +53,25 @@ pub struct PipelineConfig {
     /// Storage of the calibration states kept between blocks (F32, BF16 or F16); forward
     /// passes always compute in f32.
     pub state_dtype: DType,
+    /// Memory for the outputs of a block's already quantized linears, kept between the
+    /// block's capture passes and reused instead of recomputed ([`pmq_models::OutputMemo`]);
+    /// 0 recomputes everything. Results do not depend on it.
+    pub forward_cache_bytes: usize,
+    /// Benchmark aid: time one plain forward pass of the first block over every calibration
+    /// batch (an extra pass, not used otherwise) so that the report can express the time
+    /// outside the solver in block-forward units
+    /// ([`Phases::non_solve_block_forwards`](crate::report::Phases)).
+    pub time_block_forward: bool,
 }
+
+/// [`PipelineConfig::forward_cache_bytes`]'s default: 4 GiB.
+pub const DEFAULT_FORWARD_CACHE_BYTES: usize = 4 << 30;
 
 impl PipelineConfig {
     /// `pmq quantize`'s defaults for `method` on `grid`: GPTQ's lazy blocks of 128 with 1 %
     /// damping (E-PMQ: none, λ damps), 256 samples per task in batches of 32 truncated to 128
-    /// tokens, true-sequential groups, the total deviation split, f32 calibration states.
+    /// tokens, true-sequential groups, the total deviation split, f32 calibration states, a
+    /// forward cache of [`DEFAULT_FORWARD_CACHE_BYTES`].
     pub fn new(method: Method, grid: QuantGrid) -> Self {
         let mut gptq = GptqConfig::new(grid);
         gptq.damping = Damping::gptq(method.default_percdamp());
@@ -71,6 +84,8 @@ impl PipelineConfig {
             true_sequential: true,
             deviation: DeviationMode::Total,
             state_dtype: DType::F32,
+            forward_cache_bytes: DEFAULT_FORWARD_CACHE_BYTES,
+            time_block_forward: false,
         }
     }
 }

@@ -75,14 +75,18 @@ fn diff(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     Mat::from_fn(a.nrows(), a.ncols(), |i, j| a[(i, j)] - b[(i, j)])
 }
 
-/// The totals: `‖QX − W_mX‖²` from `H_q` (an f32 form) and the method's expert sums.
+/// The totals: `‖QX − W_mX‖²` — `known_quant_sq` when the solver already measured it (RTN's
+/// and GPTQ's objective is exactly this), else from `H_q` (an f32 form) — and the method's
+/// expert sums.
 pub fn deviation_total(
     q: &Mat<f64>,
     merged: &Mat<f64>,
     h_q: &Mat<f64>,
+    known_quant_sq: Option<f64>,
     terms: &Option<ExpertTerms>,
 ) -> Deviation {
-    let quant_sq = QuadraticFormF32::new(h_q.as_ref()).error(q.as_ref(), merged.as_ref());
+    let quant_sq = known_quant_sq
+        .unwrap_or_else(|| QuadraticFormF32::new(h_q.as_ref()).error(q.as_ref(), merged.as_ref()));
     let rms = |sq: f64, k: usize| (sq.max(0.0) / k.max(1) as f64).sqrt();
     Deviation {
         quant: quant_sq.max(0.0).sqrt(),

@@ -11,7 +11,7 @@ use faer::{Mat, MatRef};
 use pmq_core::matrix::{from_row_major_f32, to_row_major_f32};
 use pmq_core::QuantizedLayer;
 use pmq_formats::PackedLinear;
-use pmq_models::{BlockModel, State};
+use pmq_models::{BlockModel, OutputMemo, State};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One block's work for a strategy: the model, the calibration states entering the block
@@ -25,6 +25,8 @@ pub(crate) struct BlockJob<'a> {
     pub progress: &'a dyn Progress,
     /// Where the time goes (added to by the strategies).
     pub timing: &'a mut Phases,
+    /// One forward cache per calibration state (same layout as `states`).
+    pub memos: &'a mut [Vec<OutputMemo>],
 }
 
 /// Everything quantized so far.

@@ -14,10 +14,12 @@ use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_formats::{PackedLinear, ReplacedTensors};
-use pmq_models::{load_model, BlockModel, State};
+use pmq_models::{load_model, BlockModel, MemoBudget, OutputMemo, State};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+const MIB: f64 = (1u64 << 20) as f64;
 
 /// The quantized linears, the unquantized tensors the method changed, and the report.
 pub struct PipelineOutput {
@@ -200,7 +202,7 @@ pub fn run_checkpointed(
             // the weights the interrupted run went on with after this block
             let (phases, wall) = saved.restore(model.as_mut(), &mut results, progress)?;
             if let Some(next) = next {
-                states = advance(&*model, block, &states, next, cfg, &mut replay)?;
+                states = advance(&*model, block, &states, next, cfg, None, &mut replay)?;
             }
             if block + 1 == resume_at {
                 // the time spent on the finished blocks, as the interrupted run recorded it
@@ -215,8 +217,20 @@ pub fn run_checkpointed(
         timing.replay_s = t.elapsed().as_secs_f64();
         tracing::info!(block = resume_at, "resumed from the checkpoint");
     }
+    let cache_budget = MemoBudget::new(cfg.forward_cache_bytes);
+    if cfg.time_block_forward && resume_at < model.num_blocks() {
+        timing.block_forward_s = time_block_forward(&*model, resume_at, &states)?;
+    }
     for block in resume_at..model.num_blocks() {
         let first_record = results.records.len();
+        let mut memos: Vec<Vec<OutputMemo>> = states
+            .iter()
+            .map(|task| {
+                task.iter()
+                    .map(|_| OutputMemo::new(cache_budget.clone()))
+                    .collect()
+            })
+            .collect();
         let mut job = BlockJob {
             block,
             model: model.as_mut(),
@@ -225,11 +239,22 @@ pub fn run_checkpointed(
             cfg,
             progress,
             timing: &mut timing,
+            memos: &mut memos,
         };
         let next = strategy
             .quantize_block(&mut job, &mut results)
             .inspect_err(|_| progress.finish())?;
-        states = advance(&*model, block, &states, next, cfg, &mut timing)?;
+        let held: usize = memos.iter().flatten().map(OutputMemo::bytes).sum();
+        timing.forward_cache_peak_mib = timing.forward_cache_peak_mib.max(held as f64 / MIB);
+        states = advance(
+            &*model,
+            block,
+            &states,
+            next,
+            cfg,
+            Some(&mut memos),
+            &mut timing,
+        )?;
         if let Some(ckpt) = checkpoint.as_mut() {
             let wall = wall_before + t0.elapsed().as_secs_f64();
             ckpt.save_block(block, &*model, &results, first_record, &timing, wall)
@@ -243,13 +268,14 @@ pub fn run_checkpointed(
     if blocks > 0 && batches > 0 {
         timing.capture_passes_per_block = timing.capture_calls as f64 / (blocks * batches) as f64;
     }
-    if timing.propagate_s > 0.0 {
+    let blocks_run = blocks - resume_at;
+    if timing.block_forward_s > 0.0 && blocks_run > 0 {
         timing.non_solve_block_forwards = (timing.forward_s
             + timing.hessian_s
             + timing.fold_s
             + timing.metrics_s
             + timing.propagate_s)
-            / timing.propagate_s;
+            / (timing.block_forward_s * blocks_run as f64);
     }
     let mut settings = crate::config::solver_settings(&cfg.gptq);
     let run_settings = serde_json::json!({
@@ -294,14 +320,30 @@ pub fn run_checkpointed(
     })
 }
 
+/// Seconds of one plain forward pass of `block` over every state (batches in parallel, as the
+/// pipeline's passes run), the output dropped.
+fn time_block_forward(model: &dyn BlockModel, block: usize, states: &[Vec<State>]) -> Result<f64> {
+    let t = Instant::now();
+    for task in states {
+        task.par_iter()
+            .try_for_each(|s| -> pmq_models::Result<()> {
+                model.block_forward(block, &s.with_hidden_dtype(DType::F32)?, None)?;
+                Ok(())
+            })?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 /// The states entering block `block + 1`: `next` as the strategy declared it, from `states`
-/// (the states entering `block`), stored as `cfg.state_dtype`.
+/// (the states entering `block`, with their forward caches `memos` when given), stored as
+/// `cfg.state_dtype`.
 fn advance(
     model: &dyn BlockModel,
     block: usize,
     states: &[Vec<State>],
     next: Propagation,
     cfg: &PipelineConfig,
+    memos: Option<&mut Vec<Vec<OutputMemo>>>,
     timing: &mut Phases,
 ) -> Result<Vec<Vec<State>>> {
     Ok(match next {
@@ -315,14 +357,28 @@ fn advance(
             .collect::<pmq_models::Result<_>>()?,
         Propagation::QuantizedOutputs => {
             let t = Instant::now();
+            // the last pass over the block: reuse what the caches hold, keep nothing new
+            let mut memos = match memos {
+                Some(m) => std::mem::take(m),
+                None => Vec::new(),
+            };
+            memos
+                .iter_mut()
+                .flatten()
+                .for_each(OutputMemo::stop_keeping);
+            memos.resize_with(states.len(), Vec::new);
             // batches in parallel (each forward's products also use the pool)
             let next = states
                 .iter()
-                .map(|task| {
+                .zip(memos.iter_mut())
+                .map(|(task, task_memos)| {
+                    task_memos.resize_with(task.len(), || OutputMemo::new(MemoBudget::new(0)));
                     task.par_iter()
-                        .map(|s| {
+                        .zip(task_memos.par_iter_mut())
+                        .map(|(s, m)| {
+                            let s = s.with_hidden_dtype(DType::F32)?;
                             model
-                                .block_forward(block, &s.with_hidden_dtype(DType::F32)?, None)?
+                                .block_forward_memo(block, &s, None, m)?
                                 .with_hidden_dtype(cfg.state_dtype)
                         })
                         .collect::<pmq_models::Result<Vec<_>>>()

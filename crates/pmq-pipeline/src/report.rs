@@ -96,14 +96,22 @@ pub struct Phases {
     pub write_s: f64,
     /// Block forward passes with capture (many stopped early), per block and batch.
     pub capture_passes_per_block: f64,
+    /// One plain forward pass (no capture, no cache) of the first block quantized over every
+    /// calibration batch: the unit of [`Phases::non_solve_block_forwards`]; measured only when
+    /// asked for (`time_block_forward`), 0 otherwise.
+    #[serde(default)]
+    pub block_forward_s: f64,
     /// Time outside the solver per block (forward with capture, Hessians, fold, metrics,
-    /// propagation), in units of one plain forward pass of the block over all batches (the
-    /// propagation pass); 0 when nothing was propagated.
+    /// propagation), in units of [`Phases::block_forward_s`]; 0 when that was not measured.
     pub non_solve_block_forwards: f64,
     /// Resuming from a checkpoint: re-running the finished blocks to recompute the calibration
     /// states entering the first unfinished one (absent when the run was not resumed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replay_s: f64,
+    /// The most memory the forward cache (outputs of quantized linears reused between a
+    /// block's capture passes) held in one block, MiB.
+    #[serde(default)]
+    pub forward_cache_peak_mib: f64,
     #[serde(skip)]
     pub(crate) capture_calls: usize,
 }

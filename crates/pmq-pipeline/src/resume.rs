@@ -265,6 +265,9 @@ fn fingerprint(
         true_sequential,
         deviation,
         state_dtype,
+        // speed only: the results do not depend on it
+        forward_cache_bytes: _,
+        time_block_forward: _,
     } = cfg;
     for (k, v) in [
         ("method", format!("{method:?}")),

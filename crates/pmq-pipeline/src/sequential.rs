@@ -16,13 +16,13 @@
 use crate::capture::{capture_batch, rows_f32, same_sharing, Wanted};
 use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
-use crate::method::{solve, LinearProblem};
+use crate::method::{solve, LinearProblem, Method};
 use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
 use faer::Mat;
 use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
-use pmq_models::{BlockModel, LinearSpec, State};
+use pmq_models::{BlockModel, LinearSpec, OutputMemo, State};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -35,24 +35,27 @@ struct TaskCapture {
 }
 
 /// Runs `block` on every batch of one task with input capture of the linears `names` (as many
-/// batches at once as there are threads), and accumulates one Hessian per distinct input
-/// tensor, batches in order (so the result does not depend on the number of threads).
+/// batches at once as there are threads, each with its forward cache from `memos`), and
+/// accumulates one Hessian per distinct input tensor, batches in order (so the result does
+/// not depend on the number of threads).
 fn capture_task(
     model: &dyn BlockModel,
     block: usize,
     names: &HashSet<String>,
     states: &[State],
+    memos: &mut [OutputMemo],
     timing: &mut crate::report::Phases,
 ) -> Result<TaskCapture> {
     use rayon::prelude::*;
     let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
     let mut pattern: Option<HashMap<String, String>> = None;
     let threads = rayon::current_num_threads().max(1);
-    for chunk in states.chunks(threads) {
+    for (chunk, memo_chunk) in states.chunks(threads).zip(memos.chunks_mut(threads)) {
         let t = Instant::now();
         let captured = chunk
             .par_iter()
-            .map(|s| capture_batch(model, block, Wanted::Linears(names), s))
+            .zip(memo_chunk.par_iter_mut())
+            .map(|(s, m)| capture_batch(model, block, Wanted::Linears(names), s, Some(m)))
             .collect::<Result<Vec<_>>>()?;
         timing.forward_s += t.elapsed().as_secs_f64();
         timing.capture_calls += chunk.len();
@@ -103,7 +106,14 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
     let keep_per_task = job.cfg.deviation == DeviationMode::PerTask;
     let mut folded = Folded::default();
     for (t, task_states) in job.states.iter().enumerate() {
-        let cap = capture_task(&*job.model, job.block, &names, task_states, job.timing)?;
+        let cap = capture_task(
+            &*job.model,
+            job.block,
+            &names,
+            task_states,
+            &mut job.memos[t],
+            job.timing,
+        )?;
         if t == 0 {
             folded.alias = cap.alias.clone();
         } else if folded.alias != cap.alias {
@@ -164,6 +174,10 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
             .iter()
             .flat_map(|&g| groups[g].iter().map(move |s| (g, s)))
             .collect();
+        // the set's first group reads only frozen linears: its inputs are fixed from now on
+        for memo in job.memos.iter_mut().flatten() {
+            memo.fix_inputs(groups[set[0]].iter().map(|s| &s.name));
+        }
         let mut folded = if needs_inputs {
             let refs: Vec<&LinearSpec> = specs.iter().map(|(_, s)| *s).collect();
             capture_and_fold(job, &refs)?
@@ -199,7 +213,14 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                         };
                         deviation_per_task(q, &merged, &experts, &folded.per_task[c])
                     }
-                    DeviationMode::Total => deviation_total(q, &merged, &folded.h_q[c], terms),
+                    DeviationMode::Total => {
+                        // RTN's and GPTQ's objective is `‖(Q − W_m) X‖²` on `H_q` itself
+                        let known = match job.cfg.method {
+                            Method::Rtn | Method::Gptq => sol.objective,
+                            _ => None,
+                        };
+                        deviation_total(q, &merged, &folded.h_q[c], known, terms)
+                    }
                 }),
             };
             job.timing.metrics_s += t_metrics.elapsed().as_secs_f64() + sol.metrics_seconds;
@@ -228,6 +249,10 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                 sol.layer,
             );
             job.progress.linear_done(&spec.name);
+        }
+        // final weights on fixed inputs from now on: later passes reuse their outputs
+        for memo in job.memos.iter_mut().flatten() {
+            memo.freeze(set.iter().flat_map(|&g| groups[g].iter().map(|s| &s.name)));
         }
         // the sums of this set are no longer needed
         folded.h_q.clear();

@@ -65,6 +65,7 @@ impl BlockStrategy for Awq {
             cfg: job.cfg,
             progress: job.progress,
             timing: &mut *job.timing,
+            memos: &mut *job.memos,
         };
         let next = awq_strategy::quantize_block(&mut job, &self.0, results)?;
         job.timing.solve_s += t.elapsed().as_secs_f64();

@@ -62,6 +62,8 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         true_sequential: true,
         deviation: DeviationMode::PerTask,
         state_dtype: candle_core::DType::F32,
+        forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
+        time_block_forward: false,
     }
 }
 

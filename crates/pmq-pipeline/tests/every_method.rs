@@ -60,6 +60,8 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 true_sequential: true,
                 deviation: DeviationMode::PerTask,
                 state_dtype: candle_core::DType::F32,
+                forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
+                time_block_forward: false,
             };
             let out = pmq_pipeline::run(&inputs, &cfg, &pmq_pipeline::NoProgress).unwrap();
             let tag = format!("{fam:?} {}", method.label());
@@ -156,6 +158,8 @@ fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
             true_sequential,
             deviation,
             state_dtype: candle_core::DType::F32,
+            forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
+            time_block_forward: false,
         };
         let per_task = pmq_pipeline::run(
             &inputs,

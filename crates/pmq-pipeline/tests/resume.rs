@@ -112,6 +112,8 @@ fn config(method: Method, state_dtype: candle_core::DType) -> PipelineConfig {
         true_sequential: true,
         deviation: DeviationMode::PerTask,
         state_dtype,
+        forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
+        time_block_forward: false,
     }
 }
 

@@ -10,7 +10,7 @@ pub use rope::{Rope, RopeScaling};
 
 use crate::attention::{attend, merge_heads, split_heads};
 use crate::batch::Batch;
-use crate::capture::{CaptureFn, Capturer};
+use crate::capture::{CaptureFn, Capturer, OutputMemo, SharedInput};
 use crate::config::ConfigObject;
 use crate::error::{Error, Result};
 use crate::ids::{check_ids, ids_u32};
@@ -188,31 +188,43 @@ impl ModelParts for LlamaModel {
         block: usize,
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
+        memo: Option<&mut OutputMemo>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
         let l = self.layers.get(block)?;
         let ex: &LlamaExtra = state.extra_for("Llama")?;
-        let mut cap = Capturer::new(capture);
+        let mut cap = Capturer::with_memo(capture, memo);
         let rows = state.rows.as_ref();
-        let lin = |n: &str, t: &Tensor, cap: &mut Capturer| self.params.linear(n, t, rows, cap);
+        let (p, c) = (&self.params, &self.cfg);
         let x = &state.hidden;
-        let hn = self.params.norm(&l.input_norm, x)?;
-        let q = split_heads(&lin(&l.q, &hn, &mut cap)?, self.cfg.num_attention_heads)?;
-        let k = split_heads(&lin(&l.k, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
-        let v = split_heads(&lin(&l.v, &hn, &mut cap)?, self.cfg.num_key_value_heads)?;
-        let q = candle_nn::rotary_emb::rope(&q, &ex.cos, &ex.sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, &ex.cos, &ex.sin)?;
-        let scale = 1.0 / (self.cfg.head_dim as f64).sqrt();
-        let ctx = merge_heads(&attend(&q, &k, &v, scale, Some(&ex.bias))?)?;
-        let a = lin(&l.o, &ctx, &mut cap)?;
+        // each linear's input is computed only when needed (see `Capturer::linear`)
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| p.norm(&l.input_norm, x));
+        let a = p.linear(&l.o, rows, &mut cap, |cap| {
+            let q = p.linear(&l.q, rows, cap, |_| hn())?;
+            let k = p.linear(&l.k, rows, cap, |_| hn())?;
+            let v = p.linear(&l.v, rows, cap, |_| hn())?;
+            let q = split_heads(&q, c.num_attention_heads)?;
+            let k = split_heads(&k, c.num_key_value_heads)?;
+            let v = split_heads(&v, c.num_key_value_heads)?;
+            let q = candle_nn::rotary_emb::rope(&q, &ex.cos, &ex.sin)?;
+            let k = candle_nn::rotary_emb::rope(&k, &ex.cos, &ex.sin)?;
+            let scale = 1.0 / (c.head_dim as f64).sqrt();
+            merge_heads(&attend(&q, &k, &v, scale, Some(&ex.bias))?)
+        })?;
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, rows)?));
         }
         let x = (a + x)?;
-        let hn = self.params.norm(&l.post_norm, &x)?;
-        let g = self.cfg.hidden_act.forward(&lin(&l.gate, &hn, &mut cap)?)?;
-        let u = lin(&l.up, &hn, &mut cap)?;
-        let m = lin(&l.down, &(g * u)?, &mut cap)?;
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| p.norm(&l.post_norm, &x));
+        let m = p.linear(&l.down, rows, &mut cap, |cap| {
+            let g = c
+                .hidden_act
+                .forward(&p.linear(&l.gate, rows, cap, |_| hn())?)?;
+            let u = p.linear(&l.up, rows, cap, |_| hn())?;
+            Ok((g * u)?)
+        })?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&m, rows)?));
         }

@@ -4,7 +4,7 @@
 
 use super::config::{relative_position_bucket, T5Config};
 use crate::attention::{attend, merge_heads, split_heads};
-use crate::capture::Capturer;
+use crate::capture::{Capturer, SharedInput};
 use crate::error::{Error, Result};
 use crate::model::Ran;
 use crate::params::Params;
@@ -162,7 +162,8 @@ pub(super) struct Forward<'a> {
 }
 
 impl Forward<'_> {
-    /// The feed-forward sub-block's output (before the residual add).
+    /// The feed-forward sub-block's output (before the residual add); each linear's input
+    /// is computed only when needed (see `Capturer::linear`).
     fn ff(
         &self,
         l: &T5Layer,
@@ -170,41 +171,41 @@ impl Forward<'_> {
         rows: Option<&Tensor>,
         cap: &mut Capturer,
     ) -> Result<Tensor> {
-        let p = self.params;
-        let hn = p.norm(&l.ff_ln, x)?;
-        let h = if self.cfg.gated {
-            let g = self
-                .cfg
+        let (p, c) = (self.params, self.cfg);
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| p.norm(&l.ff_ln, x));
+        p.linear(&l.wo, rows, cap, |cap| {
+            let g = c
                 .dense_act
-                .forward(&p.linear(&l.wi[0], &hn, rows, cap)?)?;
-            let u = p.linear(&l.wi[1], &hn, rows, cap)?;
-            (g * u)?
-        } else {
-            self.cfg
-                .dense_act
-                .forward(&p.linear(&l.wi[0], &hn, rows, cap)?)?
-        };
-        p.linear(&l.wo, &h, rows, cap)
+                .forward(&p.linear(&l.wi[0], rows, cap, |_| hn())?)?;
+            Ok(if c.gated {
+                (g * p.linear(&l.wi[1], rows, cap, |_| hn())?)?
+            } else {
+                g
+            })
+        })
     }
 
-    /// T5 attention (no 1/√d scaling): queries from `xq`, keys/values from `xkv`.
+    /// T5 attention (no 1/√d scaling): queries from what `xq` computes, keys/values from what
+    /// `xkv` computes (each only when needed, see `Capturer::linear`).
     #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         a: &Attn,
-        xq: &Tensor,
+        xq: &dyn Fn() -> Result<Tensor>,
         q_rows: Option<&Tensor>,
-        xkv: &Tensor,
+        xkv: &dyn Fn() -> Result<Tensor>,
         kv_rows: Option<&Tensor>,
         bias: &Tensor,
         cap: &mut Capturer,
     ) -> Result<Tensor> {
         let (h, p) = (self.cfg.num_heads, self.params);
-        let q = split_heads(&p.linear(&a.q, xq, q_rows, cap)?, h)?;
-        let k = split_heads(&p.linear(&a.k, xkv, kv_rows, cap)?, h)?;
-        let v = split_heads(&p.linear(&a.v, xkv, kv_rows, cap)?, h)?;
-        let ctx = merge_heads(&attend(&q, &k, &v, 1.0, Some(bias))?)?;
-        p.linear(&a.o, &ctx, q_rows, cap)
+        p.linear(&a.o, q_rows, cap, |cap| {
+            let q = split_heads(&p.linear(&a.q, q_rows, cap, |_| xq())?, h)?;
+            let k = split_heads(&p.linear(&a.k, kv_rows, cap, |_| xkv())?, h)?;
+            let v = split_heads(&p.linear(&a.v, kv_rows, cap, |_| xkv())?, h)?;
+            merge_heads(&attend(&q, &k, &v, 1.0, Some(bias))?)
+        })
     }
 
     /// Encoder block `i` (layer `l`), stopping after `stop` when given.
@@ -223,7 +224,8 @@ impl Forward<'_> {
         };
         let rows = state.rows.as_ref();
         let x = &state.hidden;
-        let hn = self.params.norm(&l.self_ln, x)?;
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| self.params.norm(&l.self_ln, x));
         let a = self.attention(&l.self_attn, &hn, rows, &hn, rows, bias, cap)?;
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, rows)?));
@@ -260,7 +262,8 @@ impl Forward<'_> {
         };
         let rows = state.rows.as_ref();
         let x = &state.hidden;
-        let hn = self.params.norm(&l.self_ln, x)?;
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| self.params.norm(&l.self_ln, x));
         let a = self.attention(&l.self_attn, &hn, rows, &hn, rows, self_bias, cap)?;
         if stop == Some(SubBlock::SelfAttention) {
             return Ok(Ran::Sub(token_rows(&a, rows)?));
@@ -270,12 +273,13 @@ impl Forward<'_> {
             .cross
             .as_ref()
             .ok_or_else(|| Error::input("decoder block without cross-attention"))?;
-        let hn = self.params.norm(cross_ln, &x)?;
+        let hn = SharedInput::default();
+        let hn = || hn.get(|| self.params.norm(cross_ln, &x));
         let c = self.attention(
             cross,
             &hn,
             rows,
-            enc_out,
+            &|| Ok(enc_out.clone()),
             enc_rows.as_ref(),
             cross_bias,
             cap,

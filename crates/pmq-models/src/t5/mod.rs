@@ -14,7 +14,7 @@ pub use config::{relative_position_bucket, T5Config};
 
 use crate::attention::padding_bias;
 use crate::batch::Batch;
-use crate::capture::{CaptureFn, Capturer};
+use crate::capture::{CaptureFn, Capturer, OutputMemo};
 use crate::config::{Activation, ConfigObject};
 use crate::error::{Error, Result};
 use crate::ids::{check_ids, ids_u32};
@@ -247,9 +247,10 @@ impl ModelParts for T5Model {
         block: usize,
         state: &State,
         capture: Option<&mut CaptureFn<'_>>,
+        memo: Option<&mut OutputMemo>,
         stop: Option<SubBlock>,
     ) -> Result<Ran> {
-        let mut cap = Capturer::new(capture);
+        let mut cap = Capturer::with_memo(capture, memo);
         if block >= self.cfg.num_layers {
             return self.decoder_block(block, state, &mut cap, stop);
         }
