@@ -50,7 +50,8 @@ run() { # name binary k method extra...
   local t0 t1 line
   t0=$(date +%s.%N)
   line=$("$bin" quantize --model "$model" --method "$method" $(args_for "$k") \
-    --samples-per-task 128 --max-seq-len 64 --format fake --out "$out" "$@" 2>"$name.log" | tail -n1)
+    --samples-per-task 128 --max-seq-len 64 --format fake --time-block-forward --out "$out" "$@" \
+    2>"$name.log" | tail -n1)
   t1=$(date +%s.%N)
   python3 - "$name" "$k" "$method" "$t0" "$t1" "$out" "$line" "$*" >>"$results" <<'PY'
 import json, sys
@@ -67,6 +68,8 @@ PY
 }
 
 run gptq-k8 "$pmq" 8 gptq
+# the forward cache changes speed only (the agreement table checks: 100 % identical weights)
+run gptq-k8-no-forward-cache "$pmq" 8 gptq --forward-cache-mib 0
 run gptq-k8-no-true-seq "$pmq" 8 gptq --no-true-sequential
 for k in 2 4 8; do run "epmq-k$k" "$pmq" "$k" epmq; done
 run epmq-k8-per-task-deviation "$pmq" 8 epmq --deviation per-task

@@ -58,6 +58,7 @@ pairs = [
     ("epmq-k8", "epmq-k8-per-task-deviation"),
     ("gptq-k8", "baseline-gptq-k8"),
     ("epmq-k8", "baseline-epmq-k8"),
+    ("gptq-k8", "gptq-k8-no-forward-cache"),
 ]
 agree = {f"{a} vs {b}": agreement(a, b) for a, b in pairs if a in names and b in names}
 json.dump({"runs": runs, "identical_weights": agree}, open(os.path.join(out_dir, "results.json"), "w"), indent=1)
