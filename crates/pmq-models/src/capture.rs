@@ -33,7 +33,8 @@ impl<'a, 'b> Capturer<'a, 'b> {
         Self::with_memo(f, None)
     }
 
-    /// A capturer around `f` that also keeps and reuses what `memo` allows.
+    /// A capturer around `f` that also keeps and reuses what `memo` allows (one pass over
+    /// the block: see [`OutputMemo`] for what a pass evicts when it ends).
     pub(crate) fn with_memo(
         f: Option<&'a mut CaptureFn<'b>>,
         memo: Option<&'a mut OutputMemo>,
@@ -57,10 +58,10 @@ impl<'a, 'b> Capturer<'a, 'b> {
         input: impl FnOnce(&mut Self) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let weight = layer.weight().id();
-        if let Some(y) = self.memo.as_ref().and_then(|m| m.output(name, weight)) {
+        if let Some(y) = self.memo.as_mut().and_then(|m| m.output(name, weight)) {
             return Ok(y);
         }
-        let x = match self.memo.as_ref().and_then(|m| m.input(name)) {
+        let x = match self.memo.as_mut().and_then(|m| m.input(name)) {
             Some(x) => x,
             None => {
                 let x = input(self)?;
@@ -102,6 +103,16 @@ impl<'a, 'b> Capturer<'a, 'b> {
     }
 }
 
+impl Drop for Capturer<'_, '_> {
+    /// The pass is over (finished, stopped early or failed): the memo evicts what it did not
+    /// use.
+    fn drop(&mut self) {
+        if let Some(m) = self.memo.as_mut() {
+            m.end_pass();
+        }
+    }
+}
+
 /// An input several linears read (q, k, v; gate, up), computed when the first of them needs
 /// it — and not at all when the forward cache holds all their outputs.
 #[derive(Default)]
@@ -121,14 +132,18 @@ impl SharedInput {
 /// How many bytes all [`OutputMemo`]s sharing this budget may hold together.
 #[derive(Debug)]
 pub struct MemoBudget {
+    total: usize,
     left: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl MemoBudget {
     /// A budget of `bytes` (0: nothing is kept).
     pub fn new(bytes: usize) -> Arc<Self> {
         Arc::new(Self {
+            total: bytes,
             left: AtomicUsize::new(bytes),
+            peak: AtomicUsize::new(0),
         })
     }
 
@@ -137,12 +152,25 @@ impl MemoBudget {
         self.left.load(Ordering::Relaxed)
     }
 
+    /// The most bytes held at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
     fn take(&self, bytes: usize) -> bool {
-        self.left
+        let taken = self
+            .left
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
                 l.checked_sub(bytes)
-            })
-            .is_ok()
+            });
+        match taken {
+            Ok(before) => {
+                let held = self.total - (before - bytes);
+                self.peak.fetch_max(held, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     fn give(&self, bytes: usize) {
@@ -166,7 +194,11 @@ fn bytes_of(t: &Tensor) -> usize {
 ///   before it.
 ///
 /// Every linear and every operation between them is then computed about once over all the
-/// passes over a block, and every result is bit for bit what recomputing gives. Kept outputs
+/// passes over a block, and every result is bit for bit what recomputing gives. When a pass
+/// ends, what it neither read nor kept is evicted: each pass reaches further into the block
+/// than the one before, so what it no longer reads (q, k, v's outputs once o's input is kept)
+/// is not needed again — and if it were, it would be recomputed; memory stays at about the
+/// outputs of two groups. Kept outputs
 /// remember the weight they were computed with and are recomputed if it changed. Memory comes
 /// from a shared [`MemoBudget`]; past it, things are recomputed. Dropping the memo returns
 /// its bytes. A linear whose kept output is reused is not reported to the capture callback.
@@ -179,6 +211,9 @@ pub struct OutputMemo {
     budget: Arc<MemoBudget>,
     held: usize,
     keeping: bool,
+    /// Outputs and inputs read or kept in the current pass.
+    used_outputs: HashSet<String>,
+    used_inputs: HashSet<String>,
 }
 
 impl OutputMemo {
@@ -192,6 +227,8 @@ impl OutputMemo {
             budget,
             held: 0,
             keeping: true,
+            used_outputs: HashSet::new(),
+            used_inputs: HashSet::new(),
         }
     }
 
@@ -221,16 +258,46 @@ impl OutputMemo {
     }
 
     /// The kept output of `name` computed with the weight `weight`.
-    fn output(&self, name: &str, weight: TensorId) -> Option<Tensor> {
+    fn output(&mut self, name: &str, weight: TensorId) -> Option<Tensor> {
         match self.outputs.get(name) {
-            Some((w, y)) if *w == weight => Some(y.clone()),
+            Some((w, y)) if *w == weight => {
+                let y = y.clone();
+                self.used_outputs.insert(name.to_string());
+                Some(y)
+            }
             _ => None,
         }
     }
 
     /// The kept input of `name`.
-    fn input(&self, name: &str) -> Option<Tensor> {
-        self.inputs.get(name).cloned()
+    fn input(&mut self, name: &str) -> Option<Tensor> {
+        let x = self.inputs.get(name).cloned()?;
+        self.used_inputs.insert(name.to_string());
+        Some(x)
+    }
+
+    /// Ends a pass: evicts what it neither read nor kept.
+    fn end_pass(&mut self) {
+        let stale: Vec<String> = (self.outputs.keys())
+            .filter(|n| !self.used_outputs.contains(*n))
+            .cloned()
+            .collect();
+        for n in stale {
+            if let Some((_, y)) = self.outputs.remove(&n) {
+                let bytes = bytes_of(&y);
+                self.held -= bytes;
+                self.budget.give(bytes);
+            }
+        }
+        let stale: Vec<String> = (self.inputs.keys())
+            .filter(|n| !self.used_inputs.contains(*n))
+            .cloned()
+            .collect();
+        for n in stale {
+            self.drop_input(&n);
+        }
+        self.used_outputs.clear();
+        self.used_inputs.clear();
     }
 
     /// Whether another kept input is the very tensor `x` (counted once).
@@ -254,6 +321,7 @@ impl OutputMemo {
             self.held += bytes;
         }
         self.inputs.insert(name.to_string(), x.clone());
+        self.used_inputs.insert(name.to_string());
     }
 
     /// Drops the kept input of `name` (returning its bytes unless another linear shares it).
@@ -283,6 +351,7 @@ impl OutputMemo {
         if self.budget.take(bytes) {
             self.held += bytes;
             self.outputs.insert(name.to_string(), (weight, y.clone()));
+            self.used_outputs.insert(name.to_string());
             self.drop_input(name);
         }
     }

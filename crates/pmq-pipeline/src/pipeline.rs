@@ -244,8 +244,6 @@ pub fn run_checkpointed(
         let next = strategy
             .quantize_block(&mut job, &mut results)
             .inspect_err(|_| progress.finish())?;
-        let held: usize = memos.iter().flatten().map(OutputMemo::bytes).sum();
-        timing.forward_cache_peak_mib = timing.forward_cache_peak_mib.max(held as f64 / MIB);
         states = advance(
             &*model,
             block,
@@ -263,6 +261,9 @@ pub fn run_checkpointed(
         tracing::debug!(block, "block quantized");
     }
     progress.finish();
+    timing.forward_cache_peak_mib = timing
+        .forward_cache_peak_mib
+        .max(cache_budget.peak() as f64 / MIB);
     let batches: usize = states.iter().map(Vec::len).sum();
     let blocks = model.num_blocks();
     if blocks > 0 && batches > 0 {

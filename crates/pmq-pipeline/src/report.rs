@@ -108,8 +108,8 @@ pub struct Phases {
     /// states entering the first unfinished one (absent when the run was not resumed).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replay_s: f64,
-    /// The most memory the forward cache (outputs of quantized linears reused between a
-    /// block's capture passes) held in one block, MiB.
+    /// The most memory the forward cache (what a block's capture passes reuse) held at once,
+    /// MiB.
     #[serde(default)]
     pub forward_cache_peak_mib: f64,
     #[serde(skip)]
