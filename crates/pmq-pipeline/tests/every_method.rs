@@ -94,6 +94,38 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 quantizer: format!("test {}", method.label()),
             };
             write_gptq(&qm, &settings, &Destination::new(&gdir)).unwrap();
+            // where transformers/optimum look for the quantized linears
+            let config: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(gdir.join("config.json")).unwrap())
+                    .unwrap();
+            let qc = &config["quantization_config"];
+            let (blocks, modules) = (
+                &qc["block_name_to_quantize"],
+                &qc["modules_in_block_to_quantize"],
+            );
+            match fam {
+                common::Fam::Bert => assert_eq!(blocks, "encoder.layer", "{tag}"),
+                common::Fam::Clip => assert_eq!(blocks, "vision_model.encoder.layers", "{tag}"),
+                common::Fam::LlamaGqa | common::Fam::LlamaMha => {
+                    assert_eq!(blocks, "model.layers", "{tag}")
+                }
+                common::Fam::T5Relu | common::Fam::T5Gated => {
+                    assert_eq!(blocks, "", "{tag}");
+                    let m = modules[0].as_array().unwrap();
+                    assert!(
+                        m.iter().any(|p| p == "layer.0.SelfAttention.q"),
+                        "{tag}: {m:?}"
+                    );
+                    assert!(
+                        m.iter().any(|p| p == "layer.1.EncDecAttention.k"),
+                        "{tag}: {m:?}"
+                    );
+                    assert!(m.iter().all(|p| p != "lm_head"), "{tag}: {m:?}");
+                }
+            }
+            if !matches!(fam, common::Fam::T5Relu | common::Fam::T5Gated) {
+                assert!(modules.is_null(), "{tag}: {modules}");
+            }
             let reader = GptqReader::open(&gdir).unwrap();
             let fake_store = TensorStore::open_dir(&fake).unwrap();
             assert_eq!(reader.names(), fake_store.names(), "{tag}");

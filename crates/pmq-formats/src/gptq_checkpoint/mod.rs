@@ -11,6 +11,7 @@
 //! - [`GptqReader`] (`read`): the reader, dequantizing each quantized linear on demand.
 //! - [`dequantize_checkpoint`] (`dequant`): a GPTQ checkpoint rewritten as plain HF safetensors.
 
+mod blocks;
 mod dequant;
 mod read;
 mod settings;

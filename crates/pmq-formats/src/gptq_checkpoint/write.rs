@@ -135,9 +135,14 @@ pub fn write_gptq(
         Err(_) => json!({}),
     };
     let qc = settings.to_json();
+    // transformers/optimum also need to know where the quantized linears are
+    let mut hf_qc = qc.clone();
+    if let Some(obj) = hf_qc.as_object_mut() {
+        obj.extend(super::blocks::block_layout(layers.keys(), src));
+    }
     match config.as_object_mut() {
         Some(obj) => {
-            obj.insert("quantization_config".into(), qc.clone());
+            obj.insert("quantization_config".into(), hf_qc);
         }
         None => return Err(FormatError::file(&config_path, "is not a JSON object")),
     }
