@@ -42,9 +42,10 @@ def main():
         os.makedirs(data, exist_ok=True)
         debs = os.path.join(root, "deb")
         os.makedirs(debs, exist_ok=True)
-        subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=debs, check=True)
+        subprocess.run(["apt-get", "download", "dataset-fashion-mnist"], cwd=debs, check=True,
+                       stdout=sys.stderr)  # stdout carries only the image directory
         deb = sorted(glob.glob(os.path.join(debs, "dataset-fashion-mnist_*.deb")))[-1]
-        subprocess.run(["dpkg-deb", "-x", deb, data], check=True)
+        subprocess.run(["dpkg-deb", "-x", deb, data], check=True, stdout=sys.stderr)
         images = glob.glob(os.path.join(data, "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"))
     img = gzip.open(images[0]).read()
     lab = gzip.open(images[0].replace("train-images-idx3", "train-labels-idx1")).read()
