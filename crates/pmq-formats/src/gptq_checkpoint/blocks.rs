@@ -29,11 +29,26 @@ fn split(name: &str) -> Option<(String, String)> {
 }
 
 /// The `quantization_config` entries that let transformers/optimum find the quantized linears
-/// `names` of a checkpoint whose tensors `src` lists; empty when they cannot be described
-/// (a linear outside any numbered block), in which case optimum's own detection applies.
+/// `names` of the checkpoint `src`; empty when they cannot be described (a linear outside any
+/// numbered block), in which case optimum's own detection applies.
 pub(super) fn block_layout<'a>(
     names: impl IntoIterator<Item = &'a String>,
     src: &TensorStore,
+) -> serde_json::Map<String, Value> {
+    // the module paths of the checkpoint's matrices (candidate linears)
+    let matrices: Vec<String> = src
+        .names()
+        .iter()
+        .filter(|t| src.info(t).is_some_and(|i| i.shape.len() == 2))
+        .filter_map(|t| t.strip_suffix(".weight").map(str::to_string))
+        .collect();
+    layout(names, &matrices)
+}
+
+/// [`block_layout`] for quantized linears `names` among the matrices `matrices` (module paths).
+fn layout<'a>(
+    names: impl IntoIterator<Item = &'a String>,
+    matrices: &[String],
 ) -> serde_json::Map<String, Value> {
     let mut out = serde_json::Map::new();
     let mut stacks = BTreeSet::new();
@@ -55,16 +70,11 @@ pub(super) fn block_layout<'a>(
         }
         _ => {
             // every other linear must stay out of the suffix filter
-            let clash = src.names().iter().any(|t| {
-                let Some(prefix) = t.strip_suffix(".weight") else {
-                    return false;
-                };
-                let is_matrix = src.info(t).is_some_and(|i| i.shape.len() == 2);
-                is_matrix
-                    && !quantized.contains(prefix)
+            let clash = matrices.iter().any(|m| {
+                !quantized.contains(m.as_str())
                     && inner
                         .iter()
-                        .any(|p| prefix == p || prefix.ends_with(&format!(".{p}")))
+                        .any(|p| m == p || m.ends_with(&format!(".{p}")))
             });
             if !clash {
                 out.insert("block_name_to_quantize".into(), json!(""));
@@ -80,7 +90,45 @@ pub(super) fn block_layout<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{layout, split};
+    use serde_json::json;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn one_stack_is_named_several_are_filtered_by_path() {
+        let bert = names(&[
+            "encoder.layer.0.attention.self.query",
+            "encoder.layer.1.output.dense",
+        ]);
+        let mut all = bert.clone();
+        all.push("pooler.dense".into());
+        let l = layout(&bert, &all);
+        assert_eq!(l["block_name_to_quantize"], json!("encoder.layer"));
+        assert!(!l.contains_key("modules_in_block_to_quantize"));
+
+        let t5 = names(&[
+            "encoder.block.0.layer.0.SelfAttention.q",
+            "decoder.block.0.layer.1.EncDecAttention.k",
+        ]);
+        let mut all = t5.clone();
+        all.push("lm_head".into());
+        let l = layout(&t5, &all);
+        assert_eq!(l["block_name_to_quantize"], json!(""));
+        assert_eq!(
+            l["modules_in_block_to_quantize"],
+            json!([["layer.0.SelfAttention.q", "layer.1.EncDecAttention.k"]])
+        );
+        // an unquantized linear that the path filter would also catch: nothing is written
+        all.push("extra.layer.0.SelfAttention.q".into());
+        assert!(layout(&t5, &all).is_empty());
+        // a quantized linear outside any numbered block: nothing is written
+        let mut odd = t5.clone();
+        odd.push("lm_head".into());
+        assert!(layout(&odd, &all).is_empty());
+    }
 
     #[test]
     fn splits_at_the_block_index() {
