@@ -5,12 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-${PMQ_GOLDEN_VENV:-$HOME/.cache/pmq/venv-golden}}"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-  # torch's CPU wheels, else PyPI's torch (CUDA libraries included; runs on the CPU)
-  "$VENV/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch \
-    || "$VENV/bin/pip" install --quiet torch
-  "$VENV/bin/pip" install --quiet "transformers>=5,<6" safetensors pillow numpy
-fi
+scripts/torch_venv.sh "$VENV" "torch, transformers, safetensors, PIL, numpy" \
+  "transformers>=5,<6" safetensors pillow numpy
 "$VENV/bin/python" scripts/golden/make_golden.py crates/pmq-models/tests/golden
 du -sh crates/pmq-models/tests/golden

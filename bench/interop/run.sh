@@ -11,12 +11,8 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 venv="${PMQ_PEER_VENV:-$HOME/.cache/pmq/venv-peer}"
 work="${PMQ_INTEROP_WORK:-${TMPDIR:-/tmp}/pmq-interop}"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, gptqmodel, optimum" 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch \
-    || "$venv/bin/pip" install --quiet torch
-  "$venv/bin/pip" install --quiet gptqmodel optimum "transformers>=5" tokenizers safetensors
-fi
+scripts/torch_venv.sh "$venv" "torch, gptqmodel, optimum" \
+  gptqmodel optimum "transformers>=5" tokenizers safetensors
 py="$venv/bin/python"
 cargo build --release -p pmq-cli --bin pmq >&2
 pmq="$root/target/release/pmq"

@@ -13,14 +13,8 @@ root=$(pwd)
 venv="${PMQ_PEER_VENV:-$HOME/.cache/pmq/venv-peer}"
 work="${PMQ_PEER_WORK:-${TMPDIR:-/tmp}/pmq-peers}"
 samples=${PMQ_PEER_SAMPLES:-16} seq=${PMQ_PEER_SEQ:-128}
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, gptqmodel" 2>/dev/null; then
-  python3 -m venv "$venv"
-  # torch's CPU wheels; where only PyPI is reachable, PyPI's torch (it pulls the CUDA
-  # libraries, ~3 GB, and runs on the CPU without a GPU)
-  "$venv/bin/pip" install --quiet --index-url https://download.pytorch.org/whl/cpu torch \
-    || "$venv/bin/pip" install --quiet torch
-  "$venv/bin/pip" install --quiet gptqmodel optimum "transformers>=5" tokenizers safetensors
-fi
+scripts/torch_venv.sh "$venv" "torch, gptqmodel" \
+  gptqmodel optimum "transformers>=5" tokenizers safetensors
 cargo build --release -p pmq-cli --bins --examples >&2
 pmq="$root/target/release/pmq"
 mkdir -p "$work"

@@ -17,6 +17,7 @@ use pmq_formats::{PackedLinear, ReplacedTensors};
 use pmq_models::{load_model, BlockModel, MemoBudget, OutputMemo, State};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 const MIB: f64 = (1u64 << 20) as f64;
@@ -188,6 +189,7 @@ pub fn run_checkpointed(
     let mut results = Results::default();
     // a resumed run: the finished blocks from the checkpoint, their propagation replayed
     let mut wall_before = 0.0;
+    let cache_budget = MemoBudget::new(cfg.forward_cache_bytes);
     if let Some(ckpt) = checkpoint.as_ref().filter(|_| resume_at > 0) {
         let t = Instant::now();
         let mut replay = Phases::default();
@@ -202,7 +204,9 @@ pub fn run_checkpointed(
             // the weights the interrupted run went on with after this block
             let (phases, wall) = saved.restore(model.as_mut(), &mut results, progress)?;
             if let Some(next) = next {
-                states = advance(&*model, block, &states, next, cfg, None, &mut replay)?;
+                // fresh caches: nothing frozen, nothing kept, a plain forward
+                let mut memos = new_memos(&states, &cache_budget);
+                states = advance(&*model, block, &states, next, cfg, &mut memos, &mut replay)?;
             }
             if block + 1 == resume_at {
                 // the time spent on the finished blocks, as the interrupted run recorded it
@@ -217,20 +221,12 @@ pub fn run_checkpointed(
         timing.replay_s = t.elapsed().as_secs_f64();
         tracing::info!(block = resume_at, "resumed from the checkpoint");
     }
-    let cache_budget = MemoBudget::new(cfg.forward_cache_bytes);
     if cfg.time_block_forward && resume_at < model.num_blocks() {
         timing.block_forward_s = time_block_forward(&*model, resume_at, &states)?;
     }
     for block in resume_at..model.num_blocks() {
         let first_record = results.records.len();
-        let mut memos: Vec<Vec<OutputMemo>> = states
-            .iter()
-            .map(|task| {
-                task.iter()
-                    .map(|_| OutputMemo::new(cache_budget.clone()))
-                    .collect()
-            })
-            .collect();
+        let mut memos = new_memos(&states, &cache_budget);
         let mut job = BlockJob {
             block,
             model: model.as_mut(),
@@ -244,15 +240,7 @@ pub fn run_checkpointed(
         let next = strategy
             .quantize_block(&mut job, &mut results)
             .inspect_err(|_| progress.finish())?;
-        states = advance(
-            &*model,
-            block,
-            &states,
-            next,
-            cfg,
-            Some(&mut memos),
-            &mut timing,
-        )?;
+        states = advance(&*model, block, &states, next, cfg, &mut memos, &mut timing)?;
         if let Some(ckpt) = checkpoint.as_mut() {
             let wall = wall_before + t0.elapsed().as_secs_f64();
             ckpt.save_block(block, &*model, &results, first_record, &timing, wall)
@@ -321,6 +309,18 @@ pub fn run_checkpointed(
     })
 }
 
+/// One empty forward cache per calibration state (same layout), drawing on `budget`.
+fn new_memos(states: &[Vec<State>], budget: &Arc<MemoBudget>) -> Vec<Vec<OutputMemo>> {
+    states
+        .iter()
+        .map(|task| {
+            task.iter()
+                .map(|_| OutputMemo::new(budget.clone()))
+                .collect()
+        })
+        .collect()
+}
+
 /// Seconds of one plain forward pass of `block` over every state (batches in parallel, as the
 /// pipeline's passes run), the output dropped.
 fn time_block_forward(model: &dyn BlockModel, block: usize, states: &[Vec<State>]) -> Result<f64> {
@@ -336,7 +336,7 @@ fn time_block_forward(model: &dyn BlockModel, block: usize, states: &[Vec<State>
 }
 
 /// The states entering block `block + 1`: `next` as the strategy declared it, from `states`
-/// (the states entering `block`, with their forward caches `memos` when given), stored as
+/// (the states entering `block`, with their forward caches `memos`), stored as
 /// `cfg.state_dtype`.
 fn advance(
     model: &dyn BlockModel,
@@ -344,7 +344,7 @@ fn advance(
     states: &[Vec<State>],
     next: Propagation,
     cfg: &PipelineConfig,
-    memos: Option<&mut Vec<Vec<OutputMemo>>>,
+    memos: &mut [Vec<OutputMemo>],
     timing: &mut Phases,
 ) -> Result<Vec<Vec<State>>> {
     Ok(match next {
@@ -359,21 +359,15 @@ fn advance(
         Propagation::QuantizedOutputs => {
             let t = Instant::now();
             // the last pass over the block: reuse what the caches hold, keep nothing new
-            let mut memos = match memos {
-                Some(m) => std::mem::take(m),
-                None => Vec::new(),
-            };
             memos
                 .iter_mut()
                 .flatten()
                 .for_each(OutputMemo::stop_keeping);
-            memos.resize_with(states.len(), Vec::new);
             // batches in parallel (each forward's products also use the pool)
             let next = states
                 .iter()
                 .zip(memos.iter_mut())
                 .map(|(task, task_memos)| {
-                    task_memos.resize_with(task.len(), || OutputMemo::new(MemoBudget::new(0)));
                     task.par_iter()
                         .zip(task_memos.par_iter_mut())
                         .map(|(s, m)| {
