@@ -12,8 +12,10 @@
 //!
 //! Details kept from the reference: dead inputs (`H_jj = 0`) get `H_jj = 1` and a zeroed weight
 //! column; group parameters are fitted when the (permuted) column index is a multiple of
-//! `group_size`, from the current, already updated weights (here also including the updates of
-//! the current block still pending for columns past it); act-order permutes columns by `diag H`
+//! `group_size`, from the weights as the reference sees them there ([`GroupFit::Reference`]:
+//! updated by every finished lazy block, not yet by the current block's own columns, since the
+//! reference reads `W`, whose block columns change only at the block's end; this matters when
+//! groups are smaller than blocks, e.g. group 32, GGUF's blocks); act-order permutes columns by `diag H`
 //! descending; static groups fit every group on the original column order before the
 //! permutation so `g_idx` stays trivial.
 //!
@@ -48,6 +50,22 @@ pub struct GptqConfig {
     pub static_groups: bool,
     /// Precision of the rounding loop's working weights and updates.
     pub precision: Precision,
+    /// Which weights dynamic group parameters are fitted on.
+    pub group_fit: GroupFit,
+}
+
+/// Which weights GPTQ fits a group's parameters on, when it reaches the group's first column
+/// (only differs when a group starts inside a lazy block, i.e. groups smaller than blocks).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupFit {
+    /// As the original `gptq.py`, AutoGPTQ and GPTQModel: on `W`, i.e. updated by the
+    /// finished blocks only.
+    #[default]
+    Reference,
+    /// On the current weights, including the current block's updates so far (pmq's earlier
+    /// behaviour: parameters fitted on the values actually quantized).
+    Updated,
 }
 
 /// Working precision of the rounding loop (the factorisations are always f64).
@@ -71,6 +89,7 @@ impl GptqConfig {
             act_order: false,
             static_groups: false,
             precision: Precision::F32,
+            group_fit: GroupFit::Reference,
         }
     }
 }
@@ -233,7 +252,7 @@ pub fn gptq_prepared(
     let perm = prepared.perm.as_deref();
     let groups = match (grid.group_size, static_groups) {
         (None, _) => GroupMode::PerRow,
-        (Some(g), false) => GroupMode::Dynamic(g),
+        (Some(g), false) => GroupMode::Dynamic(g, cfg.group_fit),
         (Some(g), true) => GroupMode::Static {
             gs: g,
             perm,

@@ -14,6 +14,7 @@
 //! updates run at f32 speed, while a weight that no update touched (e.g. an identity Hessian)
 //! is quantized exactly as RTN quantizes it. `U` is computed in f64 by the caller.
 
+use crate::gptq::GroupFit;
 use crate::quant_grid::{GroupParams, QuantGrid};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatMut, MatRef, Par};
@@ -63,8 +64,8 @@ pub(crate) enum GroupMode<'a> {
     /// One group per row, fitted on the row before any update.
     PerRow,
     /// Groups of `gs` (permuted) columns, fitted when the loop reaches their first column,
-    /// on the current weights (including the block's pending updates).
-    Dynamic(usize),
+    /// on the weights `fit` says.
+    Dynamic(usize, GroupFit),
     /// Fixed parameters per (row, original group) (`params` is `[rows, groups]`); the
     /// original column of permuted column `j` is `perm[j]`.
     Static {
@@ -73,6 +74,20 @@ pub(crate) enum GroupMode<'a> {
         params: &'a [GroupParams],
         groups: usize,
     },
+}
+
+/// Which weights a group's parameters are fitted on.
+enum Seen<'m, T> {
+    /// The weights before any update.
+    Original,
+    /// As the reference: the block's columns as they were when the block started (`Δ` there
+    /// is the second matrix, `[rows, i2 − i1]`), later columns as they are (they only change
+    /// at block ends); `(Δ, Δ at block start, i1, i2)`.
+    BlockStart(&'m Mat<T>, &'m Mat<T>, usize, usize),
+    /// The current weights including every update so far: columns past the block end `i2`
+    /// still lack the block's pending update `E[:, ..j0−i1] · U[i1..j0, ·]`, which is applied
+    /// to a copy; `(Δ, E, i1, i2)`.
+    Updated(&'m Mat<T>, &'m Mat<T>, usize, usize),
 }
 
 /// The loop's inputs: the (permuted) weight and `U` in working precision.
@@ -126,15 +141,12 @@ pub(crate) fn run<T: Work>(input: KernelInput<'_, T>) -> KernelOutput {
     let (rows, cols) = (w.nrows(), w.ncols());
     let n_groups = match groups {
         GroupMode::PerRow => 1,
-        GroupMode::Dynamic(gs) => cols.div_ceil(gs),
+        GroupMode::Dynamic(gs, _) => cols.div_ceil(gs),
         GroupMode::Static { .. } => 1, // unused slot, so the row chunks line up
     };
     let mut q = Mat::<f64>::zeros(rows, cols);
     let mut params = vec![
-        GroupParams {
-            scale: 1.0,
-            zero: 0
-        };
+        GroupParams::new(1.0, 0);
         rows * n_groups
     ];
     if rows == 0 || cols == 0 {
@@ -224,7 +236,7 @@ impl<T: Work> Chunk<'_, T> {
     ) -> (Vec<u8>, f64) {
         let (rows, cols, bs, ng) = (self.rows, self.cols, self.block_size, self.n_groups);
         if let GroupMode::PerRow = self.groups {
-            let (lo, hi) = self.row_ranges(w, None, 0, cols);
+            let (lo, hi) = self.row_ranges(w, Seen::Original, 0, cols);
             for r in 0..rows {
                 params[r * ng] = self.grid.fit_range(lo[r], hi[r]);
             }
@@ -237,15 +249,24 @@ impl<T: Work> Chunk<'_, T> {
         let mut err = Mat::<T>::zeros(rows + PAD, bs);
         let mut codes = vec![0u8; rows * cols];
         let mut current = vec![
-            GroupParams {
-                scale: 1.0,
-                zero: 0
-            };
+            GroupParams::new(1.0, 0);
             rows
         ];
         let mut objective = 0.0;
+        // GroupFit::Reference: the block's Δ as it was when the block started
+        let mut block_start = match self.groups {
+            GroupMode::Dynamic(_, GroupFit::Reference) => Some(Mat::<T>::zeros(rows, bs)),
+            _ => None,
+        };
         for i1 in (0..cols).step_by(bs) {
             let i2 = (i1 + bs).min(cols);
+            if let Some(start) = block_start.as_mut() {
+                for c in i1..i2 {
+                    start
+                        .col_as_slice_mut(c - i1)
+                        .copy_from_slice(&delta.col_as_slice(c)[..rows]);
+                }
+            }
             for j in i1..i2 {
                 let i = j - i1;
                 match self.groups {
@@ -254,11 +275,14 @@ impl<T: Work> Chunk<'_, T> {
                             *c = params[r * ng];
                         }
                     }
-                    GroupMode::Dynamic(gs) => {
+                    GroupMode::Dynamic(gs, _) => {
                         if j % gs == 0 {
                             let gend = (j + gs).min(cols);
-                            let (lo, hi) =
-                                self.row_ranges(w, Some((&delta, &err, i1, i2)), j, gend);
+                            let seen = match &block_start {
+                                Some(start) => Seen::BlockStart(&delta, start, i1, i2),
+                                None => Seen::Updated(&delta, &err, i1, i2),
+                            };
+                            let (lo, hi) = self.row_ranges(w, seen, j, gend);
                             for r in 0..rows {
                                 let p = self.grid.fit_range(lo[r], hi[r]);
                                 params[r * ng + j / gs] = p;
@@ -321,14 +345,11 @@ impl<T: Work> Chunk<'_, T> {
         (codes, objective)
     }
 
-    /// Per row, the minimum and maximum of the current weights in columns `j0..j1`. With
-    /// `pending = (Δ, E, i1, i2)`, columns past the block end `i2` still lack the block's
-    /// pending update `E[:, ..j0−i1] · U[i1..j0, ·]`, which is applied to a copy here.
-    #[allow(clippy::type_complexity)]
+    /// Per row, the minimum and maximum in columns `j0..j1` of the weights `seen` says.
     fn row_ranges(
         &self,
         w: MatRef<'_, f64>,
-        pending: Option<(&Mat<T>, &Mat<T>, usize, usize)>,
+        seen: Seen<'_, T>,
         j0: usize,
         j1: usize,
     ) -> (Vec<f64>, Vec<f64>) {
@@ -343,13 +364,24 @@ impl<T: Work> Chunk<'_, T> {
                 hi[r] = hi[r].max(v);
             }
         };
-        match pending {
-            None => {
+        match seen {
+            Seen::Original => {
                 for c in j0..j1 {
                     visit(c, &|_| 0.0);
                 }
             }
-            Some((delta, err, i1, i2)) => {
+            Seen::BlockStart(delta, start, i1, i2) => {
+                for c in j0..j1 {
+                    if c < i2 {
+                        let sc = start.col_as_slice(c - i1);
+                        visit(c, &|r| sc[r].to_f64());
+                    } else {
+                        let dc = delta.col_as_slice(c);
+                        visit(c, &|r| dc[r].to_f64());
+                    }
+                }
+            }
+            Seen::Updated(delta, err, i1, i2) => {
                 for c in j0..j1.min(i2) {
                     let dc = delta.col_as_slice(c);
                     visit(c, &|r| dc[r].to_f64());

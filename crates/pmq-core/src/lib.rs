@@ -20,6 +20,7 @@ pub mod awq;
 pub mod damping;
 pub mod epmq;
 mod error;
+pub mod gguf_grid;
 pub mod gptq;
 mod gptq_kernel;
 pub mod hessian;
@@ -32,5 +33,5 @@ pub mod quantized;
 pub mod rtn;
 
 pub use error::CoreError;
-pub use quant_grid::{GroupParams, QuantGrid, ScalePrecision};
+pub use quant_grid::{GridKind, GroupParams, QuantGrid, ScalePrecision};
 pub use quantized::QuantizedLayer;

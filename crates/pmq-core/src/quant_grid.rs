@@ -17,6 +17,11 @@
 //! purpose: with `sym` and a group without negative values, `xmin` stays 0 and the top half of
 //! the grid is unused (values above `(2^(b−1) − 1)·scale` clip).
 //!
+//! Besides this uniform grid, [`GridKind`] selects the block grids of llama.cpp's GGUF files
+//! (Q4_0, Q4_1, Q8_0; fitted as ggml fits them, see [`crate::gguf_grid`]), so that every solver
+//! chooses its codes on the grid llama.cpp reads. Q4_1's grid has an arbitrary minimum: its
+//! [`GroupParams::offset`] (0 on every other grid) is added to `scale · (q − zero)`.
+//!
 //! [`ScalePrecision`] rounds the scale to the precision it is stored in (f16 in GPTQ
 //! checkpoints) *before* the codes are chosen, so the fake-quantized weight equals what a
 //! loader dequantizes from the packed checkpoint, bit for bit.
@@ -33,9 +38,53 @@ pub enum ScalePrecision {
     F16,
 }
 
+/// Which grid: GPTQ's uniform grid or one of GGUF's block grids.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GridKind {
+    /// The uniform b-bit grid of GPTQ (`bits`, `sym`, `group_size` as set).
+    #[default]
+    #[serde(rename = "uniform")]
+    Uniform,
+    /// GGUF Q4_0: blocks of 32, `d · (q − 8)`, `d = max / −8` (signed extreme), f16 `d`.
+    #[serde(rename = "gguf_q4_0")]
+    GgufQ4_0,
+    /// GGUF Q4_1: blocks of 32, `d · q + m`, `d = (max − min) / 15`, `m = min`, f16 `d`, `m`.
+    #[serde(rename = "gguf_q4_1")]
+    GgufQ4_1,
+    /// GGUF Q8_0: blocks of 32, `d · q` with `q` in −128..=127, `d = max|x| / 127`, f16 `d`.
+    #[serde(rename = "gguf_q8_0")]
+    GgufQ8_0,
+}
+
+impl GridKind {
+    /// Whether this is GPTQ's uniform grid.
+    pub fn is_uniform(&self) -> bool {
+        *self == GridKind::Uniform
+    }
+
+    /// Whether this is a GGUF block grid.
+    pub fn is_gguf(&self) -> bool {
+        !self.is_uniform()
+    }
+
+    /// The name used on the command line and in reports (`uniform`, `q4_0`, `q4_1`, `q8_0`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            GridKind::Uniform => "uniform",
+            GridKind::GgufQ4_0 => "q4_0",
+            GridKind::GgufQ4_1 => "q4_1",
+            GridKind::GgufQ8_0 => "q8_0",
+        }
+    }
+}
+
 /// The grid settings of one quantized linear layer.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QuantGrid {
+    /// Uniform (GPTQ) or a GGUF block grid; GGUF grids fix `bits`, `group_size` (32) and f16
+    /// scales ([`QuantGrid::gguf`]).
+    #[serde(default, skip_serializing_if = "GridKind::is_uniform")]
+    pub kind: GridKind,
     /// Bits per weight: 2, 3, 4 or 8.
     pub bits: u32,
     /// Symmetric grid (zero fixed at 2^(b−1)).
@@ -46,11 +95,24 @@ pub struct QuantGrid {
     pub scale_precision: ScalePrecision,
 }
 
-/// Scale and integer zero point of one (group, row).
+/// Scale, integer zero point and offset of one (group, row): `value = scale · (q − zero) +
+/// offset`; the offset is 0 except on GGUF's Q4_1 grid (its block minimum).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GroupParams {
     pub scale: f64,
     pub zero: u32,
+    pub offset: f64,
+}
+
+impl GroupParams {
+    /// Parameters without offset.
+    pub fn new(scale: f64, zero: u32) -> Self {
+        Self {
+            scale,
+            zero,
+            offset: 0.0,
+        }
+    }
 }
 
 impl QuantGrid {
@@ -77,11 +139,29 @@ impl QuantGrid {
             Some(group_size as usize)
         };
         Ok(Self {
+            kind: GridKind::Uniform,
             bits,
             sym,
             group_size,
             scale_precision,
         })
+    }
+
+    /// The GGUF block grid `kind` (blocks of 32 input columns, f16 scales); `Uniform` gives
+    /// GPTQ's 4-bit grid with groups of 32 and f16 scales.
+    pub fn gguf(kind: GridKind) -> Self {
+        let (bits, sym) = match kind {
+            GridKind::Uniform | GridKind::GgufQ4_1 => (4, false),
+            GridKind::GgufQ4_0 => (4, true),
+            GridKind::GgufQ8_0 => (8, true),
+        };
+        Self {
+            kind,
+            bits,
+            sym,
+            group_size: Some(crate::gguf_grid::BLOCK),
+            scale_precision: ScalePrecision::F16,
+        }
     }
 
     /// Largest integer code, `2^b − 1`.
@@ -104,6 +184,9 @@ impl QuantGrid {
 
     /// Fits scale and zero from the minimum and maximum of a group's values.
     pub fn fit_range(&self, min: f64, max: f64) -> GroupParams {
+        if self.kind.is_gguf() {
+            return crate::gguf_grid::fit_range(self.kind, min, max, |s| self.round_scale(s));
+        }
         let maxq = self.maxq() as f64;
         let mut xmin = min.min(0.0);
         let mut xmax = max.max(0.0);
@@ -123,7 +206,7 @@ impl QuantGrid {
         } else {
             (-xmin / scale).round_ties_even().clamp(0.0, maxq) as u32
         };
-        GroupParams { scale, zero }
+        GroupParams::new(scale, zero)
     }
 
     /// Fits scale and zero of a group from its values.
@@ -141,7 +224,7 @@ impl QuantGrid {
     }
 
     /// Rounds a scale to the storage precision, keeping it positive and finite.
-    fn round_scale(&self, scale: f64) -> f64 {
+    pub(crate) fn round_scale(&self, scale: f64) -> f64 {
         match self.scale_precision {
             ScalePrecision::F64 => scale,
             ScalePrecision::F32 => {
@@ -166,15 +249,21 @@ impl QuantGrid {
         }
     }
 
-    /// The integer code of `x` under `p`: `clamp(round(x / scale) + zero, 0, maxq)`.
+    /// The integer code of `x` under `p`: `clamp(round((x − offset) / scale) + zero, 0, maxq)`.
     pub fn code(&self, x: f64, p: GroupParams) -> u32 {
-        let q = (x / p.scale).round_ties_even() + p.zero as f64;
+        let q = ((x - p.offset) / p.scale).round_ties_even() + p.zero as f64;
         q.clamp(0.0, self.maxq() as f64) as u32
     }
 
-    /// The value of code `q` under `p`: `scale · (q − zero)`.
+    /// The value of code `q` under `p`: `scale · (q − zero) + offset` (exact in f64: both terms
+    /// are f16 multiples; without offset, `−0` stays as it was).
     pub fn dequant(q: u32, p: GroupParams) -> f64 {
-        p.scale * (q as f64 - p.zero as f64)
+        let v = p.scale * (q as f64 - p.zero as f64);
+        if p.offset == 0.0 {
+            v
+        } else {
+            v + p.offset
+        }
     }
 
     /// Quantize-dequantize `x` under `p`.
@@ -269,10 +358,7 @@ mod tests {
     #[test]
     fn rounding_is_half_to_even() {
         let g = grid(8, false);
-        let p = GroupParams {
-            scale: 1.0,
-            zero: 10,
-        };
+        let p = GroupParams::new(1.0, 10);
         assert_eq!(g.code(2.5, p), 12);
         assert_eq!(g.code(3.5, p), 14);
         assert_eq!(g.code(-2.5, p), 8);

@@ -8,7 +8,7 @@ use faer::Mat;
 /// Layouts follow GPTQ checkpoints: `scales` and `zeros` are `[groups, out]` row-major,
 /// `g_idx[c]` is the group of input column `c`, `codes` is `[out, in]` row-major.
 /// `dequant[(r, c)] == scales[g_idx[c]·out + r] · (codes[r·in + c] − zeros[g_idx[c]·out + r])`
-/// exactly.
+/// (`+ offsets[g_idx[c]·out + r]` on grids with offsets, GGUF's Q4_1) exactly.
 #[derive(Clone, Debug)]
 pub struct QuantizedLayer {
     pub grid: QuantGrid,
@@ -24,6 +24,8 @@ pub struct QuantizedLayer {
     pub zeros: Vec<u32>,
     /// Group of each input column, `[in]`.
     pub g_idx: Vec<u32>,
+    /// Offsets, `[groups, out]` row-major; empty when every offset is 0 (every grid but Q4_1).
+    pub offsets: Vec<f64>,
 }
 
 impl QuantizedLayer {
@@ -39,6 +41,11 @@ impl QuantizedLayer {
             scales: vec![0.0; groups * rows],
             zeros: vec![0; groups * rows],
             g_idx,
+            offsets: if grid.kind == crate::GridKind::GgufQ4_1 {
+                vec![0.0; groups * rows]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -52,6 +59,11 @@ impl QuantizedLayer {
         for (r, p) in params.iter().enumerate() {
             self.scales[g * self.rows + r] = p.scale;
             self.zeros[g * self.rows + r] = p.zero;
+            if let Some(o) = self.offsets.get_mut(g * self.rows + r) {
+                *o = p.offset;
+            } else {
+                debug_assert_eq!(p.offset, 0.0, "an offset on a grid without offsets");
+            }
         }
     }
 
@@ -60,6 +72,7 @@ impl QuantizedLayer {
         GroupParams {
             scale: self.scales[g * self.rows + r],
             zero: self.zeros[g * self.rows + r],
+            offset: self.offsets.get(g * self.rows + r).copied().unwrap_or(0.0),
         }
     }
 

@@ -3,7 +3,7 @@ mod common;
 use common::*;
 use faer::Mat;
 use pmq_core::damping::Damping;
-use pmq_core::gptq::{gptq, GptqConfig, Precision};
+use pmq_core::gptq::{gptq, GptqConfig, GroupFit, Precision};
 use pmq_core::objective::quadratic_error;
 use pmq_core::rtn::rtn;
 use pmq_core::{CoreError, QuantGrid, ScalePrecision};
@@ -114,6 +114,8 @@ fn codes_scales_zeros_and_g_idx_reproduce_the_dequantized_weight() {
     }
 }
 
+/// With groups fitted on the current weights, lazy blocks only reorder the arithmetic. (With
+/// the reference's fit, block size changes which weights a group is fitted on.)
 #[test]
 fn lazy_block_size_does_not_change_the_result() {
     let mut r = rng(5);
@@ -122,6 +124,7 @@ fn lazy_block_size_does_not_change_the_result() {
     let mut results = Vec::new();
     for bs in [1, 13, 32, 128] {
         let mut cfg = GptqConfig::new(grid(4, false, 20));
+        cfg.group_fit = GroupFit::Updated;
         cfg.block_size = bs;
         results.push(gptq(w.as_ref(), h.as_ref(), &cfg).unwrap());
     }
@@ -246,8 +249,16 @@ fn bad_inputs_are_named() {
 
 /// The textbook GPTQ of the original code, written independently of the solver: `U` from
 /// `chol(H_d⁻¹)` with an explicit inverse, then column by column in f64 without lazy blocks,
-/// group parameters fitted on the current weights when a group starts.
-fn textbook_gptq(w: &Mat<f64>, h: &Mat<f64>, g: &QuantGrid, percdamp: f64) -> (Vec<u32>, f64) {
+/// group parameters fitted when a group starts: with `fit_block = Some(bs)` on the weights as
+/// they were when the current block of `bs` columns started (what the reference's `W` holds
+/// there), with `None` on the current weights.
+fn textbook_gptq(
+    w: &Mat<f64>,
+    h: &Mat<f64>,
+    g: &QuantGrid,
+    percdamp: f64,
+    fit_block: Option<usize>,
+) -> (Vec<u32>, f64) {
     use faer::linalg::solvers::DenseSolveCore;
     let (rows, cols) = (w.nrows(), w.ncols());
     let mean = (0..cols).map(|j| h[(j, j)]).sum::<f64>() / cols as f64;
@@ -266,11 +277,17 @@ fn textbook_gptq(w: &Mat<f64>, h: &Mat<f64>, g: &QuantGrid, percdamp: f64) -> (V
     let mut codes = vec![0u32; rows * cols];
     let mut params = vec![g.fit([0.0]); rows];
     let mut obj = 0.0;
+    let mut seen = w.clone();
     for j in 0..cols {
+        match fit_block {
+            Some(bs) if j % bs == 0 => seen = w.clone(),
+            None => seen = w.clone(),
+            _ => {}
+        }
         for r in 0..rows {
             match g.group_size {
                 Some(gs) if j % gs == 0 => {
-                    params[r] = g.fit((j..(j + gs).min(cols)).map(|c| w[(r, c)]))
+                    params[r] = g.fit((j..(j + gs).min(cols)).map(|c| seen[(r, c)]))
                 }
                 None if j == 0 => params[r] = g.fit((0..cols).map(|c| w[(r, c)])),
                 _ => {}
@@ -300,11 +317,19 @@ fn fast_solver_agrees_with_the_textbook_algorithm_in_both_precisions() {
             case % 3 == 0,
             [-1, 32, 64, 128][(case / 2) % 4],
         );
-        let (want_codes, want_obj) = textbook_gptq(&w, &h, &g, 0.01);
-        for precision in [Precision::F64, Precision::F32] {
+        let block_size = [128, 32, 7, 64][case % 4];
+        for (precision, group_fit) in [
+            (Precision::F64, GroupFit::Reference),
+            (Precision::F32, GroupFit::Reference),
+            (Precision::F64, GroupFit::Updated),
+            (Precision::F32, GroupFit::Updated),
+        ] {
+            let fit_block = (group_fit == GroupFit::Reference).then_some(block_size);
+            let (want_codes, want_obj) = textbook_gptq(&w, &h, &g, 0.01, fit_block);
             let mut cfg = GptqConfig::new(g);
             cfg.precision = precision;
-            cfg.block_size = [128, 32, 7, 64][case % 4];
+            cfg.group_fit = group_fit;
+            cfg.block_size = block_size;
             let out = gptq(w.as_ref(), h.as_ref(), &cfg).unwrap();
             let same = out
                 .layer
@@ -327,5 +352,39 @@ fn fast_solver_agrees_with_the_textbook_algorithm_in_both_precisions() {
                 assert!(frac >= 0.999, "case {case}: f64 should match, {frac}");
             }
         }
+    }
+}
+
+/// On GGUF's block grids (Q4_0, Q4_1, Q8_0: blocks of 32 inside lazy blocks of 128), the solver
+/// is the textbook algorithm with the reference's group fit, and beats RTN on the same grid.
+#[test]
+fn gptq_on_gguf_grids_follows_the_textbook_and_beats_rtn() {
+    use pmq_core::GridKind;
+    let mut r = rng(21);
+    for (k, kind) in [GridKind::GgufQ4_0, GridKind::GgufQ4_1, GridKind::GgufQ8_0]
+        .into_iter()
+        .enumerate()
+    {
+        let (rows, cols) = (24, [96, 160, 256][k]);
+        let w = randn(&mut r, rows, cols);
+        let h = hessian(&mut r, cols, 3 * cols);
+        let g = QuantGrid::gguf(kind);
+        let (want_codes, want_obj) = textbook_gptq(&w, &h, &g, 0.01, Some(128));
+        let mut cfg = GptqConfig::new(g);
+        cfg.precision = Precision::F64;
+        let out = gptq(w.as_ref(), h.as_ref(), &cfg).unwrap();
+        let same = out
+            .layer
+            .codes
+            .iter()
+            .zip(&want_codes)
+            .filter(|(a, b)| **a as u32 == **b)
+            .count();
+        assert!(same as f64 >= 0.999 * want_codes.len() as f64, "{kind:?}: {same}");
+        assert!((out.damped_objective - want_obj).abs() <= 1e-6 * want_obj, "{kind:?}");
+        assert_eq!(out.layer.dequantize_from_codes(), out.layer.dequant);
+        let base = rtn(w.as_ref(), &g).unwrap();
+        let rtn_loss = quadratic_error(base.dequant.as_ref(), w.as_ref(), h.as_ref());
+        assert!(out.objective < rtn_loss, "{kind:?}: {} vs {rtn_loss}", out.objective);
     }
 }

@@ -4,7 +4,8 @@ use pmq_core::{QuantGrid, QuantizedLayer};
 
 /// Codes and grid parameters of an `[out, in]` linear weight, in the GPTQ layouts:
 /// `codes` `[out, in]`, `scales`/`zeros` `[groups, out]`, `g_idx` `[in]` (all row-major).
-/// The weight is `scales[g_idx[c], r] · (codes[r, c] − zeros[g_idx[c], r])`.
+/// The weight is `scales[g_idx[c], r] · (codes[r, c] − zeros[g_idx[c], r])`, plus
+/// `offsets[g_idx[c], r]` on grids with offsets (GGUF Q4_1; `offsets` is empty otherwise).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PackedLinear {
     pub rows: usize,
@@ -14,6 +15,8 @@ pub struct PackedLinear {
     pub scales: Vec<f64>,
     pub zeros: Vec<u32>,
     pub g_idx: Vec<u32>,
+    /// `[groups, out]`; empty when every offset is 0.
+    pub offsets: Vec<f64>,
 }
 
 impl From<&QuantizedLayer> for PackedLinear {
@@ -26,6 +29,7 @@ impl From<&QuantizedLayer> for PackedLinear {
             scales: q.scales.clone(),
             zeros: q.zeros.clone(),
             g_idx: q.g_idx.clone(),
+            offsets: q.offsets.clone(),
         }
     }
 }
@@ -40,6 +44,7 @@ impl From<QuantizedLayer> for PackedLinear {
             scales: q.scales,
             zeros: q.zeros,
             g_idx: q.g_idx,
+            offsets: q.offsets,
         }
     }
 }
@@ -50,16 +55,22 @@ impl PackedLinear {
         self.scales.len() / self.rows.max(1)
     }
 
-    /// The dequantized weight, `[out, in]` row-major f32. The product is exact in f64 and
-    /// rounded once, so it equals a loader's f32 `scale · (q − zero)` bit for bit.
+    /// The dequantized weight, `[out, in]` row-major f32. The product (and Q4_1's sum with
+    /// its offset) is exact in f64 and rounded once, so it equals a loader's f32
+    /// `scale · (q − zero)` (llama.cpp's `d · q + m`) bit for bit.
     pub fn dequantize(&self) -> Vec<f32> {
         let mut w = Vec::with_capacity(self.rows * self.cols);
         for r in 0..self.rows {
             for c in 0..self.cols {
                 let g = self.g_idx[c] as usize;
                 let i = g * self.rows + r;
-                let v =
+                let mut v =
                     self.scales[i] * (self.codes[r * self.cols + c] as f64 - self.zeros[i] as f64);
+                if let Some(&o) = self.offsets.get(i) {
+                    if o != 0.0 {
+                        v += o;
+                    }
+                }
                 w.push(v as f32);
             }
         }

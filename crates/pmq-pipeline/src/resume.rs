@@ -10,7 +10,8 @@
 //!   [`PipelineConfig`] and pmq's version. Written when the checkpoint is started.
 //! - `block-NNNNN.safetensors`, one per finished block, written atomically once the block is
 //!   quantized and its outputs propagated: every linear the block quantized, losslessly
-//!   (`NAME/codes` u8, `NAME/scales` f64, `NAME/zeros` and `NAME/g_idx` u32, and `NAME/weight`
+//!   (`NAME/codes` u8, `NAME/scales` f64, `NAME/zeros` and `NAME/g_idx` u32, `NAME/offsets` f64
+//!   on grids with offsets, and `NAME/weight`
 //!   f32 only where the weight the model went on with is not the packed linear's
 //!   dequantization), the current values of every unquantized tensor changed so far
 //!   (`tensor/NAME` f32: AWQ's folds), and in the metadata (`pmq_resume`, JSON) the grids, the
@@ -593,6 +594,14 @@ impl Checkpoint {
                 vec![p.g_idx.len()],
                 u32_bytes(&p.g_idx),
             ));
+            if !p.offsets.is_empty() {
+                tensors.push((
+                    format!("{name}/offsets"),
+                    Dtype::F64,
+                    vec![p.offsets.len()],
+                    f64_bytes(&p.offsets),
+                ));
+            }
             let weight: Vec<f32> = model.linear_weight(name)?.flatten_all()?.to_vec1()?;
             let stored = !same_bits(&weight, &p.dequantize());
             if stored {
@@ -685,6 +694,10 @@ impl Checkpoint {
                 scales: decode(get("scales", Dtype::F64, groups)?, f64::from_le_bytes),
                 zeros: decode(get("zeros", Dtype::U32, groups)?, u32::from_le_bytes),
                 g_idx: decode(get("g_idx", Dtype::U32, l.cols)?, u32::from_le_bytes),
+                offsets: match store.info(&format!("{}/offsets", l.name)) {
+                    Some(_) => decode(get("offsets", Dtype::F64, groups)?, f64::from_le_bytes),
+                    None => Vec::new(),
+                },
             };
             let limit = packed.num_groups();
             if l.rows == 0

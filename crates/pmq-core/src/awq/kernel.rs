@@ -88,17 +88,18 @@ pub(super) fn fake_quant_scaled(
 pub(super) struct RowParams {
     scale: f64,
     zero: f64,
+    offset: f64,
     maxq: f64,
 }
 
 impl RowParams {
-    /// [`QuantGrid::fake_quant`] bit for bit (`scale·(clamp(round(x/scale) + zero, 0, maxq) −
-    /// zero)`; the code stays an integral f64 instead of a `u32`), with a branch-free
+    /// [`QuantGrid::fake_quant`] bit for bit (`scale·(clamp(round((x − offset)/scale) + zero, 0,
+    /// maxq) − zero) + offset`, offset 0 but on GGUF's Q4_1 grid; the code stays an integral f64 instead of a `u32`), with a branch-free
     /// round-half-to-even: `round_ties_even` is a libm call on baseline x86-64, ~10× slower.
     #[inline(always)]
     pub(super) fn fake_quant(&self, x: f64) -> f64 {
-        let q = (round_half_even(x / self.scale) + self.zero).clamp(0.0, self.maxq);
-        (q - self.zero) * self.scale
+        let q = (round_half_even((x - self.offset) / self.scale) + self.zero).clamp(0.0, self.maxq);
+        (q - self.zero) * self.scale + self.offset
     }
 }
 
@@ -125,6 +126,7 @@ pub(super) fn fit_rows(grid: &QuantGrid, mn: &[f64], mx: &[f64]) -> Vec<RowParam
             RowParams {
                 scale: p.scale,
                 zero: p.zero as f64,
+                offset: p.offset,
                 maxq,
             }
         })

@@ -192,6 +192,7 @@ impl GptqReader {
             scales,
             zeros,
             g_idx,
+            offsets: Vec::new(),
         })
     }
 

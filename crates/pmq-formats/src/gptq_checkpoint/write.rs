@@ -22,6 +22,16 @@ pub fn write_gptq(
     let (src, layers, replaced) = (model.src, model.layers, model.replaced());
     let (out, extra_files, overwrite) = (dest.dir, dest.extra_files, dest.overwrite);
     for (prefix, l) in layers {
+        if l.grid.kind.is_gguf() {
+            return Err(FormatError::tensor(
+                src.root(),
+                prefix,
+                format!(
+                    "was quantized on GGUF's {} grid, which a GPTQ checkpoint cannot declare; write it as GGUF or fake-quant",
+                    l.grid.kind.name()
+                ),
+            ));
+        }
         if l.grid.bits != settings.bits
             || l.grid.sym != settings.sym
             || l.grid.group_size_i64() != settings.group_size
