@@ -33,8 +33,11 @@ pub enum MethodArg {
 pub enum TrimArg {
     /// One threshold per task over the whole flattened model (FusionBench).
     Global,
-    /// One threshold per task and tensor (mergekit).
+    /// One threshold per task and tensor, FusionBench's tie-inclusive rule (every |τ| ≥ the
+    /// threshold is kept).
     Tensor,
+    /// mergekit's magnitude trim: exactly ⌊density·n⌋ largest |τ| per task and tensor.
+    Mergekit,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -185,6 +188,7 @@ impl MergeOptions {
                     lambda,
                     trim: match self.ties_trim {
                         Some(TrimArg::Tensor) => TiesTrim::Tensor,
+                        Some(TrimArg::Mergekit) => TiesTrim::Mergekit,
                         Some(TrimArg::Global) => TiesTrim::Global,
                         None => d.trim,
                     },

@@ -139,10 +139,15 @@ fn check_lambda(lambda: f64) -> Result<(), MergeError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TiesTrim {
-    /// Over all merged tensors flattened into one vector per task (FusionBench).
+    /// Over all merged tensors flattened into one vector per task (FusionBench): keeps every
+    /// entry with |τ| ≥ the k-th smallest |τ| (ties at the threshold all kept).
     Global,
-    /// Separately for every tensor (mergekit).
+    /// The same tie-inclusive threshold, but per tensor (FusionBench's rule applied to each
+    /// tensor; keeps more than the density where many magnitudes are equal).
     Tensor,
+    /// mergekit's `magnitude` sparsification: per tensor exactly ⌊density·n⌋ entries of
+    /// largest |τ| (equal magnitudes: the lower index first); density ≥ 1 keeps everything.
+    Mergekit,
 }
 
 /// How TIES aggregates the entries that agree with the elected sign.

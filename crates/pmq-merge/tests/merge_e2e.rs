@@ -163,6 +163,52 @@ fn ties_global_and_tensor_by_hand() {
     // b per tensor: τA_b = [1,1] (n 2, keep 1, k 1 → t = 1 → both), τB_b = [0,2] (t = 0) →
     // Σ = [1, 3] → b = [0.5 + 1, -0.5 + 3].
     assert_close(&read(&f.out(), "b"), &[1.5, 2.5], 1e-6);
+    std::fs::remove_dir_all(f.out()).unwrap();
+    // mergekit: exactly ⌊0.5·n⌋ largest |τ| per tensor, equal magnitudes by lower index.
+    // b: τA_b = [1, 1] keeps index 0 only → [1, 0]; τB_b = [0, 2] → [0, 2]; Σ = [1, 2] →
+    // b = [0.5 + 1, -0.5 + 2]. w: τB_w = [-1,1,0,0,-1,3] keeps 3 (index 5, then 0 and 1 of the
+    // three 1s) → the dropped −1 at index 4 disagreed with γ anyway: w as before.
+    f.run(ties(TiesTrim::Mergekit, TiesMerge::Sum)).unwrap();
+    assert_close(&read(&f.out(), "w"), &[2.0, 3.0, 1.0, 4.0, 7.0, 9.0], 1e-6);
+    assert_close(&read(&f.out(), "b"), &[1.5, 1.5], 1e-6);
+}
+
+#[test]
+fn mergekit_trim_keeps_exactly_the_density() {
+    use pmq_merge::methods::ties::{tensor_threshold, trim, trim_top_k};
+    // 100 entries, 40 of them with the same magnitude: mergekit keeps exactly 20, the
+    // tie-inclusive threshold keeps every entry at the threshold
+    let tau: Vec<f32> = (0..100)
+        .map(|i| if i % 5 < 2 { 0.5 } else { (i as f32) * 1e-3 })
+        .collect();
+    let kept = trim_top_k(&tau, 0.2).unwrap();
+    assert_eq!(kept.iter().filter(|v| **v != 0.0).count(), 20);
+    // the 20 kept are the lowest-index entries of the 40 largest (all 0.5)
+    let want: Vec<usize> = (0..100).filter(|i| i % 5 < 2).take(20).collect();
+    let got: Vec<usize> = (0..100).filter(|&i| kept[i] != 0.0).collect();
+    assert_eq!(got, want);
+    let inclusive = trim(&tau, tensor_threshold(&tau, 0.2));
+    assert_eq!(inclusive.iter().filter(|v| **v != 0.0).count(), 40);
+    // brute force on random data: the kept set is the top-k of a stable sort by |τ| descending
+    let mut rng = TestRng(0x9E37_79B9_7F4A_7C15);
+    for n in [1usize, 7, 64, 333] {
+        let tau: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 4.0).round() / 4.0).collect();
+        for density in [0.1, 0.5, 0.99] {
+            let k = ((n as f64) * density).floor() as usize;
+            let Some(kept) = trim_top_k(&tau, density) else {
+                assert_eq!(k, 0);
+                continue;
+            };
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| tau[b].abs().total_cmp(&tau[a].abs()));
+            let mut want = vec![0.0f32; n];
+            for &i in &order[..k] {
+                want[i] = tau[i];
+            }
+            assert_eq!(kept, want, "n {n} density {density}");
+        }
+    }
+    assert_eq!(trim_top_k(&tau, 1.0).unwrap(), tau);
 }
 
 /// FusionBench TIES by brute force over the flattened model (sorted names), in memory.

@@ -2,8 +2,11 @@
 //!
 //! 1. **Trim**: per task i keep τᵢ entries with |τᵢ| ≥ tᵢ, where tᵢ is the k-th smallest |τᵢ|,
 //!    k = n − ⌊n·density⌋ over the n entries of task i — either all merged tensors flattened
-//!    into one vector (`global`, FusionBench) or each tensor on its own (`tensor`, as mergekit
-//!    trims). Ties at the threshold are all kept. k = 0 (density 1) keeps everything.
+//!    into one vector (`global`, FusionBench) or each tensor on its own (`tensor`). Ties at the
+//!    threshold are all kept. k = 0 (density 1) keeps everything. `mergekit` trims as
+//!    mergekit's `sparsify.magnitude` does: per tensor exactly the ⌊n·density⌋ entries of
+//!    largest |τ| (mergekit takes them from a `torch.argsort`; among equal magnitudes here the
+//!    lower index wins), everything for density ≥ 1, and an error when nothing would be kept.
 //! 2. **Elect**: γ = sign(Σᵢ τ̂ᵢ) per entry; entries with γ = 0 take the majority sign
 //!    sign(Σ γ) taken over the whole flattened model (global) or the tensor (tensor).
 //! 3. **Disjoint merge**: over the tasks whose trimmed entry agrees with γ (τ̂ > 0 where γ > 0,
@@ -43,6 +46,31 @@ pub fn trim(tau: &[f32], t: f32) -> Vec<f32> {
     tau.iter()
         .map(|&v| if v.abs() >= t { v } else { 0.0 })
         .collect()
+}
+
+/// mergekit's trim: τ with all but its ⌊n·density⌋ largest magnitudes zeroed (among equal
+/// magnitudes the lower index is kept); `None` when that keeps nothing of a non-empty τ.
+pub fn trim_top_k(tau: &[f32], density: f64) -> Option<Vec<f32>> {
+    if density >= 1.0 {
+        return Some(tau.to_vec());
+    }
+    let keep = ((tau.len() as f64) * density).floor() as usize;
+    if keep == 0 {
+        return tau.is_empty().then(Vec::new);
+    }
+    let mut order: Vec<u32> = (0..tau.len() as u32).collect();
+    let by_size = |a: &u32, b: &u32| {
+        let (x, y) = (tau[*a as usize].abs(), tau[*b as usize].abs());
+        y.total_cmp(&x).then(a.cmp(b))
+    };
+    if keep < order.len() {
+        order.select_nth_unstable_by(keep - 1, by_size);
+    }
+    let mut out = vec![0.0f32; tau.len()];
+    for &i in &order[..keep] {
+        out[i as usize] = tau[i as usize];
+    }
+    Some(out)
 }
 
 /// γ = sign(Σᵢ τ̂ᵢ) per entry, before zero resolution.
@@ -95,12 +123,23 @@ pub fn ties_tensor(
         .zip(thresholds)
         .map(|(tau, &t)| trim(tau, t))
         .collect();
-    let mut signs = elect_signs(&trimmed);
+    ties_trimmed(base, &trimmed, majority, mode, lambda)
+}
+
+/// TIES for one tensor from already trimmed task vectors τ̂ (elect, disjoint merge, scale).
+pub fn ties_trimmed(
+    base: &[f32],
+    trimmed: &[Vec<f32>],
+    majority: Option<i8>,
+    mode: TiesMerge,
+    lambda: f64,
+) -> Vec<f32> {
+    let mut signs = elect_signs(trimmed);
     let majority = majority.unwrap_or_else(|| sign(sign_sum(&signs) as f64));
     for s in signs.iter_mut().filter(|s| **s == 0) {
         *s = majority;
     }
-    add_scaled(base, lambda, &disjoint_merge(&trimmed, &signs, mode))
+    add_scaled(base, lambda, &disjoint_merge(trimmed, &signs, mode))
 }
 
 fn sign(x: f64) -> i8 {
@@ -214,7 +253,7 @@ impl MergeMethod for Ties {
         Ok(())
     }
 
-    fn merge_tensor(&self, _plan: &TensorPlan, data: &Loaded) -> Result<Merged, MergeError> {
+    fn merge_tensor(&self, plan: &TensorPlan, data: &Loaded) -> Result<Merged, MergeError> {
         let taus = data.task_vectors();
         let o = &self.opts;
         Ok(match o.trim {
@@ -235,6 +274,31 @@ impl MergeMethod for Ties {
                 Merged {
                     values,
                     detail: Some(json!({ "thresholds": thresholds })),
+                }
+            }
+            TiesTrim::Mergekit => {
+                let trimmed = taus
+                    .iter()
+                    .map(|t| trim_top_k(t, o.density))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        MergeError::option(
+                            "density",
+                            format!(
+                                "{} keeps no entry of tensor `{}` ({} entries) under mergekit's trim",
+                                o.density,
+                                plan.name(),
+                                data.base.len()
+                            ),
+                        )
+                    })?;
+                let kept: Vec<usize> = trimmed
+                    .iter()
+                    .map(|t| t.iter().filter(|v| **v != 0.0).count())
+                    .collect();
+                Merged {
+                    values: ties_trimmed(&data.base, &trimmed, None, o.merge, o.lambda),
+                    detail: Some(json!({ "kept_nonzero": kept })),
                 }
             }
         })
