@@ -1,0 +1,220 @@
+//! The model keys of a GGUF file from the source's `config.json`, as llama.cpp's
+//! `convert_hf_to_gguf.py` writes them for `bert` and `llama` (`TextModel.set_gguf_parameters`
+//! plus the architecture's additions), with gguf-py's value types: lengths and counts u32,
+//! epsilons and the rope base f32, flags bool.
+//!
+//! Not reproduced: `general.name` and the other naming keys the converter derives from the model
+//! card and directory name (pmq writes `general.name` from [`super::GgufOptions::name`] or the
+//! source directory's name), and rope scaling other than `linear` (an error).
+
+use super::names::Arch;
+use candle_core::quantized::gguf_file::Value;
+use serde_json::Value as Json;
+use std::path::Path;
+
+/// `general.quantization_version` (`GGML_QUANT_VERSION`).
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// Ordered key/value pairs.
+pub type Metadata = Vec<(String, Value)>;
+
+/// The first of `keys` present in `config`.
+fn find<'a>(config: &'a Json, keys: &[&str]) -> Option<&'a Json> {
+    keys.iter()
+        .find_map(|k| config.get(*k).filter(|v| !v.is_null()))
+}
+
+fn as_u32(v: &Json, key: &str) -> Result<u32, String> {
+    v.as_u64()
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| format!("config.json: `{key}` = {v} is not a u32"))
+}
+
+fn as_f32(v: &Json, key: &str) -> Result<f32, String> {
+    v.as_f64()
+        .map(|x| x as f32)
+        .ok_or_else(|| format!("config.json: `{key}` = {v} is not a number"))
+}
+
+/// The architecture-level keys (everything but `general.*` and `tokenizer.*`).
+pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata, String> {
+    let a = arch.name();
+    let mut md: Metadata = Vec::new();
+    let put_u32 =
+        |md: &mut Metadata, key: &str, names: &[&str], required: bool| match find(config, names) {
+            Some(v) => {
+                md.push((format!("{a}.{key}"), Value::U32(as_u32(v, names[0])?)));
+                Ok(())
+            }
+            None if required => Err(format!("config.json has none of {names:?}")),
+            None => Ok(()),
+        };
+    put_u32(
+        &mut md,
+        "block_count",
+        &["n_layers", "num_hidden_layers", "n_layer", "num_layers"],
+        true,
+    )?;
+    put_u32(
+        &mut md,
+        "context_length",
+        &[
+            "max_position_embeddings",
+            "n_ctx",
+            "n_positions",
+            "max_length",
+            "max_sequence_length",
+            "model_max_length",
+        ],
+        false,
+    )?;
+    put_u32(
+        &mut md,
+        "embedding_length",
+        &["hidden_size", "n_embd", "dim"],
+        true,
+    )?;
+    put_u32(
+        &mut md,
+        "feed_forward_length",
+        &["intermediate_size", "n_inner", "hidden_dim"],
+        false,
+    )?;
+    put_u32(
+        &mut md,
+        "attention.head_count",
+        &["num_attention_heads", "n_head", "n_heads"],
+        true,
+    )?;
+    put_u32(
+        &mut md,
+        "attention.head_count_kv",
+        &["num_key_value_heads", "n_kv_heads"],
+        false,
+    )?;
+    if config.get("is_causal") == Some(&Json::Bool(false)) && arch != Arch::Bert {
+        md.push((format!("{a}.attention.causal"), Value::Bool(false)));
+    }
+    if let Some(scaling) = config.get("rope_scaling").filter(|v| !v.is_null()) {
+        let ty = scaling
+            .get("rope_type")
+            .or_else(|| scaling.get("type"))
+            .and_then(Json::as_str)
+            .unwrap_or("");
+        match (ty, scaling.get("factor")) {
+            ("linear", Some(f)) => {
+                md.push((
+                    format!("{a}.rope.scaling.type"),
+                    Value::String("linear".into()),
+                ));
+                md.push((
+                    format!("{a}.rope.scaling.factor"),
+                    Value::F32(as_f32(f, "rope_scaling.factor")?),
+                ));
+            }
+            ("default", _) | ("", None) => {}
+            _ => {
+                return Err(format!(
+                    "config.json: rope_scaling {scaling} is not supported by pmq's GGUF writer"
+                ))
+            }
+        }
+    }
+    if let Some(v) = config.get("rope_theta").filter(|v| !v.is_null()) {
+        md.push((
+            format!("{a}.rope.freq_base"),
+            Value::F32(as_f32(v, "rope_theta")?),
+        ));
+    }
+    if let Some(v) = find(config, &["rms_norm_eps", "norm_eps"]) {
+        md.push((
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(as_f32(v, "rms_norm_eps")?),
+        ));
+    }
+    if let Some(v) = find(
+        config,
+        &["layer_norm_eps", "layer_norm_epsilon", "norm_epsilon"],
+    ) {
+        md.push((
+            format!("{a}.attention.layer_norm_epsilon"),
+            Value::F32(as_f32(v, "layer_norm_eps")?),
+        ));
+    }
+    if let Some(v) = config.get("head_dim").filter(|v| !v.is_null()) {
+        let hd = as_u32(v, "head_dim")?;
+        md.push((format!("{a}.attention.key_length"), Value::U32(hd)));
+        md.push((format!("{a}.attention.value_length"), Value::U32(hd)));
+    }
+    match arch {
+        Arch::Bert => {
+            md.push((format!("{a}.attention.causal"), Value::Bool(false)));
+            if let Some(p) = pooling_type(src_root)? {
+                md.push((format!("{a}.pooling_type"), Value::U32(p)));
+            }
+        }
+        Arch::Llama => {
+            let vocab = config
+                .get("vocab_size")
+                .ok_or("config.json has no `vocab_size`")?;
+            md.push((
+                format!("{a}.vocab_size"),
+                Value::U32(as_u32(vocab, "vocab_size")?),
+            ));
+            let rope_dim = match config.get("head_dim").filter(|v| !v.is_null()) {
+                Some(v) => as_u32(v, "head_dim")?,
+                None => {
+                    let h = as_u32(
+                        config.get("hidden_size").unwrap_or(&Json::Null),
+                        "hidden_size",
+                    )?;
+                    let n = as_u32(
+                        config.get("num_attention_heads").unwrap_or(&Json::Null),
+                        "num_attention_heads",
+                    )?;
+                    h / n.max(1)
+                }
+            };
+            md.push((format!("{a}.rope.dimension_count"), Value::U32(rope_dim)));
+        }
+    }
+    Ok(md)
+}
+
+/// The sentence-transformers pooling of the source (`modules.json` → the Pooling module's
+/// `config.json`), as gguf-py's `PoolingType`: MEAN = 1, CLS = 2, LAST = 3; `None` without a
+/// Pooling module.
+pub fn pooling_type(src_root: &Path) -> Result<Option<u32>, String> {
+    let modules_path = src_root.join("modules.json");
+    let Ok(text) = std::fs::read_to_string(&modules_path) else {
+        return Ok(None);
+    };
+    let modules: Json = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: invalid JSON: {e}", modules_path.display()))?;
+    let path = modules.as_array().and_then(|mods| {
+        mods.iter()
+            .find(|m| {
+                m.get("type").and_then(Json::as_str) == Some("sentence_transformers.models.Pooling")
+            })
+            .and_then(|m| m.get("path").and_then(Json::as_str))
+    });
+    let Some(path) = path else { return Ok(None) };
+    let cfg_path = src_root.join(path).join("config.json");
+    let text =
+        std::fs::read_to_string(&cfg_path).map_err(|e| format!("{}: {e}", cfg_path.display()))?;
+    let cfg: Json = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: invalid JSON: {e}", cfg_path.display()))?;
+    let on = |k: &str| cfg.get(k).and_then(Json::as_bool).unwrap_or(false);
+    if on("pooling_mode_mean_tokens") {
+        Ok(Some(1))
+    } else if on("pooling_mode_cls_token") {
+        Ok(Some(2))
+    } else if on("pooling_mode_lasttoken") {
+        Ok(Some(3))
+    } else {
+        Err(format!(
+            "{}: only MEAN, CLS and LAST pooling can be stored in GGUF",
+            cfg_path.display()
+        ))
+    }
+}
