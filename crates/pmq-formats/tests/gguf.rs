@@ -582,6 +582,9 @@ fn template_supplies_tokenizer_keys_and_must_match_the_architecture() {
         ));
         assert_eq!(g.values("blk.0.attn_q.weight").1, GgmlDType::F16);
         assert_eq!(g.values("blk.0.attn_q.bias").1, GgmlDType::F32);
+        assert_eq!(g.values("token_embd.weight").1, GgmlDType::F16);
+        assert_eq!(g.values("position_embd.weight").1, GgmlDType::F32);
+        assert_eq!(g.values("token_types.weight").1, GgmlDType::F32);
     }
     // the model: same BERT with the testkit's word-level tokenizer (not convertible)
     let src_dir = tmp.path().join("bert");

@@ -139,11 +139,15 @@ fn qtensor(ty: GgmlDType, bytes: &[u8], shape: Vec<usize>) -> Result<QTensor, St
     qtensor_from_ggml(ty, bytes, shape, &Device::Cpu).map_err(|e| e.to_string())
 }
 
-/// The unquantized tensor `name` as a QTensor: its values (or replacement), rows permuted,
-/// F32 or F16 (1-D always F32).
+/// Tensors the converter keeps in F32 whatever the output type (besides 1-D ones).
+const ALWAYS_F32: [&str; 2] = ["position_embd.", "token_types."];
+
+/// The unquantized tensor `name` (GGUF name `gguf_name`) as a QTensor: its values (or
+/// replacement), rows permuted, F32 or F16 (1-D tensors and [`ALWAYS_F32`] always F32).
 fn plain_tensor(
     model: &QuantizedModel<'_>,
     name: &str,
+    gguf_name: &str,
     perm: Option<&[usize]>,
     storage: Unquantized,
 ) -> Result<QTensor, String> {
@@ -163,7 +167,8 @@ fn plain_tensor(
         values = permute_rows(&values, perm);
     }
     let shape = info.shape.clone();
-    if shape.len() <= 1 || storage == Unquantized::F32 {
+    let f32_only = ALWAYS_F32.iter().any(|p| gguf_name.starts_with(p));
+    if shape.len() <= 1 || f32_only || storage == Unquantized::F32 {
         let shape = if shape.is_empty() { vec![1] } else { shape };
         qtensor(GgmlDType::F32, &pmq_io::f32_bytes(&values), shape)
     } else {
@@ -281,7 +286,8 @@ pub fn write_gguf(
                 let bytes = pack_layer(ty, l, perm.as_deref()).map_err(err)?;
                 qtensor(ty.candle_dtype(), &bytes, vec![l.rows, l.cols]).map_err(err)?
             }
-            None => plain_tensor(model, &hf, perm.as_deref(), opts.unquantized).map_err(err)?,
+            None => plain_tensor(model, &hf, &gguf_name, perm.as_deref(), opts.unquantized)
+                .map_err(err)?,
         };
         tensors.push((gguf_name, t));
     }
