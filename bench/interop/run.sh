@@ -54,6 +54,15 @@ run bert "$backbone" "$work/calib.jsonl" 128
 run llama "$work/llama" "$work/calib.jsonl" 32
 run t5 "$work/t5" "$work/calib-t5.jsonl" 32
 run clip "$work/clip" "$imgs/task-0" 32
+# GPTQModel's own loader (GPTQModel.load), every dtype: float32 documents its CPU kernel's bug
+: > "$work/gptqmodel.jsonl"
+for spec in llama:bfloat16 llama:float16 llama:float32 bert:bfloat16; do
+  fam=${spec%%:*} dt=${spec##*:}
+  OMP_NUM_THREADS=2 GPTQMODEL_CPU_WORKERS=2 "$py" bench/interop/gptqmodel_load.py "$fam" \
+    "$work/out-$fam/gptq" "$work/out-$fam/fake" "$dt" 2>"$work/gm-$fam-$dt.log" \
+    | tail -n1 | tee -a "$work/gptqmodel.jsonl"
+done
+cp "$work/gptqmodel.jsonl" bench/interop/gptqmodel_results.jsonl
 python3 - "$work/results.jsonl" bench/interop/results.md <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
