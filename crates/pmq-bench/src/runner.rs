@@ -326,6 +326,7 @@ impl Bench {
             config,
             out: out.to_path_buf(),
             format: OutputFormat::Fake,
+            gguf: Default::default(),
             overwrite: true,
             // cells are short; their timings should not include checkpoint writes
             checkpoint: None,

@@ -3,8 +3,8 @@
 use anyhow::Result;
 use clap::Args;
 use pmq_core::damping::Damping;
-use pmq_core::gptq::{GptqConfig, Precision};
-use pmq_core::{QuantGrid, ScalePrecision};
+use pmq_core::gptq::{GptqConfig, GroupFit, Precision};
+use pmq_core::{GridKind, QuantGrid, ScalePrecision};
 
 #[derive(Args, Debug, Clone)]
 pub struct QuantFlags {
@@ -36,6 +36,50 @@ pub struct QuantFlags {
     /// the reference code, or f64. Factorisations and Hessians are f64 either way.
     #[arg(long, value_enum, default_value_t = WorkPrecision::F32)]
     pub work_precision: WorkPrecision,
+    /// The grid codes are chosen on: `uniform` (GPTQ's b-bit grid: --bits, --group-size,
+    /// --sym) or one of GGUF's block grids `q4_0`, `q4_1`, `q8_0` (blocks of 32 input columns,
+    /// f16 scales, fitted as llama.cpp fits them; --bits, --group-size and --sym do not apply),
+    /// so that the codes solved are the codes llama.cpp reads [default: q4_0 with
+    /// --format gguf, else uniform].
+    #[arg(long, value_enum)]
+    pub grid: Option<GridArg>,
+    /// Which weights a group's scale and zero are fitted on when a group starts inside a lazy
+    /// block (groups smaller than --block-size): `reference` as the original gptq.py,
+    /// AutoGPTQ and GPTQModel (the weights updated by the finished blocks), or `updated` (also
+    /// by the current block's columns so far).
+    #[arg(long, value_enum, default_value_t = GroupFitArg::Reference)]
+    pub group_fit: GroupFitArg,
+}
+
+/// `--grid`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GridArg {
+    Uniform,
+    #[value(name = "q4_0")]
+    Q4_0,
+    #[value(name = "q4_1")]
+    Q4_1,
+    #[value(name = "q8_0")]
+    Q8_0,
+}
+
+impl GridArg {
+    /// The grid kind.
+    pub fn kind(self) -> GridKind {
+        match self {
+            GridArg::Uniform => GridKind::Uniform,
+            GridArg::Q4_0 => GridKind::GgufQ4_0,
+            GridArg::Q4_1 => GridKind::GgufQ4_1,
+            GridArg::Q8_0 => GridKind::GgufQ8_0,
+        }
+    }
+}
+
+/// `--group-fit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GroupFitArg {
+    Reference,
+    Updated,
 }
 
 /// `--work-precision`.
@@ -46,8 +90,14 @@ pub enum WorkPrecision {
 }
 
 impl QuantFlags {
-    /// The solver settings; `epmq` selects E-PMQ's default damping (0: λ damps).
-    pub fn gptq_config(&self, epmq: bool, precision: ScalePrecision) -> Result<GptqConfig> {
+    /// The solver settings; `epmq` selects E-PMQ's default damping (0: λ damps); `kind` is
+    /// the grid (see [`QuantFlags::grid`]).
+    pub fn gptq_config(
+        &self,
+        epmq: bool,
+        precision: ScalePrecision,
+        kind: GridKind,
+    ) -> Result<GptqConfig> {
         if self.group_size == 0 || self.group_size < -1 {
             anyhow::bail!(
                 "--group-size must be positive, or -1 for one group per row; got {}",
@@ -65,8 +115,22 @@ impl QuantFlags {
         if self.block_size == 0 {
             anyhow::bail!("--block-size must be positive");
         }
-        let grid = QuantGrid::new(self.bits, self.sym, self.group_size, precision)?;
+        let grid = if kind.is_gguf() {
+            if self.act_order && !self.static_groups {
+                anyhow::bail!(
+                    "GGUF's blocks follow the column order: with --grid {} and --act-order, also give --static-groups",
+                    kind.name()
+                );
+            }
+            QuantGrid::gguf(kind)
+        } else {
+            QuantGrid::new(self.bits, self.sym, self.group_size, precision)?
+        };
         let mut cfg = GptqConfig::new(grid);
+        cfg.group_fit = match self.group_fit {
+            GroupFitArg::Reference => GroupFit::Reference,
+            GroupFitArg::Updated => GroupFit::Updated,
+        };
         cfg.block_size = self.block_size;
         cfg.act_order = self.act_order;
         cfg.static_groups = self.static_groups;

@@ -9,7 +9,8 @@ use crate::quant_flags::QuantFlags;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use pmq_core::ScalePrecision;
+use pmq_core::{GridKind, ScalePrecision};
+use pmq_formats::gguf::{GgufOptions, Unquantized};
 use pmq_pipeline::{
     quantize_and_write, AwqOptions, CalibSpec, Checkpointing, DeviationMode, Method, OutputFormat,
     PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
@@ -36,6 +37,22 @@ pub enum FormatArg {
     Fake,
     /// Both, in OUT/gptq and OUT/fake.
     Both,
+    /// GGUF for llama.cpp (OUT/model.gguf), quantized on a GGUF grid (--grid).
+    Gguf,
+    /// GGUF and fake-quant, in OUT/gguf and OUT/fake.
+    GgufFake,
+}
+
+impl FormatArg {
+    /// Whether a GGUF file is written.
+    fn writes_gguf(self) -> bool {
+        matches!(self, FormatArg::Gguf | FormatArg::GgufFake)
+    }
+
+    /// Whether a GPTQ checkpoint is written.
+    fn writes_gptq(self) -> bool {
+        matches!(self, FormatArg::Gptq | FormatArg::Both)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -69,10 +86,23 @@ pub struct QuantizeArgs {
     /// Truncate calibration texts to this many tokens.
     #[arg(long, default_value_t = 128)]
     max_seq_len: usize,
+    /// Settings of a published setup: `paper-llama` is the E-PMQ paper's Llama setting (groups
+    /// of 32 input columns, batches of 4 samples, samples of up to 512 tokens), in place of
+    /// --group-size, --batch-size and --max-seq-len.
+    #[arg(long, value_enum, conflicts_with_all = ["group_size", "batch_size", "max_seq_len"])]
+    preset: Option<PresetArg>,
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     #[arg(long, value_enum, default_value_t = FormatArg::Gptq)]
     format: FormatArg,
+    /// GGUF: a GGUF that llama.cpp's convert_hf_to_gguf.py wrote for the unquantized model;
+    /// its tokenizer keys (and any key pmq does not write itself) are copied from it.
+    #[arg(long, value_name = "FILE")]
+    gguf_template: Option<PathBuf>,
+    /// GGUF: storage of the tensors that are not quantized (embeddings, norms, biases; 1-D
+    /// tensors are always f32, as llama.cpp's converter writes them).
+    #[arg(long, value_enum, default_value_t = GgufUnquantizedArg::F32)]
+    gguf_unquantized: GgufUnquantizedArg,
     /// Merge the --expert checkpoints onto --base first (then quantize the result).
     #[arg(long, value_enum, value_name = "MERGE_METHOD")]
     merge: Option<MergeMethodArg>,
@@ -117,6 +147,41 @@ pub struct QuantizeArgs {
     stop_after_block: Option<usize>,
 }
 
+/// `--gguf-unquantized`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GgufUnquantizedArg {
+    F32,
+    F16,
+}
+
+/// `--preset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// Group 32, batch 4, 512 tokens (the E-PMQ paper's Llama-3-8B setting).
+    PaperLlama,
+}
+
+/// The grid: `--grid`, or Q4_0 for GGUF output and the uniform grid otherwise; a grid the
+/// output format cannot store is refused before any work.
+fn grid_kind(args: &QuantizeArgs) -> Result<GridKind> {
+    let gguf_out = args.format.writes_gguf();
+    let kind = match args.q.grid {
+        Some(g) => g.kind(),
+        None if gguf_out => GridKind::GgufQ4_0,
+        None => GridKind::Uniform,
+    };
+    if gguf_out && kind.is_uniform() {
+        bail!("--format gguf needs one of GGUF's grids: --grid q4_0, q4_1 or q8_0");
+    }
+    if kind.is_gguf() && args.format.writes_gptq() {
+        bail!(
+            "--grid {} is GGUF's block grid, which a GPTQ checkpoint cannot declare: use --format gguf, gguf-fake or fake",
+            kind.name()
+        );
+    }
+    Ok(kind)
+}
+
 /// `--state-dtype`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum StateDtypeArg {
@@ -155,18 +220,25 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
     if awq && args.awq_grid == 0 {
         bail!("--awq-grid must be at least 1");
     }
-    let gptq = args
-        .q
-        .gptq_config(matches!(method, Method::Epmq { .. }), ScalePrecision::F16)?;
-    if args.samples_per_task == 0 || args.batch_size == 0 || args.max_seq_len == 0 {
+    let mut q = args.q.clone();
+    let (mut batch_size, mut max_seq_len) = (args.batch_size, args.max_seq_len);
+    if let Some(PresetArg::PaperLlama) = args.preset {
+        (q.group_size, batch_size, max_seq_len) = (32, 4, 512);
+    }
+    let gptq = q.gptq_config(
+        matches!(method, Method::Epmq { .. }),
+        ScalePrecision::F16,
+        grid_kind(args)?,
+    )?;
+    if args.samples_per_task == 0 || batch_size == 0 || max_seq_len == 0 {
         bail!("--samples-per-task, --batch-size and --max-seq-len must be positive");
     }
     Ok(PipelineConfig {
         method,
         gptq,
         samples_per_task: args.samples_per_task,
-        batch_size: args.batch_size,
-        max_seq_len: args.max_seq_len,
+        batch_size,
+        max_seq_len,
         true_sequential: !args.no_true_sequential,
         deviation: match args.deviation {
             DeviationArg::Total => DeviationMode::Total,
@@ -267,6 +339,16 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             FormatArg::Gptq => OutputFormat::Gptq,
             FormatArg::Fake => OutputFormat::Fake,
             FormatArg::Both => OutputFormat::Both,
+            FormatArg::Gguf => OutputFormat::Gguf,
+            FormatArg::GgufFake => OutputFormat::GgufFake,
+        },
+        gguf: GgufOptions {
+            template: args.gguf_template.clone(),
+            unquantized: match args.gguf_unquantized {
+                GgufUnquantizedArg::F32 => Unquantized::F32,
+                GgufUnquantizedArg::F16 => Unquantized::F16,
+            },
+            name: None,
         },
         overwrite: args.overwrite,
         checkpoint: Some(Checkpointing {

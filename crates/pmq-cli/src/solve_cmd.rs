@@ -14,7 +14,7 @@ use pmq_core::epmq::ExpertFold;
 use pmq_core::matrix::{from_row_major, to_row_major_f32};
 use pmq_core::objective::quadratic_error;
 use pmq_core::packing::{pack_qweight, pack_qzeros, CheckpointFormat};
-use pmq_core::{QuantizedLayer, ScalePrecision};
+use pmq_core::{GridKind, QuantizedLayer, ScalePrecision};
 use pmq_io::{f32_bytes, i32_bytes, write_safetensors, Dtype, TensorStore};
 use pmq_pipeline::method::{solve, LinearProblem};
 use pmq_pipeline::{solver_settings, Method};
@@ -185,9 +185,11 @@ pub fn run(args: SolveArgs) -> Result<()> {
             tasks
         );
     }
-    let cfg = args
-        .q
-        .gptq_config(args.method == SolveMethod::Epmq, ScalePrecision::F32)?;
+    let cfg = args.q.gptq_config(
+        args.method == SolveMethod::Epmq,
+        ScalePrecision::F32,
+        args.q.grid.map_or(GridKind::Uniform, |g| g.kind()),
+    )?;
     // Tasks are read and folded one at a time: memory holds ΣH_i (and, for E-PMQ, R = ΣW_iH_i),
     // never all K Hessians. Only the E-PMQ fold's GEMMs count as solve time.
     let mut h_sum = (tasks > 0).then(|| Mat::<f64>::zeros(cols, cols));

@@ -361,6 +361,43 @@ fn bad_inputs_give_clear_errors_and_write_nothing() {
             quantize_args(&merged, "awq", &[], &[], &out, &[]),
             "needs calibration",
         ),
+        (
+            quantize_args(
+                &merged,
+                "gptq",
+                &[],
+                &cal,
+                &out,
+                &["--format", "gguf", "--grid", "uniform"],
+            ),
+            "needs one of GGUF's grids",
+        ),
+        (
+            quantize_args(&merged, "gptq", &[], &cal, &out, &["--grid", "q4_0"]),
+            "a GPTQ checkpoint cannot declare",
+        ),
+        (
+            quantize_args(
+                &merged,
+                "gptq",
+                &[],
+                &cal,
+                &out,
+                &["--format", "gguf", "--act-order"],
+            ),
+            "--static-groups",
+        ),
+        (
+            quantize_args(
+                &merged,
+                "gptq",
+                &[],
+                &cal,
+                &out,
+                &["--preset", "paper-llama"],
+            ),
+            "cannot be used with",
+        ),
     ];
     for (args, needle) in cases {
         let (ok, _, err) = pmq(&args);

@@ -45,7 +45,11 @@ pub(crate) fn fit_range(
         }
         GridKind::GgufQ4_1 => {
             let offset = f16_finite(min);
-            let range = if max > min { max - min } else { min.abs().max(1.0) };
+            let range = if max > min {
+                max - min
+            } else {
+                min.abs().max(1.0)
+            };
             GroupParams {
                 scale: round_scale(range / 15.0),
                 zero: 0,
@@ -151,9 +155,11 @@ mod tests {
         };
         for _ in 0..400 {
             let x = block(&mut rng);
-            let (lo, hi) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v as f64), b.max(v as f64))
-            });
+            let (lo, hi) = x
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                    (a.min(v as f64), b.max(v as f64))
+                });
             // Q4_0
             let g = QuantGrid::gguf(GridKind::GgufQ4_0);
             let p = g.fit_range(lo, hi);
@@ -211,9 +217,11 @@ mod tests {
             let g = QuantGrid::gguf(kind);
             for _ in 0..50 {
                 let x = block(&mut rng);
-                let (lo, hi) = x.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v as f64), b.max(v as f64))
-                });
+                let (lo, hi) = x
+                    .iter()
+                    .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+                        (a.min(v as f64), b.max(v as f64))
+                    });
                 let p = g.fit_range(lo, hi);
                 for &v in &x {
                     let v = v as f64;

@@ -145,10 +145,7 @@ pub(crate) fn run<T: Work>(input: KernelInput<'_, T>) -> KernelOutput {
         GroupMode::Static { .. } => 1, // unused slot, so the row chunks line up
     };
     let mut q = Mat::<f64>::zeros(rows, cols);
-    let mut params = vec![
-        GroupParams::new(1.0, 0);
-        rows * n_groups
-    ];
+    let mut params = vec![GroupParams::new(1.0, 0); rows * n_groups];
     if rows == 0 || cols == 0 {
         return KernelOutput {
             codes: Vec::new(),
@@ -248,10 +245,7 @@ impl<T: Work> Chunk<'_, T> {
         let mut delta = Mat::<T>::zeros(rows + PAD, cols);
         let mut err = Mat::<T>::zeros(rows + PAD, bs);
         let mut codes = vec![0u8; rows * cols];
-        let mut current = vec![
-            GroupParams::new(1.0, 0);
-            rows
-        ];
+        let mut current = vec![GroupParams::new(1.0, 0); rows];
         let mut objective = 0.0;
         // GroupFit::Reference: the block's Δ as it was when the block started
         let mut block_start = match self.groups {

@@ -380,11 +380,21 @@ fn gptq_on_gguf_grids_follows_the_textbook_and_beats_rtn() {
             .zip(&want_codes)
             .filter(|(a, b)| **a as u32 == **b)
             .count();
-        assert!(same as f64 >= 0.999 * want_codes.len() as f64, "{kind:?}: {same}");
-        assert!((out.damped_objective - want_obj).abs() <= 1e-6 * want_obj, "{kind:?}");
+        assert!(
+            same as f64 >= 0.999 * want_codes.len() as f64,
+            "{kind:?}: {same}"
+        );
+        assert!(
+            (out.damped_objective - want_obj).abs() <= 1e-6 * want_obj,
+            "{kind:?}"
+        );
         assert_eq!(out.layer.dequantize_from_codes(), out.layer.dequant);
         let base = rtn(w.as_ref(), &g).unwrap();
         let rtn_loss = quadratic_error(base.dequant.as_ref(), w.as_ref(), h.as_ref());
-        assert!(out.objective < rtn_loss, "{kind:?}: {} vs {rtn_loss}", out.objective);
+        assert!(
+            out.objective < rtn_loss,
+            "{kind:?}: {} vs {rtn_loss}",
+            out.objective
+        );
     }
 }

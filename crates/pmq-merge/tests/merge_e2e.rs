@@ -192,7 +192,9 @@ fn mergekit_trim_keeps_exactly_the_density() {
     // brute force on random data: the kept set is the top-k of a stable sort by |τ| descending
     let mut rng = TestRng(0x9E37_79B9_7F4A_7C15);
     for n in [1usize, 7, 64, 333] {
-        let tau: Vec<f32> = (0..n).map(|_| (rng.next_f32() * 4.0).round() / 4.0).collect();
+        let tau: Vec<f32> = (0..n)
+            .map(|_| (rng.next_f32() * 4.0).round() / 4.0)
+            .collect();
         for density in [0.1, 0.5, 0.99] {
             let k = ((n as f64) * density).floor() as usize;
             let Some(kept) = trim_top_k(&tau, density) else {

@@ -112,6 +112,11 @@ fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<Sample>> {
     Ok(out)
 }
 
+/// Whether a sample gives the T5 decoder a non-empty target to read.
+fn has_target(s: &Sample) -> bool {
+    matches!(s, Sample::Seq2Seq { target, .. } if !target.trim().is_empty())
+}
+
 fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
@@ -166,6 +171,16 @@ pub fn read_samples(spec: &CalibSpec, family: Family, limit: usize) -> Result<Ve
     if samples.is_empty() {
         bail!(
             "calibration file {} (task {:?}) has no samples",
+            spec.path.display(),
+            spec.task
+        );
+    }
+    if family == Family::T5 && samples.iter().all(|s| !has_target(s)) {
+        tracing::warn!(
+            "{} (task {:?}): no sample has a \"target\": the T5 decoder reads only its start \
+             token, so every decoder linear is calibrated on one input vector (rank-1 \
+             Hessians; GPTQ/E-PMQ there are little better than RTN); give \"input\"/\"target\" \
+             pairs",
             spec.path.display(),
             spec.task
         );

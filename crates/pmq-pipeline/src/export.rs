@@ -3,7 +3,8 @@
 //!
 //! The pipeline ([`crate::run`]) quantizes every linear; the writers of `pmq-formats` store
 //! the result next to the report (`pmq_report.json`, `pmq_report.md`) as an HF GPTQ
-//! checkpoint, as fake-quant safetensors, or both (`OUT/gptq`, `OUT/fake`). Every output is
+//! checkpoint, as fake-quant safetensors, or both (`OUT/gptq`, `OUT/fake`), or as GGUF for
+//! llama.cpp (`OUT/model.gguf`; with fake-quant: `OUT/gguf`, `OUT/fake`). Every output is
 //! written to a temporary directory and renamed into place once complete. With
 //! [`QuantizeOptions::checkpoint`], the finished blocks are checkpointed (`OUT.pmq-resume`)
 //! until then, and a killed run can be resumed ([`crate::resume`]).
@@ -15,6 +16,7 @@ use crate::resume::{remove_checkpoint, remove_checkpoint_without_blocks, Checkpo
 use anyhow::{bail, Result};
 use pmq_core::packing::CheckpointFormat;
 use pmq_formats::fake_quant::write_fake_quant;
+use pmq_formats::gguf::{write_gguf, GgufOptions};
 use pmq_formats::gptq_checkpoint::{write_gptq, GptqSettings};
 use pmq_formats::{Destination, QuantizedModel};
 use pmq_io::{AtomicDir, TensorStore};
@@ -32,6 +34,10 @@ pub enum OutputFormat {
     Fake,
     /// Both, in `OUT/gptq` and `OUT/fake`.
     Both,
+    /// GGUF (`OUT/model.gguf`) for llama.cpp; the linears must be on a GGUF grid.
+    Gguf,
+    /// GGUF and fake-quant, in `OUT/gguf` and `OUT/fake`.
+    GgufFake,
 }
 
 /// What to quantize, how, and where to write it.
@@ -42,6 +48,8 @@ pub struct QuantizeOptions {
     /// Output directory.
     pub out: PathBuf,
     pub format: OutputFormat,
+    /// GGUF settings (template, unquantized tensors' type), used by the GGUF formats.
+    pub gguf: GgufOptions,
     /// Replace an existing output directory (only once everything succeeded).
     pub overwrite: bool,
     /// Keep a checkpoint after every block (and resume from one), removed once the output is
@@ -135,6 +143,14 @@ pub fn quantize_and_write(
             let dir = AtomicDir::create(&opts.out, opts.overwrite)?;
             let (gptq, fake) = (dir.path().join("gptq"), dir.path().join("fake"));
             write_gptq(&model, &settings, &dest(&gptq, false))?;
+            write_fake_quant(&model, None, &dest(&fake, false))?;
+            dir.commit()?;
+        }
+        OutputFormat::Gguf => write_gguf(&model, &opts.gguf, &dest(&opts.out, opts.overwrite))?,
+        OutputFormat::GgufFake => {
+            let dir = AtomicDir::create(&opts.out, opts.overwrite)?;
+            let (gguf, fake) = (dir.path().join("gguf"), dir.path().join("fake"));
+            write_gguf(&model, &opts.gguf, &dest(&gguf, false))?;
             write_fake_quant(&model, None, &dest(&fake, false))?;
             dir.commit()?;
         }
