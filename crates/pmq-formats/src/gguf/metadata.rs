@@ -95,7 +95,13 @@ pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata
     if config.get("is_causal") == Some(&Json::Bool(false)) && arch != Arch::Bert {
         md.push((format!("{a}.attention.causal"), Value::Bool(false)));
     }
-    if let Some(scaling) = config.get("rope_scaling").filter(|v| !v.is_null()) {
+    // transformers 4 writes rope_theta / rope_scaling, transformers 5 one rope_parameters
+    let rope_params = config.get("rope_parameters").filter(|v| v.is_object());
+    let scaling = config
+        .get("rope_scaling")
+        .filter(|v| !v.is_null())
+        .or(rope_params);
+    if let Some(scaling) = scaling {
         let ty = scaling
             .get("rope_type")
             .or_else(|| scaling.get("type"))
@@ -120,7 +126,11 @@ pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata
             }
         }
     }
-    if let Some(v) = config.get("rope_theta").filter(|v| !v.is_null()) {
+    let theta = config
+        .get("rope_theta")
+        .filter(|v| !v.is_null())
+        .or_else(|| rope_params.and_then(|p| p.get("rope_theta")));
+    if let Some(v) = theta {
         md.push((
             format!("{a}.rope.freq_base"),
             Value::F32(as_f32(v, "rope_theta")?),
@@ -216,5 +226,52 @@ pub fn pooling_type(src_root: &Path) -> Result<Option<u32>, String> {
             "{}: only MEAN, CLS and LAST pooling can be stored in GGUF",
             cfg_path.display()
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn llama(extra: Json) -> Json {
+        let mut c = json!({
+            "model_type": "llama", "hidden_size": 64, "intermediate_size": 96,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 64, "rms_norm_eps": 1e-5, "vocab_size": 100
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c
+    }
+
+    fn get<'a>(md: &'a Metadata, key: &str) -> Option<&'a Value> {
+        md.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// The rope base comes from transformers 4's `rope_theta` and from transformers 5's
+    /// `rope_parameters`; scalings pmq cannot express are refused, not dropped.
+    #[test]
+    fn rope_settings_in_both_config_layouts() {
+        let dir = std::env::temp_dir();
+        for cfg in [
+            llama(json!({"rope_theta": 500000.0})),
+            llama(json!({"rope_parameters": {"rope_theta": 500000.0, "rope_type": "default"}})),
+        ] {
+            let md = model_keys(Arch::Llama, &cfg, &dir).unwrap();
+            match get(&md, "llama.rope.freq_base") {
+                Some(Value::F32(v)) => assert_eq!(*v, 500000.0),
+                other => panic!("{other:?}"),
+            }
+        }
+        let cfg = llama(json!({"rope_parameters":
+            {"rope_theta": 1e4, "rope_type": "linear", "factor": 2.0}}));
+        let md = model_keys(Arch::Llama, &cfg, &dir).unwrap();
+        assert!(matches!(get(&md, "llama.rope.scaling.factor"), Some(Value::F32(f)) if *f == 2.0));
+        let cfg = llama(json!({"rope_parameters":
+            {"rope_theta": 5e5, "rope_type": "llama3", "factor": 8.0}}));
+        let err = model_keys(Arch::Llama, &cfg, &dir).unwrap_err();
+        assert!(err.contains("llama3"), "{err}");
     }
 }

@@ -6,6 +6,9 @@
 //!   token `x` → `▁x`), token types, `token_type_count`, no scores.
 //! - Byte-level BPE → `"gpt2"` (`_set_vocab_gpt2`): tokens, token types and merges.
 //!
+//! Either for either architecture: llama.cpp picks the vocabulary from `tokenizer.ggml.model`,
+//! not from the architecture (so a Llama with a WordPiece vocabulary gets the `bert` one).
+//!
 //! Token types follow `get_vocab_base`: added tokens are CONTROL (3) when special or
 //! special-looking, else USER_DEFINED (4); ids without a token are `[PAD<i>]`, UNUSED (5); the
 //! rest NORMAL (1). Special ids, `add_*_token` flags, the chat template and the lower-casing
@@ -61,46 +64,41 @@ pub fn tokenizer_keys(arch: Arch, root: &Path, config: &Json) -> Result<Tokenize
     let byte_level = model_type == "BPE"
         && !model["byte_fallback"].as_bool().unwrap_or(false)
         && tok["decoder"]["type"].as_str() == Some("ByteLevel");
-    match (arch, model_type) {
-        (Arch::Bert, "WordPiece") => {}
-        (Arch::Llama, "BPE") if byte_level => {}
-        _ => {
-            return Ok(TokenizerKeys::Unsupported(format!(
-                "its {model_type} tokenizer{} is not one pmq converts for {} (WordPiece for bert, byte-level BPE for llama)",
-                if model_type == "BPE" && !byte_level { " (not byte-level)" } else { "" },
-                arch.name()
-            )))
-        }
+    // llama.cpp picks the vocabulary from `tokenizer.ggml.model`, whatever the architecture
+    let wordpiece = model_type == "WordPiece";
+    if !wordpiece && !byte_level {
+        return Ok(TokenizerKeys::Unsupported(format!(
+            "its {model_type} tokenizer{} is not one pmq converts (WordPiece → bert, byte-level BPE → gpt2)",
+            if model_type == "BPE" { " (not byte-level)" } else { "" },
+        )));
     }
     let (tokens, types) = vocab_base(&tok, config)?;
     let mut md: Metadata = Vec::new();
-    match arch {
-        Arch::Bert => {
+    if wordpiece {
+        if arch == Arch::Bert {
             let type_count = config["type_vocab_size"].as_u64().unwrap_or(1) as u32;
             md.push((
                 "tokenizer.ggml.token_type_count".into(),
                 Value::U32(type_count),
             ));
-            let tokens: Vec<String> = tokens
-                .into_iter()
-                .zip(&types)
-                .map(|(t, &ty)| phantom(t, ty))
-                .collect();
-            let n = tokens.len();
-            push_vocab(&mut md, "bert", "default", tokens, types);
-            special::SpecialVocab::load(&tok, tc.as_ref(), config, root, Some(n), false)
-                .add_to(&mut md);
         }
-        Arch::Llama => {
-            let pre = if is_plain_byte_level(&tok["pre_tokenizer"]) {
-                "gpt-2"
-            } else {
-                "default"
-            };
-            push_vocab(&mut md, "gpt2", pre, tokens, types);
-            special::SpecialVocab::load(&tok, tc.as_ref(), config, root, None, true)
-                .add_to(&mut md);
-        }
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .zip(&types)
+            .map(|(t, &ty)| phantom(t, ty))
+            .collect();
+        let n = tokens.len();
+        push_vocab(&mut md, "bert", "default", tokens, types);
+        special::SpecialVocab::load(&tok, tc.as_ref(), config, root, Some(n), false)
+            .add_to(&mut md);
+    } else {
+        let pre = if is_plain_byte_level(&tok["pre_tokenizer"]) {
+            "gpt-2"
+        } else {
+            "default"
+        };
+        push_vocab(&mut md, "gpt2", pre, tokens, types);
+        special::SpecialVocab::load(&tok, tc.as_ref(), config, root, None, true).add_to(&mut md);
     }
     Ok(TokenizerKeys::Keys(md))
 }
