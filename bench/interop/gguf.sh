@@ -9,7 +9,13 @@
 #    gguf-py dequantizes pmq's file and compares with the fake-quant weights (q/k permuted as the
 #    converter permutes them), and llama-perplexity's perplexity on pmq's GGUF is compared with
 #    the same perplexity (same tokens, chunks, scored positions) of the fake-quant model in
-#    transformers.
+#    transformers;
+# 3. a tiny random FLAN-T5-shaped model (gated GELU, untied output) with a SentencePiece
+#    vocabulary trained on the calibration text (llama.cpp's converter needs spiece.model),
+#    quantized to Q4_0 with GPTQ on {"input","target"} pairs: gguf-py compares pmq's file with
+#    the converter's f32 GGUF of the fake-quant output (keys — the SentencePiece vocabulary
+#    included — and tensors), and llama.cpp's llama-simple decodes greedily with both files,
+#    compared with transformers' greedy decoding on the fake-quant model.
 # Results: bench/interop/gguf_results.jsonl and gguf_results.md.
 #
 #   bench/interop/gguf.sh          # PMQ_GGUF_WORK: work directory (default /tmp/pmq-gguf)
@@ -84,6 +90,23 @@ ppl=${last#*]}
 "$VENV_PY" bench/interop/gguf_ppl.py "$out/fake" "$out.tokens" "$n_ctx" "$bos" "$chunks" \
   | python3 -c 'import json,sys; r = json.loads(sys.stdin.read()); r["llama_cpp_ppl"] = float(sys.argv[1]); r["rel_diff"] = abs(r["ppl"] - r["llama_cpp_ppl"]) / r["ppl"]; print(json.dumps(r))' "$ppl" \
   | tee -a "$results"
+
+t5="$work/tiny-t5"
+[ -d "$t5/t5" ] || "$VENV_PY" bench/interop/gguf_t5.py make "$t5" "$work/calib.jsonl" 2>"$t5.make.log"
+out="$work/t5-q4_0"
+rm -rf "$out"
+"$pmq" quantize --model "$t5/t5" --method gptq --calib "t=$t5/t5-calib.jsonl" \
+  --samples-per-task 64 --grid q4_0 --format gguf-fake --out "$out" >/dev/null 2>"$out.log"
+"$VENV_PY" "$CONVERTER" "$out/fake" --outtype f32 --outfile "$work/t5-q4_0-converter.gguf" \
+  >"$out.converter.log" 2>&1
+"$VENV_PY" bench/interop/gguf_check.py vs-converter "$out/gguf/model.gguf" \
+  "$work/t5-q4_0-converter.gguf" | tee -a "$results"
+python3 -c 'import json,sys; [print(json.loads(l)["input"]) for l in list(open(sys.argv[1]))[-8:]]' \
+  "$t5/t5-calib.jsonl" > "$work/t5-prompts.txt"
+"$VENV_PY" bench/interop/gguf_t5.py decode "$LLAMA_BIN/llama-simple" "$out/gguf/model.gguf" \
+  "$work/t5-q4_0-converter.gguf" "$out/fake" "$work/t5-prompts.txt" 12 2>"$out.decode.log" \
+  | tee -a "$results"
+
 cp "$results" bench/interop/gguf_results.jsonl
 python3 - "$results" bench/interop/gguf_results.md <<'PY'
 import json, sys
@@ -111,6 +134,12 @@ for r in rows:
         out.append(f"| llama-perplexity on pmq's GGUF vs the same scoring of the fake-quant model in "
                    f"transformers ({r['chunks']} chunks × {r['n_ctx']}, {r['scored']} scored tokens) | llama-q4_0 | "
                    f"{r['llama_cpp_ppl']:.2f} vs {r['ppl']:.2f} (rel. diff {r['rel_diff']:.1e}) |")
+    elif r["check"] == "t5-greedy-decoding":
+        out.append(f"| greedy decoding ({r['prompts']} prompts, {min(r['tokens_per_prompt'])}–"
+                   f"{max(r['tokens_per_prompt'])} tokens each), identical outputs: llama-simple on pmq's "
+                   f"GGUF vs on the converter's f32 / converter f32 in llama.cpp vs transformers on "
+                   f"fake-quant / pmq's GGUF vs transformers | t5-q4_0 | {r['pmq_vs_converter_f32']} / "
+                   f"{r['converter_f32_vs_transformers']} / {r['pmq_vs_transformers']} |")
 open(sys.argv[2], "w").write("\n".join(out) + "\n")
 print("\n".join(out))
 PY

@@ -4,7 +4,7 @@
 #   (llama.cpp's own GGUF reader), numpy, safetensors, transformers and torch (CPU),
 #   sentencepiece and protobuf — what llama.cpp's convert_hf_to_gguf.py needs;
 # - llama.cpp itself, from the sources the llama-cpp-python sdist on PyPI vendors (CPU only,
-#   Release; cmake from Debian): llama-embedding, llama-perplexity, llama-tokenize.
+#   Release; cmake from Debian): llama-embedding, llama-perplexity, llama-tokenize, llama-simple.
 # Prints VENV_PY=, CONVERTER=, LLAMA_BIN= lines (eval them). Everything else goes to stderr.
 set -euo pipefail
 cache="${PMQ_GGUF_CACHE:-$HOME/.cache/pmq/gguf}"
@@ -24,8 +24,10 @@ if [ ! -d "$src/vendor/llama.cpp" ]; then
 fi
 llama="$src/vendor/llama.cpp"
 build="$cache/build"
-bins=(llama-embedding llama-perplexity llama-tokenize)
-if [ ! -x "$build/bin/llama-tokenize" ] || [ ! -x "$build/bin/llama-perplexity" ] || [ ! -x "$build/bin/llama-embedding" ]; then
+bins=(llama-embedding llama-perplexity llama-tokenize llama-simple)
+missing=0
+for b in "${bins[@]}"; do [ -x "$build/bin/$b" ] || missing=1; done
+if [ "$missing" = 1 ]; then
   cmake -S "$llama" -B "$build" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF >&2
   cmake --build "$build" --config Release -j "${PMQ_GGUF_JOBS:-2}" --target "${bins[@]}" >&2

@@ -26,9 +26,10 @@ pub struct QuantFlags {
     /// Damping as a fraction of mean(diag H) [default: 0.01 for gptq, 0 for epmq, where λ damps].
     #[arg(long, allow_hyphen_values = true)]
     pub damp: Option<f64>,
-    /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i).
-    #[arg(long, default_value_t = 0.01, allow_hyphen_values = true)]
-    pub alpha: f64,
+    /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i); `auto` chooses α per linear from
+    /// held-out calibration batches (`pmq quantize` only; see --alpha-grid).
+    #[arg(long, default_value = "0.01", allow_hyphen_values = true, value_parser = parse_alpha)]
+    pub alpha: AlphaArg,
     /// Columns per lazy GPTQ block.
     #[arg(long, default_value_t = 128)]
     pub block_size: usize,
@@ -109,8 +110,10 @@ impl QuantFlags {
                 anyhow::bail!("--damp must be a finite number ≥ 0; got {d}");
             }
         }
-        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
-            anyhow::bail!("--alpha must be a finite number ≥ 0; got {}", self.alpha);
+        if let AlphaArg::Fixed(a) = self.alpha {
+            if !(a.is_finite() && a >= 0.0) {
+                anyhow::bail!("--alpha must be a finite number ≥ 0 or `auto`; got {a}");
+            }
         }
         if self.block_size == 0 {
             anyhow::bail!("--block-size must be positive");
@@ -139,7 +142,9 @@ impl QuantFlags {
             WorkPrecision::F64 => Precision::F64,
         };
         let default_damp = if epmq {
-            pmq_pipeline::Method::Epmq { alpha: self.alpha }
+            pmq_pipeline::Method::Epmq {
+                alpha: self.alpha.fixed_or(0.0),
+            }
         } else {
             pmq_pipeline::Method::Gptq
         }
@@ -147,4 +152,30 @@ impl QuantFlags {
         cfg.damping = Damping::gptq(self.damp.unwrap_or(default_damp));
         Ok(cfg)
     }
+}
+
+/// `--alpha`: a fixed α or `auto`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum AlphaArg {
+    Fixed(f64),
+    Auto,
+}
+
+impl AlphaArg {
+    /// The fixed α, or `auto_value` for `auto`.
+    pub fn fixed_or(self, auto_value: f64) -> f64 {
+        match self {
+            AlphaArg::Fixed(a) => a,
+            AlphaArg::Auto => auto_value,
+        }
+    }
+}
+
+fn parse_alpha(s: &str) -> Result<AlphaArg, String> {
+    if s.eq_ignore_ascii_case("auto") {
+        return Ok(AlphaArg::Auto);
+    }
+    s.parse::<f64>()
+        .map(AlphaArg::Fixed)
+        .map_err(|_| format!("`{s}` is neither a number nor `auto`"))
 }

@@ -5,15 +5,15 @@
 //! until OUT is written; `--resume` continues a killed run from there.
 
 use crate::merge_cmd::{run_merge, MergeOptions, MethodArg as MergeMethodArg};
-use crate::quant_flags::QuantFlags;
+use crate::quant_flags::{AlphaArg, QuantFlags};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::{GridKind, ScalePrecision};
 use pmq_formats::gguf::{GgufOptions, Unquantized};
 use pmq_pipeline::{
-    quantize_and_write, AwqOptions, CalibSpec, Checkpointing, DeviationMode, Method, OutputFormat,
-    PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
+    quantize_and_write, AutoAlpha, AwqOptions, CalibSpec, Checkpointing, DeviationMode, Method,
+    OutputFormat, PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
 };
 use std::path::{Path, PathBuf};
 
@@ -132,6 +132,13 @@ pub struct QuantizeArgs {
     /// block instead of one per group. 0 recomputes everything; results are the same.
     #[arg(long, value_name = "MIB", default_value_t = (pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES >> 20) as u64)]
     forward_cache_mib: u64,
+    /// --alpha auto: the α values tried per linear [default: 0,0.01,0.1,1,10].
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    alpha_grid: Option<Vec<f64>>,
+    /// --alpha auto: hold out every N-th calibration batch of each task to score the α grid
+    /// (the final solve uses all batches) [default: 4].
+    #[arg(long)]
+    alpha_holdout_every: Option<usize>,
     /// Benchmark aid: time one extra plain forward pass of the first block, so that the
     /// report gives the time outside the solver in block-forward units.
     #[arg(long)]
@@ -197,12 +204,40 @@ pub enum DeviationArg {
     PerTask,
 }
 
+/// `--alpha auto`'s grid and hold-out, checked.
+fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>> {
+    let auto = args.q.alpha == AlphaArg::Auto;
+    let default = AutoAlpha::default();
+    if !auto {
+        if args.alpha_grid.is_some() || args.alpha_holdout_every.is_some() {
+            bail!("--alpha-grid and --alpha-holdout-every only apply with --alpha auto");
+        }
+        return Ok(None);
+    }
+    if !matches!(method, Method::Epmq { .. }) {
+        bail!("--alpha auto applies to --method epmq");
+    }
+    let grid = args.alpha_grid.clone().unwrap_or(default.grid);
+    if grid.is_empty() || grid.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
+        bail!("--alpha-grid must list finite values ≥ 0; got {grid:?}");
+    }
+    let holdout_every = args.alpha_holdout_every.unwrap_or(default.holdout_every);
+    if holdout_every < 2 {
+        bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
+    }
+    Ok(Some(AutoAlpha {
+        grid,
+        holdout_every,
+    }))
+}
+
 fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
     let method = match args.method {
         QuantMethodArg::Rtn => Method::Rtn,
         QuantMethodArg::Gptq => Method::Gptq,
         QuantMethodArg::Epmq => Method::Epmq {
-            alpha: args.q.alpha,
+            // with `auto`, each linear's α is chosen from --alpha-grid
+            alpha: args.q.alpha.fixed_or(0.0),
         },
         QuantMethodArg::Awq => Method::Awq(AwqOptions {
             duo_scaling: !args.awq_act_scales,
@@ -259,6 +294,7 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
                 )
             })?,
         time_block_forward: args.time_block_forward,
+        alpha_auto: alpha_auto(args, &method)?,
     })
 }
 

@@ -212,7 +212,12 @@ pub fn run(args: SolveArgs) -> Result<()> {
         SolveMethod::Rtn => Method::Rtn,
         SolveMethod::Gptq => Method::Gptq,
         SolveMethod::Epmq => Method::Epmq {
-            alpha: args.q.alpha,
+            alpha: match args.q.alpha {
+                crate::quant_flags::AlphaArg::Fixed(a) => a,
+                crate::quant_flags::AlphaArg::Auto => anyhow::bail!(
+                    "--alpha auto needs held-out calibration batches: use it with `pmq quantize`; `pmq solve` takes a fixed α"
+                ),
+            },
         },
     };
     let mut report = solver_settings(&cfg);
@@ -242,7 +247,7 @@ pub fn run(args: SolveArgs) -> Result<()> {
     }
     let target = match sol.epmq {
         Some(e) => {
-            report["alpha"] = json!(args.q.alpha);
+            report["alpha"] = json!(args.q.alpha.fixed_or(f64::NAN));
             report["lambda"] = json!(sol.lambda);
             report["extra_damping"] = json!(sol.extra_damping);
             report["extra_percdamp"] = json!(e.extra_percdamp);

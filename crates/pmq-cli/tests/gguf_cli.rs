@@ -33,8 +33,11 @@ fn check_against_fake(gguf: &Path, fake: &Path, arch: Arch) -> (usize, u32) {
     let mut quantized = 0;
     let mut seen = 0;
     for hf in store.names() {
-        let Mapped::Tensor { name, permute } = map_name(arch, &hf).unwrap() else {
-            continue;
+        let (name, permute) = match map_name(arch, &hf).unwrap() {
+            Mapped::Tensor { name, permute } => (name, permute),
+            // the tiny T5 has its embedding once, as `shared`
+            Mapped::FirstOf { name } => (name, None),
+            Mapped::Skip => continue,
         };
         let info = store.info(&hf).unwrap();
         let want = store.read_f32(&hf).unwrap();
@@ -81,7 +84,11 @@ fn check_against_fake(gguf: &Path, fake: &Path, arch: Arch) -> (usize, u32) {
 
 #[test]
 fn gguf_output_holds_the_fake_quant_weights_on_every_grid() {
-    for (fam, arch) in [(Fam::LlamaGqa, Arch::Llama), (Fam::Bert, Arch::Bert)] {
+    for (fam, arch) in [
+        (Fam::LlamaGqa, Arch::Llama),
+        (Fam::Bert, Arch::Bert),
+        (Fam::T5Gated, Arch::T5),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().join("base");
         write_model(fam, &base, 1);
@@ -93,7 +100,10 @@ fn gguf_output_holds_the_fake_quant_weights_on_every_grid() {
             })
             .collect();
         let calib: Vec<String> = (0..2)
-            .map(|i| write_calib(Fam::Bert, tmp.path(), &format!("t{i}"), 12, 3 + i as u64))
+            .map(|i| {
+                let calib_fam = if fam.is_seq2seq() { fam } else { Fam::Bert };
+                write_calib(calib_fam, tmp.path(), &format!("t{i}"), 12, 3 + i as u64)
+            })
             .collect();
         for (grid, method, file_type) in [
             ("q4_0", "gptq", 2),
@@ -126,8 +136,12 @@ fn gguf_output_holds_the_fake_quant_weights_on_every_grid() {
             assert!(ok, "{fam:?} {grid}: {err}");
             let (quantized, ft) =
                 check_against_fake(&out.join("gguf/model.gguf"), &out.join("fake"), arch);
-            // 2 blocks × 7 linears (Llama) or × 6 (BERT)
-            let linears = if arch == Arch::Llama { 14 } else { 12 };
+            // 2 blocks × 7 linears (Llama) or × 6 (BERT); T5: 2 × 7 (encoder) + 2 × 11 (decoder)
+            let linears = match arch {
+                Arch::Llama => 14,
+                Arch::Bert => 12,
+                Arch::T5 => 36,
+            };
             assert_eq!(quantized, linears, "{fam:?} {grid}");
             assert_eq!(ft, file_type, "{fam:?} {grid}");
             let report: Value =

@@ -528,3 +528,126 @@ fn speed_and_memory_flags_run_and_are_recorded() {
         }
     }
 }
+
+/// `--alpha auto` scores every α of the grid on held-out batches and keeps the best per
+/// linear; with a one-value grid it is the fixed-α run (refitted on all batches); misuse is
+/// refused.
+#[test]
+fn alpha_auto_picks_the_best_held_out_alpha_per_linear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (base, experts) = family(tmp.path(), false, 2);
+    let merged = merged_with_pmq(tmp.path(), &base, &experts);
+    let cal = calib(tmp.path(), 2);
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let mut args = vec!["--format", "fake"];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = pmq(&quantize_args(&merged, "epmq", &experts, &cal, &out, &args));
+        (ok, err, out)
+    };
+    // 12 samples in batches of 5: batches 0, 1 fit, batch 2 held out
+    let (ok, err, out) = run(
+        "auto",
+        &[
+            "--alpha",
+            "auto",
+            "--alpha-grid",
+            "0,0.1,10",
+            "--alpha-holdout-every",
+            "3",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap())
+            .unwrap();
+    let (fixed_ok, err, fixed) = run("fixed", &["--alpha", "0.1"]);
+    assert!(fixed_ok, "{err}");
+    let fixed_report: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixed.join("pmq_report.json")).unwrap())
+            .unwrap();
+    let mut chosen = std::collections::BTreeSet::new();
+    for (l, f) in report["linears"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(fixed_report["linears"].as_array().unwrap())
+    {
+        let a = &l["alpha"];
+        let scores = a["scores"].as_array().unwrap();
+        assert_eq!(scores.len(), 3, "{}", l["name"]);
+        let best = scores
+            .iter()
+            .min_by(|x, y| {
+                let v = |s: &Value| s["held_out_loss"].as_f64().unwrap();
+                v(x).partial_cmp(&v(y)).unwrap()
+            })
+            .unwrap();
+        assert_eq!(a["alpha"], best["alpha"], "{}", l["name"]);
+        chosen.insert(a["alpha"].to_string());
+        // the final solve saw every batch
+        assert_eq!(l["tokens"], f["tokens"], "{}", l["name"]);
+        assert!(f.get("alpha").is_none());
+    }
+    assert!(!chosen.is_empty());
+
+    // a one-value grid is the fixed-α run, up to the summation order of the Hessians
+    let (ok, err, one) = run(
+        "one",
+        &[
+            "--alpha",
+            "auto",
+            "--alpha-grid",
+            "0.1",
+            "--alpha-holdout-every",
+            "3",
+        ],
+    );
+    assert!(ok, "{err}");
+    let (a, b) = (
+        TensorStore::open_dir(&one).unwrap(),
+        TensorStore::open_dir(&fixed).unwrap(),
+    );
+    let (mut same, mut total) = (0usize, 0usize);
+    for n in a.names() {
+        if !n.ends_with(".weight") {
+            continue;
+        }
+        let (x, y) = (a.read_f32(&n).unwrap(), b.read_f32(&n).unwrap());
+        same += x.iter().zip(&y).filter(|(p, q)| p == q).count();
+        total += x.len();
+    }
+    assert!(
+        same as f64 >= 0.99 * total as f64,
+        "{same} of {total} equal"
+    );
+
+    for (extra, want) in [
+        (
+            vec!["--alpha", "auto", "--alpha-holdout-every", "4"],
+            "held-out",
+        ),
+        (vec!["--alpha-grid", "0,1"], "only apply with --alpha auto"),
+        (
+            vec!["--alpha", "auto", "--alpha-grid", "-1"],
+            "--alpha-grid",
+        ),
+        (
+            vec!["--alpha", "auto", "--alpha-holdout-every", "1"],
+            "at least 2",
+        ),
+        (vec!["--alpha", "often"], "neither a number nor `auto`"),
+    ] {
+        let (ok, err, _) = run("bad", &extra);
+        assert!(!ok && err.contains(want), "{extra:?}: {err}");
+    }
+    let (ok, _, err) = pmq(&quantize_args(
+        &merged,
+        "gptq",
+        &[],
+        &cal,
+        &tmp.path().join("g"),
+        &["--alpha", "auto"],
+    ));
+    assert!(!ok && err.contains("applies to --method epmq"), "{err}");
+}

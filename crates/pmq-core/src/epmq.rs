@@ -85,6 +85,26 @@ impl ExpertFold {
         Ok(())
     }
 
+    /// Adds `other`, a fold of the same tasks on other samples (`R₀` and `c₀` summed, the task
+    /// count kept): the fold of all the samples.
+    pub fn absorb(&mut self, other: &ExpertFold) -> Result<(), CoreError> {
+        check_shape(
+            "expert fold",
+            other.r0.as_ref(),
+            self.r0.nrows(),
+            self.r0.ncols(),
+        )?;
+        if other.tasks != self.tasks {
+            return Err(CoreError::Config(format!(
+                "expert folds of {} and {} tasks cannot be summed",
+                self.tasks, other.tasks
+            )));
+        }
+        self.r0 += &other.r0;
+        self.c0 += other.c0;
+        Ok(())
+    }
+
     /// The objective with `H_q = Σ_i H_i` and `λ = α · mean(diag H_q)`.
     pub fn finish(
         self,

@@ -16,6 +16,7 @@
 //! Matrices are `faer::Mat<f64>`; a weight is `[out, in]` (rows = output channels), a Hessian
 //! `[in, in]`.
 
+pub mod alpha_selection;
 pub mod awq;
 pub mod damping;
 pub mod epmq;

@@ -2,7 +2,8 @@
 //! Llama rotary permutation against the converter's reshape/swap formula, tiny BERT and Llama
 //! checkpoints written and read back (keys, types, names, shapes, dequantized values), the tiny
 //! Llama run through candle's quantized Llama and compared with the plain Llama on the
-//! fake-quant weights, and clear errors on bad input.
+//! fake-quant weights, a tiny T5 with a real SentencePiece vocabulary whose tokenizer keys equal
+//! those llama.cpp's converter wrote for it (golden file), and clear errors on bad input.
 
 use candle_core::quantized::{ggml_file::qtensor_from_ggml, gguf_file, GgmlDType};
 use candle_core::{DType, Device, Tensor};
@@ -148,6 +149,14 @@ fn quantize_all(src: &TensorStore, grid: &QuantGrid) -> BTreeMap<String, PackedL
             "key",
             "value",
             "dense",
+            "Attention.q",
+            "Attention.k",
+            "Attention.v",
+            "Attention.o",
+            "DenseReluDense.wi",
+            "DenseReluDense.wi_0",
+            "DenseReluDense.wi_1",
+            "DenseReluDense.wo",
         ]
         .iter()
         .any(|s| p.ends_with(s))
@@ -639,13 +648,162 @@ fn template_supplies_tokenizer_keys_and_must_match_the_architecture() {
     );
 }
 
+/// The tokenizer keys `convert_hf_to_gguf.py` wrote for a T5 with the vocabulary in
+/// `tests/data/t5_vocab` (a 600-piece Unigram model trained by SentencePiece, byte fallback, a
+/// user-defined piece; `vocab_size` 604), read back from its GGUF with gguf-py
+/// (`bench/interop/gguf_t5.py golden`).
+fn converter_t5_keys() -> serde_json::Map<String, serde_json::Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/t5_vocab");
+    let text = std::fs::read_to_string(dir.join("converter_tokenizer_keys.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn json_of(v: &gguf_file::Value) -> serde_json::Value {
+    use gguf_file::Value as V;
+    match v {
+        V::U8(x) => json!(x),
+        V::I32(x) => json!(x),
+        V::U32(x) => json!(x),
+        V::F32(x) => json!(*x as f64),
+        V::Bool(x) => json!(x),
+        V::String(x) => json!(x),
+        V::Array(a) => serde_json::Value::Array(a.iter().map(json_of).collect()),
+        other => panic!("unexpected value {other:?}"),
+    }
+}
+
+#[test]
+fn tiny_t5_gguf_reads_back_with_the_converters_vocabulary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tmp.path().join("t5");
+    write_model(Fam::T5Gated, &src_dir, 5);
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/t5_vocab");
+    for f in ["spiece.model", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(data.join(f), src_dir.join(f)).unwrap();
+    }
+    // the golden vocabulary's size (the embedding rows do not enter the tokenizer keys)
+    let cfg_path = src_dir.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["vocab_size"] = json!(604);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+
+    let src = TensorStore::open_dir(&src_dir).unwrap();
+    let layers = quantize_all(&src, &QuantGrid::gguf(GridKind::GgufQ8_0));
+    // encoder: 4 attention + 3 feed-forward per block; decoder: 8 attention + 3
+    assert_eq!(layers.len(), 2 * 7 + 2 * 11);
+    let out = tmp.path().join("out");
+    write_gguf(
+        &QuantizedModel::new(&src, &layers),
+        &GgufOptions::default(),
+        &Destination::new(&out),
+    )
+    .unwrap();
+    let mut g = Read::open(&out);
+    use gguf_file::Value as V;
+    assert!(matches!(g.md("general.architecture"), V::String(s) if s == "t5"));
+    assert!(matches!(g.md("general.file_type"), V::U32(7)));
+    assert!(matches!(g.md("t5.context_length"), V::U32(512)));
+    assert!(matches!(g.md("t5.block_count"), V::U32(2)));
+    assert!(matches!(g.md("t5.decoder_block_count"), V::U32(2)));
+    assert!(matches!(g.md("t5.attention.key_length"), V::U32(16)));
+    assert!(matches!(
+        g.md("t5.attention.relative_buckets_count"),
+        V::U32(32)
+    ));
+    assert!(matches!(g.md("t5.decoder_start_token_id"), V::U32(0)));
+
+    // every tokenizer key the converter wrote, with the same value; no other tokenizer key
+    let want = converter_t5_keys();
+    // numbers as f32 (serde_json's default parser may be 1 ulp off in f64)
+    fn same(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+        match (a, b) {
+            (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+                x.as_f64().map(|v| v as f32) == y.as_f64().map(|v| v as f32)
+            }
+            (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            }
+            _ => a == b,
+        }
+    }
+    for (k, v) in &want {
+        assert!(same(&json_of(g.md(k)), v), "{k}");
+    }
+    let ours: Vec<&String> = g
+        .content
+        .metadata
+        .keys()
+        .filter(|k| k.starts_with("tokenizer."))
+        .collect();
+    assert_eq!(ours.len(), want.len(), "{ours:?}");
+
+    // tensors: the shared embedding once, relative biases, both stacks, names as the converter's
+    let (shape, dt, v) = g.values("token_embd.weight");
+    assert_eq!((shape, dt), (vec![VOCAB, 64], GgmlDType::F32));
+    assert_eq!(v, src.read_f32("shared.weight").unwrap());
+    let (shape, _, v) = g.values("enc.blk.0.attn_rel_b.weight");
+    assert_eq!(shape, vec![32, 4]);
+    assert_eq!(
+        v,
+        src.read_f32("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight")
+            .unwrap()
+    );
+    assert!(g
+        .content
+        .tensor_infos
+        .contains_key("dec.blk.0.attn_rel_b.weight"));
+    for (hf, gg) in [
+        (
+            "encoder.block.1.layer.0.SelfAttention.o",
+            "enc.blk.1.attn_o",
+        ),
+        (
+            "encoder.block.0.layer.1.DenseReluDense.wi_0",
+            "enc.blk.0.ffn_gate",
+        ),
+        (
+            "encoder.block.0.layer.1.DenseReluDense.wi_1",
+            "enc.blk.0.ffn_up",
+        ),
+        (
+            "decoder.block.1.layer.1.EncDecAttention.k",
+            "dec.blk.1.cross_attn_k",
+        ),
+        (
+            "decoder.block.0.layer.2.DenseReluDense.wo",
+            "dec.blk.0.ffn_down",
+        ),
+    ] {
+        let p = &layers[hf];
+        let (shape, dt, v) = g.values(&format!("{gg}.weight"));
+        assert_eq!((shape, dt), (vec![p.rows, p.cols], GgmlDType::Q8_0));
+        assert_eq!(v, p.dequantize(), "{hf}");
+    }
+    for (hf, gg) in [
+        (
+            "decoder.block.1.layer.1.layer_norm",
+            "dec.blk.1.cross_attn_norm",
+        ),
+        ("decoder.block.1.layer.2.layer_norm", "dec.blk.1.ffn_norm"),
+        ("encoder.final_layer_norm", "enc.output_norm"),
+    ] {
+        let (_, dt, v) = g.values(&format!("{gg}.weight"));
+        assert_eq!(dt, GgmlDType::F32);
+        assert_eq!(v, src.read_f32(&format!("{hf}.weight")).unwrap(), "{hf}");
+    }
+    // 1 embedding + output + 2 final norms + encoder 2×(7 linears + 2 norms) + 1 bias
+    // + decoder 2×(11 linears + 3 norms) + 1 bias
+    assert_eq!(g.content.tensor_infos.len(), 4 + 18 + 1 + 28 + 1);
+}
+
 #[test]
 fn bad_input_gives_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     // unsupported architecture
-    let t5 = tmp.path().join("t5");
-    write_model(Fam::T5Relu, &t5, 3);
-    let src = TensorStore::open_dir(&t5).unwrap();
+    let clip = tmp.path().join("clip");
+    write_model(Fam::Clip, &clip, 3);
+    let src = TensorStore::open_dir(&clip).unwrap();
     let none = BTreeMap::new();
     let e = write_gguf(
         &QuantizedModel::new(&src, &none),
@@ -655,7 +813,7 @@ fn bad_input_gives_clear_errors() {
     .unwrap_err();
     assert!(
         e.to_string()
-            .contains("GGUF output supports bert and llama checkpoints; t5 is not supported"),
+            .contains("GGUF output supports bert, llama and t5 checkpoints; clip_vision_model is not supported"),
         "{e}"
     );
 

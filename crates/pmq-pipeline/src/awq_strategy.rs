@@ -246,6 +246,7 @@ fn quantize_linear(
             s_out.is_some(),
             q.clip.as_ref(),
         )),
+        alpha: None,
         warnings: Vec::new(),
     };
     Ok((record, q.layer))

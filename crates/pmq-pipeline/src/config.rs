@@ -62,6 +62,30 @@ pub struct PipelineConfig {
     /// outside the solver in block-forward units
     /// ([`Phases::non_solve_block_forwards`](crate::report::Phases)).
     pub time_block_forward: bool,
+    /// E-PMQ only: choose α per linear from held-out calibration batches
+    /// ([`pmq_core::alpha_selection`]) instead of the method's fixed α.
+    pub alpha_auto: Option<AutoAlpha>,
+}
+
+/// `--alpha auto`: the α grid and which calibration batches are held out to score it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AutoAlpha {
+    /// Candidate α values.
+    pub grid: Vec<f64>,
+    /// Every `holdout_every`-th batch of each task (the last of every run of that many) is
+    /// held out for scoring; the final solve uses all batches.
+    pub holdout_every: usize,
+}
+
+impl Default for AutoAlpha {
+    /// The grid spans the α that were best under the bench's merges (0 for TA/TIES, 10 for
+    /// WUDI) and the paper's 0.01; one batch in 4 held out.
+    fn default() -> Self {
+        Self {
+            grid: vec![0.0, 0.01, 0.1, 1.0, 10.0],
+            holdout_every: 4,
+        }
+    }
 }
 
 /// [`PipelineConfig::forward_cache_bytes`]'s default: 4 GiB.
@@ -86,6 +110,7 @@ impl PipelineConfig {
             state_dtype: DType::F32,
             forward_cache_bytes: DEFAULT_FORWARD_CACHE_BYTES,
             time_block_forward: false,
+            alpha_auto: None,
         }
     }
 }

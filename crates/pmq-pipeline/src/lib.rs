@@ -34,7 +34,7 @@ pub mod sequential;
 mod strategy;
 
 pub use calib::CalibSpec;
-pub use config::{solver_settings, DEFAULT_FORWARD_CACHE_BYTES};
+pub use config::{solver_settings, AutoAlpha, DEFAULT_FORWARD_CACHE_BYTES};
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};
 pub use method::{AwqOptions, Method};

@@ -27,6 +27,9 @@ pub struct LinearRecord {
     /// AWQ's choices (AWQ only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub awq: Option<AwqRecord>,
+    /// `--alpha auto`: the α chosen for this linear and the held-out loss of every α tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<pmq_core::alpha_selection::AlphaChoice>,
     /// What is degenerate about this linear's result (e.g. input columns no calibration
     /// sample reached).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

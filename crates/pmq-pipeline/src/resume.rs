@@ -269,6 +269,7 @@ fn fingerprint(
         // speed only: the results do not depend on it
         forward_cache_bytes: _,
         time_block_forward: _,
+        alpha_auto,
     } = cfg;
     for (k, v) in [
         ("method", format!("{method:?}")),
@@ -279,6 +280,7 @@ fn fingerprint(
         ("true_sequential", true_sequential.to_string()),
         ("deviation", format!("{deviation:?}")),
         ("state_dtype", format!("{state_dtype:?}")),
+        ("alpha_auto", format!("{alpha_auto:?}")),
     ] {
         e.insert(format!("setting {k}"), v);
     }

@@ -20,6 +20,7 @@ use crate::method::{solve, LinearProblem, Method};
 use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
 use faer::Mat;
+use pmq_core::alpha_selection::{select_alpha, SplitProblem};
 use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
 use pmq_models::{BlockModel, LinearSpec, OutputMemo, State};
@@ -30,6 +31,8 @@ use std::time::Instant;
 struct TaskCapture {
     /// canonical linear name (the first linear reading the input) → (`H_i`, tokens)
     by_input: HashMap<String, (Mat<f64>, usize)>,
+    /// `--alpha auto`: the held-out batches' Hessians (`by_input` then holds the others')
+    held: HashMap<String, (Mat<f64>, usize)>,
     /// linear name → canonical name
     alias: HashMap<String, String>,
 }
@@ -45,9 +48,12 @@ fn capture_task(
     states: &[State],
     memos: &mut [OutputMemo],
     timing: &mut crate::report::Phases,
+    holdout_every: Option<usize>,
 ) -> Result<TaskCapture> {
     use rayon::prelude::*;
     let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
+    let mut held_acc: HashMap<String, HessianAccumulator> = HashMap::new();
+    let mut batch_index = 0usize;
     let mut pattern: Option<HashMap<String, String>> = None;
     let threads = rayon::current_num_threads().max(1);
     for (chunk, memo_chunk) in states.chunks(threads).zip(memos.chunks_mut(threads)) {
@@ -62,10 +68,14 @@ fn capture_task(
         let t = Instant::now();
         for cap in captured {
             let sharing = cap.sharing();
+            let held = holdout_every.is_some_and(|k| batch_index % k == k - 1);
+            batch_index += 1;
+            let target = if held { &mut held_acc } else { &mut acc };
             for (name, _, rows) in cap.inputs {
                 if let Some(x) = rows {
                     let (cols, v) = rows_f32(&x)?;
-                    acc.entry(name)
+                    target
+                        .entry(name)
                         .or_insert_with(|| HessianAccumulator::new(cols))
                         .add_rows_f32(&v);
                 }
@@ -75,14 +85,34 @@ fn capture_task(
         timing.hessian_s += t.elapsed().as_secs_f64();
     }
     let alias = pattern.unwrap_or_default();
-    let by_input = acc
-        .into_iter()
-        .map(|(k, a)| {
-            let n = a.tokens();
-            (k, (a.into_hessian(), n))
-        })
-        .collect();
-    Ok(TaskCapture { by_input, alias })
+    let finish = |acc: HashMap<String, HessianAccumulator>| {
+        acc.into_iter()
+            .map(|(k, a)| {
+                let n = a.tokens();
+                (k, (a.into_hessian(), n))
+            })
+            .collect::<HashMap<_, _>>()
+    };
+    let by_input = finish(acc);
+    let mut held = finish(held_acc);
+    if holdout_every.is_some() {
+        // an input every batch of which was held out (or none): zero on the other side
+        for (k, (h, _)) in &by_input {
+            held.entry(k.clone())
+                .or_insert_with(|| (Mat::zeros(h.nrows(), h.ncols()), 0));
+        }
+    }
+    let mut by_input = by_input;
+    for (k, (h, _)) in &held {
+        by_input
+            .entry(k.clone())
+            .or_insert_with(|| (Mat::zeros(h.nrows(), h.ncols()), 0));
+    }
+    Ok(TaskCapture {
+        by_input,
+        held,
+        alias,
+    })
 }
 
 /// What the tasks fold into for one capture set.
@@ -92,8 +122,12 @@ struct Folded {
     h_q: HashMap<String, Mat<f64>>,
     /// canonical input → every `H_i` (per-task deviation only)
     per_task: HashMap<String, Vec<Mat<f64>>>,
-    /// linear → expert fold (when experts are given)
+    /// linear → expert fold (when experts are given; with `--alpha auto` of the fit batches)
     experts: HashMap<String, ExpertFold>,
+    /// `--alpha auto`: canonical input → `Σ_i H_i` of the held-out batches
+    h_held: HashMap<String, Mat<f64>>,
+    /// `--alpha auto`: linear → expert fold of the held-out batches
+    held_experts: HashMap<String, ExpertFold>,
     /// linear → tokens per task
     tokens: HashMap<String, Vec<usize>>,
     /// linear → canonical input
@@ -113,6 +147,7 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
             task_states,
             &mut job.memos[t],
             job.timing,
+            job.cfg.alpha_auto.as_ref().map(|a| a.holdout_every),
         )?;
         if t == 0 {
             folded.alias = cap.alias.clone();
@@ -126,18 +161,46 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
         for spec in specs {
             let canonical = &cap.alias[&spec.name];
             let (h_t, n) = &cap.by_input[canonical];
-            folded.tokens.entry(spec.name.clone()).or_default().push(*n);
+            let held = cap.held.get(canonical);
+            let n_held = held.map_or(0, |(_, n)| *n);
+            folded
+                .tokens
+                .entry(spec.name.clone())
+                .or_default()
+                .push(*n + n_held);
             if !job.experts.is_empty() {
                 let w_t = job.experts.weight(t, spec)?;
+                let new = || ExpertFold::new(spec.out_features, spec.in_features);
                 folded
                     .experts
                     .entry(spec.name.clone())
-                    .or_insert_with(|| ExpertFold::new(spec.out_features, spec.in_features))
+                    .or_insert_with(new)
                     .add(w_t.as_ref(), h_t.as_ref())
                     .with_context(|| format!("folding task {t} into {}", spec.name))?;
+                if let Some((h_v, _)) = held {
+                    folded
+                        .held_experts
+                        .entry(spec.name.clone())
+                        .or_insert_with(new)
+                        .add(w_t.as_ref(), h_v.as_ref())
+                        .with_context(|| format!("folding task {t} into {}", spec.name))?;
+                }
             }
         }
-        for (canonical, (h_t, _)) in cap.by_input {
+        let mut by_input = cap.by_input;
+        for (canonical, (h_v, _)) in cap.held {
+            // H_q is the sum over all batches; the held-out part is kept beside it
+            if let Some((h, _)) = by_input.get_mut(&canonical) {
+                *h += &h_v;
+            }
+            match folded.h_held.get_mut(&canonical) {
+                Some(h) => *h += &h_v,
+                None => {
+                    folded.h_held.insert(canonical, h_v);
+                }
+            }
+        }
+        for (canonical, (h_t, _)) in by_input {
             if keep_per_task {
                 folded
                     .per_task
@@ -190,14 +253,52 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
             let merged = tensor_to_mat(&job.model.linear_weight(&spec.name)?)?;
             let canonical = folded.alias.get(&spec.name).cloned();
             let h_q = canonical.as_ref().map(|c| &folded.h_q[c]);
-            let fold = folded.experts.remove(&spec.name);
+            let mut fold = folded.experts.remove(&spec.name);
+            let t_solve = Instant::now();
+            let mut method = job.cfg.method;
+            let mut alpha_choice = None;
+            if let (Some(auto), Method::Epmq { .. }) = (&job.cfg.alpha_auto, method) {
+                let (Some(fit), Some(held), Some(c)) = (
+                    fold.as_mut(),
+                    folded.held_experts.remove(&spec.name),
+                    canonical.as_ref(),
+                ) else {
+                    bail!(
+                        "{}: --alpha auto needs experts and calibration inputs",
+                        spec.name
+                    );
+                };
+                let h_held = &folded.h_held[c];
+                let h_fit = &folded.h_q[c] - h_held;
+                let choice = select_alpha(
+                    &SplitProblem {
+                        merged: merged.as_ref(),
+                        fit,
+                        h_fit: &h_fit,
+                        held: &held,
+                        h_held,
+                    },
+                    &auto.grid,
+                    &job.cfg.gptq,
+                )
+                .with_context(|| {
+                    format!(
+                        "choosing α for {} (--alpha auto holds out every {}th calibration batch of each task: give more samples or a smaller --batch-size)",
+                        spec.name, auto.holdout_every
+                    )
+                })?;
+                fit.absorb(&held)?;
+                method = Method::Epmq {
+                    alpha: choice.alpha,
+                };
+                alpha_choice = Some(choice);
+            }
             let problem = LinearProblem {
                 merged: &merged,
                 h_q,
                 experts: fold,
             };
-            let t_solve = Instant::now();
-            let sol = solve(job.cfg.method, problem, &job.cfg.gptq)
+            let sol = solve(method, problem, &job.cfg.gptq)
                 .with_context(|| format!("quantizing {}", spec.name))?;
             job.timing.solve_s += t_solve.elapsed().as_secs_f64();
             let t_metrics = Instant::now();
@@ -244,6 +345,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                     seconds: t_lin.elapsed().as_secs_f64(),
                     deviation: dev,
                     awq: None,
+                    alpha: alpha_choice,
                     warnings: dead_column_warning(sol.dead_columns, spec.in_features),
                 },
                 sol.layer,
@@ -257,6 +359,7 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
         // the sums of this set are no longer needed
         folded.h_q.clear();
         folded.per_task.clear();
+        folded.h_held.clear();
     }
     Ok(())
 }

@@ -64,6 +64,7 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         state_dtype: candle_core::DType::F32,
         forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
         time_block_forward: false,
+        alpha_auto: None,
     }
 }
 

@@ -62,6 +62,7 @@ fn every_method_on_every_family_writes_matching_loadable_checkpoints() {
                 state_dtype: candle_core::DType::F32,
                 forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
                 time_block_forward: false,
+                alpha_auto: None,
             };
             let out = pmq_pipeline::run(&inputs, &cfg, &pmq_pipeline::NoProgress).unwrap();
             let tag = format!("{fam:?} {}", method.label());
@@ -192,6 +193,7 @@ fn deviation_modes_agree_and_true_sequential_only_changes_later_groups() {
             state_dtype: candle_core::DType::F32,
             forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
             time_block_forward: false,
+            alpha_auto: None,
         };
         let per_task = pmq_pipeline::run(
             &inputs,

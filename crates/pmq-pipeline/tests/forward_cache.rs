@@ -35,6 +35,7 @@ fn run(
         state_dtype,
         forward_cache_bytes: cache,
         time_block_forward: false,
+        alpha_auto: None,
     };
     pmq_pipeline::run(inputs, &cfg, &pmq_pipeline::NoProgress).unwrap()
 }

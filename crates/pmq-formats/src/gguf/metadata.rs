@@ -1,7 +1,8 @@
 //! The model keys of a GGUF file from the source's `config.json`, as llama.cpp's
 //! `convert_hf_to_gguf.py` writes them for `bert` and `llama` (`TextModel.set_gguf_parameters`
-//! plus the architecture's additions), with gguf-py's value types: lengths and counts u32,
-//! epsilons and the rope base f32, flags bool.
+//! plus the architecture's additions) and `t5` (`T5Model.set_gguf_parameters`, its own list),
+//! with gguf-py's value types: lengths and counts u32, epsilons and the rope base f32, flags
+//! bool.
 //!
 //! Not reproduced: `general.name` and the other naming keys the converter derives from the model
 //! card and directory name (pmq writes `general.name` from [`super::GgufOptions::name`] or the
@@ -38,6 +39,9 @@ fn as_f32(v: &Json, key: &str) -> Result<f32, String> {
 
 /// The architecture-level keys (everything but `general.*` and `tokenizer.*`).
 pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata, String> {
+    if arch == Arch::T5 {
+        return t5_keys(config);
+    }
     let a = arch.name();
     let mut md: Metadata = Vec::new();
     let put_u32 =
@@ -163,6 +167,7 @@ pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata
                 md.push((format!("{a}.pooling_type"), Value::U32(p)));
             }
         }
+        Arch::T5 => unreachable!("t5_keys"),
         Arch::Llama => {
             let vocab = config
                 .get("vocab_size")
@@ -188,6 +193,61 @@ pub fn model_keys(arch: Arch, config: &Json, src_root: &Path) -> Result<Metadata
             md.push((format!("{a}.rope.dimension_count"), Value::U32(rope_dim)));
         }
     }
+    Ok(md)
+}
+
+/// T5's keys, in the converter's order: the context from `n_positions` (512 without it, as the
+/// converter assumes with a warning), sizes from `d_model`/`d_ff`/`num_heads`/`d_kv`, the
+/// encoder's block count (`num_layers`) and the decoder's (`num_decoder_layers`, when given),
+/// `layer_norm_epsilon` as both epsilons, the relative-attention bucket count and the decoder
+/// start token.
+fn t5_keys(config: &Json) -> Result<Metadata, String> {
+    let get = |k: &str| {
+        config
+            .get(k)
+            .filter(|v| !v.is_null())
+            .ok_or_else(|| format!("config.json has no `{k}`"))
+    };
+    let u = |k: &str| get(k).and_then(|v| as_u32(v, k));
+    let mut md: Metadata = Vec::new();
+    let mut put = |key: &str, v: Value| md.push((format!("t5.{key}"), v));
+    let n_ctx = match config.get("n_positions").filter(|v| !v.is_null()) {
+        Some(v) => as_u32(v, "n_positions")?,
+        None => {
+            tracing::warn!("config.json has no `n_positions`; t5.context_length = 512, as llama.cpp's converter assumes");
+            512
+        }
+    };
+    put("context_length", Value::U32(n_ctx));
+    put("embedding_length", Value::U32(u("d_model")?));
+    put("feed_forward_length", Value::U32(u("d_ff")?));
+    let layers = find(
+        config,
+        &["n_layers", "num_hidden_layers", "n_layer", "num_layers"],
+    )
+    .ok_or("config.json has no `num_layers`")?;
+    put("block_count", Value::U32(as_u32(layers, "num_layers")?));
+    if let Some(v) = config.get("num_decoder_layers").filter(|v| !v.is_null()) {
+        put(
+            "decoder_block_count",
+            Value::U32(as_u32(v, "num_decoder_layers")?),
+        );
+    }
+    put("attention.head_count", Value::U32(u("num_heads")?));
+    let d_kv = u("d_kv")?;
+    put("attention.key_length", Value::U32(d_kv));
+    put("attention.value_length", Value::U32(d_kv));
+    let eps = as_f32(get("layer_norm_epsilon")?, "layer_norm_epsilon")?;
+    put("attention.layer_norm_epsilon", Value::F32(eps));
+    put(
+        "attention.relative_buckets_count",
+        Value::U32(u("relative_attention_num_buckets")?),
+    );
+    put("attention.layer_norm_rms_epsilon", Value::F32(eps));
+    put(
+        "decoder_start_token_id",
+        Value::U32(u("decoder_start_token_id")?),
+    );
     Ok(md)
 }
 
@@ -248,6 +308,46 @@ mod tests {
 
     fn get<'a>(md: &'a Metadata, key: &str) -> Option<&'a Value> {
         md.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+
+    /// T5's keys are the converter's own list, not the generic one.
+    #[test]
+    fn t5_keys_as_the_converter_writes_them() {
+        let cfg = json!({"model_type": "t5", "d_model": 64, "d_ff": 128, "d_kv": 16,
+            "num_layers": 2, "num_decoder_layers": 3, "num_heads": 4, "n_positions": 512,
+            "layer_norm_epsilon": 1e-6, "relative_attention_num_buckets": 32,
+            "decoder_start_token_id": 0, "vocab_size": 100});
+        let md = model_keys(Arch::T5, &cfg, &std::env::temp_dir()).unwrap();
+        let keys: Vec<&str> = md.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "t5.context_length",
+                "t5.embedding_length",
+                "t5.feed_forward_length",
+                "t5.block_count",
+                "t5.decoder_block_count",
+                "t5.attention.head_count",
+                "t5.attention.key_length",
+                "t5.attention.value_length",
+                "t5.attention.layer_norm_epsilon",
+                "t5.attention.relative_buckets_count",
+                "t5.attention.layer_norm_rms_epsilon",
+                "t5.decoder_start_token_id"
+            ]
+        );
+        assert!(matches!(
+            get(&md, "t5.decoder_block_count"),
+            Some(Value::U32(3))
+        ));
+        assert!(
+            matches!(get(&md, "t5.attention.layer_norm_rms_epsilon"), Some(Value::F32(e)) if *e == 1e-6)
+        );
+        let mut bad = cfg.clone();
+        bad.as_object_mut().unwrap().remove("d_kv");
+        assert!(model_keys(Arch::T5, &bad, &std::env::temp_dir())
+            .unwrap_err()
+            .contains("d_kv"));
     }
 
     /// The rope base comes from transformers 4's `rope_theta` and from transformers 5's

@@ -1,12 +1,13 @@
 //! GGUF files for llama.cpp: one `model.gguf` with the quantized linears in ggml's Q4_0 / Q4_1 /
 //! Q8_0 blocks and every other tensor in F32 (or F16), named and described as llama.cpp's
-//! `convert_hf_to_gguf.py` would name and describe the source checkpoint, for `bert` and
-//! `llama` checkpoints.
+//! `convert_hf_to_gguf.py` would name and describe the source checkpoint, for `bert`, `llama`
+//! and `t5` checkpoints.
 //!
 //! - [`blocks`]: the block layouts ([`GgufType`], [`pack_rows`]).
 //! - [`names`]: HF → GGUF tensor names and Llama's rotary row permutation.
 //! - [`metadata`]: the model keys from `config.json`.
-//! - `tokenizer`: the `tokenizer.*` keys from `tokenizer.json` (WordPiece, byte-level BPE).
+//! - `tokenizer`: the `tokenizer.*` keys from `tokenizer.json` (WordPiece, byte-level BPE) or
+//!   T5's SentencePiece model.
 //! - `template`: keys copied from a GGUF the converter wrote for the same model.
 //! - [`write_gguf`] (`write`): the writer.
 

@@ -1,5 +1,5 @@
 //! HF tensor names → the GGUF names llama.cpp's `convert_hf_to_gguf.py` writes (gguf-py
-//! `tensor_mapping.py` / `constants.py`), for the two architectures pmq writes as GGUF, and the
+//! `tensor_mapping.py` / `constants.py`), for the architectures pmq writes as GGUF, and the
 //! row permutation the converter applies to Llama's q/k projections (HF stores the rotary halves
 //! of each head one after the other; ggml's `llama` rope rotates adjacent pairs).
 
@@ -8,6 +8,8 @@
 pub enum Arch {
     Bert,
     Llama,
+    /// `T5ForConditionalGeneration` (encoder–decoder; `wi` or gated `wi_0`/`wi_1`).
+    T5,
 }
 
 impl Arch {
@@ -16,8 +18,9 @@ impl Arch {
         match model_type {
             "bert" => Ok(Arch::Bert),
             "llama" => Ok(Arch::Llama),
+            "t5" => Ok(Arch::T5),
             other => Err(format!(
-                "GGUF output supports bert and llama checkpoints; {other} is not supported"
+                "GGUF output supports bert, llama and t5 checkpoints; {other} is not supported"
             )),
         }
     }
@@ -27,6 +30,7 @@ impl Arch {
         match self {
             Arch::Bert => "bert",
             Arch::Llama => "llama",
+            Arch::T5 => "t5",
         }
     }
 }
@@ -49,6 +53,10 @@ pub enum Mapped {
         name: String,
         permute: Option<RopePermute>,
     },
+    /// One of several copies of the token embeddings (T5's `shared`, `encoder.embed_tokens`,
+    /// `decoder.embed_tokens`): the first one met is written under this name, the others are
+    /// skipped, as the converter does.
+    FirstOf { name: String },
     /// Not written (the converter drops it too: BERT's pooler, MLM/NSP heads, position ids;
     /// rotary inverse frequencies).
     Skip,
@@ -60,6 +68,7 @@ pub fn map_name(arch: Arch, hf: &str) -> Result<Mapped, String> {
     let mapped = match arch {
         Arch::Bert => map_bert(hf),
         Arch::Llama => map_llama(hf),
+        Arch::T5 => map_t5(hf),
     };
     mapped.ok_or_else(|| {
         format!(
@@ -168,6 +177,63 @@ fn map_llama(hf: &str) -> Option<Mapped> {
     })
 }
 
+fn map_t5(hf: &str) -> Option<Mapped> {
+    if matches!(
+        hf,
+        "shared.weight" | "encoder.embed_tokens.weight" | "decoder.embed_tokens.weight"
+    ) {
+        return Some(Mapped::FirstOf {
+            name: "token_embd.weight".into(),
+        });
+    }
+    let (stem, suffix) = split_suffix(hf)?;
+    let name = match stem {
+        "lm_head" => "output".to_string(),
+        "encoder.final_layer_norm" => "enc.output_norm".to_string(),
+        "decoder.final_layer_norm" => "dec.output_norm".to_string(),
+        _ => {
+            let (stack, n, rest) = if let Some((n, rest)) = block(stem, "encoder.block.") {
+                ("enc", n, rest)
+            } else {
+                let (n, rest) = block(stem, "decoder.block.")?;
+                ("dec", n, rest)
+            };
+            let ffn = if stack == "enc" { "layer.1" } else { "layer.2" };
+            let t = match rest.strip_prefix("layer.0.") {
+                Some("layer_norm") => "attn_norm",
+                Some("SelfAttention.q") => "attn_q",
+                Some("SelfAttention.k") => "attn_k",
+                Some("SelfAttention.v") => "attn_v",
+                Some("SelfAttention.o") => "attn_o",
+                Some("SelfAttention.relative_attention_bias") => "attn_rel_b",
+                Some(_) => return None,
+                None => match (stack, rest) {
+                    ("dec", "layer.1.layer_norm") => "cross_attn_norm",
+                    ("dec", "layer.1.EncDecAttention.q") => "cross_attn_q",
+                    ("dec", "layer.1.EncDecAttention.k") => "cross_attn_k",
+                    ("dec", "layer.1.EncDecAttention.v") => "cross_attn_v",
+                    ("dec", "layer.1.EncDecAttention.o") => "cross_attn_o",
+                    ("dec", "layer.1.EncDecAttention.relative_attention_bias") => {
+                        "cross_attn_rel_b"
+                    }
+                    _ => match rest.strip_prefix(ffn)?.strip_prefix('.')? {
+                        "layer_norm" => "ffn_norm",
+                        "DenseReluDense.wi_0" => "ffn_gate",
+                        "DenseReluDense.wi" | "DenseReluDense.wi_1" => "ffn_up",
+                        "DenseReluDense.wo" => "ffn_down",
+                        _ => return None,
+                    },
+                },
+            };
+            format!("{stack}.blk.{n}.{t}")
+        }
+    };
+    Some(Mapped::Tensor {
+        name: format!("{name}.{suffix}"),
+        permute: None,
+    })
+}
+
 /// The converter's `permute(w, n_head)` as a row map: output row `j` is input row `perm[j]`.
 /// `w.reshape(n_head, 2, rows / n_head / 2, …).swapaxes(1, 2).reshape(rows, …)`: within each
 /// head of `hd = rows / n_head` rows, output row `2i + t` is input row `t · hd/2 + i`.
@@ -242,6 +308,56 @@ mod tests {
         );
         assert_eq!(m("lm_head.weight"), t("output.weight"));
         assert_eq!(m("model.norm.weight"), t("output_norm.weight"));
+    }
+
+    #[test]
+    fn t5_names() {
+        let m = |n| map_name(Arch::T5, n).unwrap();
+        let first = Mapped::FirstOf {
+            name: "token_embd.weight".into(),
+        };
+        assert_eq!(m("shared.weight"), first);
+        assert_eq!(m("decoder.embed_tokens.weight"), first);
+        assert_eq!(
+            m("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+            t("enc.blk.0.attn_rel_b.weight")
+        );
+        assert_eq!(
+            m("encoder.block.1.layer.1.DenseReluDense.wi.weight"),
+            t("enc.blk.1.ffn_up.weight")
+        );
+        assert_eq!(
+            m("encoder.block.1.layer.1.layer_norm.weight"),
+            t("enc.blk.1.ffn_norm.weight")
+        );
+        assert_eq!(
+            m("decoder.block.3.layer.1.EncDecAttention.o.weight"),
+            t("dec.blk.3.cross_attn_o.weight")
+        );
+        assert_eq!(
+            m("decoder.block.3.layer.1.layer_norm.weight"),
+            t("dec.blk.3.cross_attn_norm.weight")
+        );
+        assert_eq!(
+            m("decoder.block.0.layer.2.DenseReluDense.wi_0.weight"),
+            t("dec.blk.0.ffn_gate.weight")
+        );
+        assert_eq!(
+            m("decoder.block.0.layer.2.DenseReluDense.wi_1.weight"),
+            t("dec.blk.0.ffn_up.weight")
+        );
+        assert_eq!(
+            m("decoder.block.0.layer.2.DenseReluDense.wo.weight"),
+            t("dec.blk.0.ffn_down.weight")
+        );
+        assert_eq!(
+            m("decoder.final_layer_norm.weight"),
+            t("dec.output_norm.weight")
+        );
+        assert_eq!(m("lm_head.weight"), t("output.weight"));
+        // the encoder has no cross-attention and its feed-forward is layer 1
+        assert!(map_name(Arch::T5, "encoder.block.0.layer.2.DenseReluDense.wo.weight").is_err());
+        assert!(map_name(Arch::T5, "encoder.block.0.layer.1.EncDecAttention.q.weight").is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //!   in id order with the converter's "phantom space" (control tokens kept, `##x` → `x`, any other
 //!   token `x` → `▁x`), token types, `token_type_count`, no scores.
 //! - Byte-level BPE → `"gpt2"` (`_set_vocab_gpt2`): tokens, token types and merges.
+//! - T5 → `"t5"` from the SentencePiece model file, as `T5Model.set_vocab` (see
+//!   [`sentencepiece`]).
 //!
 //! Either for either architecture: llama.cpp picks the vocabulary from `tokenizer.ggml.model`,
 //! not from the architecture (so a Llama with a WordPiece vocabulary gets the `bert` one).
@@ -21,6 +23,7 @@
 //! names too, with a different split regex than e.g. Llama 3's `llama-bpe`): pass a template
 //! GGUF from the converter when the exact pre-tokenizer matters.
 
+mod sentencepiece;
 mod special;
 
 use super::metadata::Metadata;
@@ -53,6 +56,9 @@ fn read_json(path: &Path) -> Result<Option<Json>, String> {
 
 /// The tokenizer keys of the checkpoint in `root` (with its parsed `config`).
 pub fn tokenizer_keys(arch: Arch, root: &Path, config: &Json) -> Result<TokenizerKeys, String> {
+    if arch == Arch::T5 {
+        return t5_keys(root, config);
+    }
     let Some(tok) = read_json(&root.join("tokenizer.json"))? else {
         return Ok(TokenizerKeys::Unsupported(
             "the source has no tokenizer.json".into(),
@@ -100,6 +106,25 @@ pub fn tokenizer_keys(arch: Arch, root: &Path, config: &Json) -> Result<Tokenize
         push_vocab(&mut md, "gpt2", pre, tokens, types);
         special::SpecialVocab::load(&tok, tc.as_ref(), config, root, None, true).add_to(&mut md);
     }
+    Ok(TokenizerKeys::Keys(md))
+}
+
+/// T5: the SentencePiece vocabulary plus the special vocabulary (from `tokenizer.json` and
+/// `tokenizer_config.json` where present, else `config.json`'s ids).
+fn t5_keys(root: &Path, config: &Json) -> Result<TokenizerKeys, String> {
+    let Some(path) = sentencepiece::model_file(root) else {
+        return Ok(TokenizerKeys::Unsupported(
+            "a T5 vocabulary needs the SentencePiece model (spiece.model or tokenizer.model), as llama.cpp's converter does".into(),
+        ));
+    };
+    let mut md = sentencepiece::t5_vocab_keys(&path, root, config)?;
+    let n = match &md[2].1 {
+        Value::Array(tokens) => tokens.len(),
+        _ => unreachable!("tokens"),
+    };
+    let tok = read_json(&root.join("tokenizer.json"))?.unwrap_or(Json::Null);
+    let tc = read_json(&root.join("tokenizer_config.json"))?;
+    special::SpecialVocab::load(&tok, tc.as_ref(), config, root, Some(n), false).add_to(&mut md);
     Ok(TokenizerKeys::Keys(md))
 }
 

@@ -180,7 +180,7 @@ fn plain_tensor(
     }
 }
 
-/// Writes `model.gguf` of `model` (a `bert` or `llama` checkpoint) into `dest`, plus
+/// Writes `model.gguf` of `model` (a `bert`, `llama` or `t5` checkpoint) into `dest`, plus
 /// `dest.extra_files`.
 pub fn write_gguf(
     model: &QuantizedModel<'_>,
@@ -263,6 +263,13 @@ pub fn write_gguf(
         let (gguf_name, permute) = match map_name(arch, &hf).map_err(err)? {
             Mapped::Skip => continue,
             Mapped::Tensor { name, permute } => (name, permute),
+            Mapped::FirstOf { name } => match seen.get(&name) {
+                Some(first) => {
+                    tracing::debug!("{hf}: a copy of {first}, written once as {name}");
+                    continue;
+                }
+                None => (name, None),
+            },
         };
         if let Some(prev) = seen.insert(gguf_name.clone(), hf.clone()) {
             return Err(err(format!("maps to {gguf_name}, as {prev} does")));
