@@ -100,7 +100,7 @@ def decode(binary, pmq_gguf, conv_gguf, fake_dir, prompts, n):
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=ids.shape[1] + n - 1, do_sample=False,
                                  num_beams=1, min_new_tokens=0)
-        gen = [i for i in out[0].tolist()[1:]]
+        gen = out[0].tolist()[1:]
         if tok.eos_token_id in gen:
             gen = gen[:gen.index(tok.eos_token_id)]
         hf = text(ids[0].tolist()) + text(gen)

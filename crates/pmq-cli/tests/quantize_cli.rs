@@ -69,6 +69,22 @@ fn quantize_args(
     a
 }
 
+/// Elements equal between the tensors `keep` selects of two checkpoint directories, and
+/// their total.
+fn equal_elements(a: &Path, b: &Path, keep: impl Fn(&str) -> bool) -> (usize, usize) {
+    let (a, b) = (
+        TensorStore::open_dir(a).unwrap(),
+        TensorStore::open_dir(b).unwrap(),
+    );
+    let (mut equal, mut total) = (0usize, 0usize);
+    for n in a.names().into_iter().filter(|n| keep(n)) {
+        let (x, y) = (a.read_f32(&n).unwrap(), b.read_f32(&n).unwrap());
+        equal += x.iter().zip(&y).filter(|(p, q)| p == q).count();
+        total += x.len();
+    }
+    (equal, total)
+}
+
 fn assert_gptq_matches_fake(gptq: &Path, fake: &Path) {
     let reader = GptqReader::open(gptq).unwrap();
     let fake = TensorStore::open_dir(fake).unwrap();
@@ -241,16 +257,8 @@ fn epmq_with_the_merged_model_as_only_expert_is_gptq_damped_by_alpha() {
         &["--format", "fake", "--damp", "0.05"],
     ));
     assert!(ok, "{err}");
-    let (e, g) = (
-        TensorStore::open_dir(&e_out).unwrap(),
-        TensorStore::open_dir(&g_out).unwrap(),
-    );
-    let (mut differ, mut total) = (0usize, 0usize);
-    for n in e.names() {
-        let (a, b) = (e.read_f32(&n).unwrap(), g.read_f32(&n).unwrap());
-        total += a.len();
-        differ += a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    }
+    let (equal, total) = equal_elements(&e_out, &g_out, |_| true);
+    let differ = total - equal;
     // W* = W_m and H_E = H + α·mean(diag H)·I: the same problem up to rounding of the solve.
     assert!(
         (differ as f64) < 1e-3 * total as f64,
@@ -604,19 +612,7 @@ fn alpha_auto_picks_the_best_held_out_alpha_per_linear() {
         ],
     );
     assert!(ok, "{err}");
-    let (a, b) = (
-        TensorStore::open_dir(&one).unwrap(),
-        TensorStore::open_dir(&fixed).unwrap(),
-    );
-    let (mut same, mut total) = (0usize, 0usize);
-    for n in a.names() {
-        if !n.ends_with(".weight") {
-            continue;
-        }
-        let (x, y) = (a.read_f32(&n).unwrap(), b.read_f32(&n).unwrap());
-        same += x.iter().zip(&y).filter(|(p, q)| p == q).count();
-        total += x.len();
-    }
+    let (same, total) = equal_elements(&one, &fixed, |n| n.ends_with(".weight"));
     assert!(
         same as f64 >= 0.99 * total as f64,
         "{same} of {total} equal"

@@ -225,6 +225,19 @@ fn byte_level_tokenizer(dir: &Path) {
     std::fs::write(dir.join("tokenizer_config.json"), tc.to_string()).unwrap();
 }
 
+/// `model.gguf` of `src` with `layers` quantized, default options, into a new directory `out`.
+fn write_default(
+    src: &TensorStore,
+    layers: &BTreeMap<String, PackedLinear>,
+    out: &Path,
+) -> Result<(), pmq_formats::FormatError> {
+    write_gguf(
+        &QuantizedModel::new(src, layers),
+        &GgufOptions::default(),
+        &Destination::new(out),
+    )
+}
+
 struct Read {
     content: gguf_file::Content,
     file: std::fs::File,
@@ -601,12 +614,7 @@ fn template_supplies_tokenizer_keys_and_must_match_the_architecture() {
     let src = TensorStore::open_dir(&src_dir).unwrap();
     let layers = quantize_all(&src, &QuantGrid::gguf(GridKind::GgufQ8_0));
     let plain = tmp.path().join("plain");
-    write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&plain),
-    )
-    .unwrap();
+    write_default(&src, &layers, &plain).unwrap();
     assert!(!Read::open(&plain)
         .content
         .metadata
@@ -693,12 +701,7 @@ fn tiny_t5_gguf_reads_back_with_the_converters_vocabulary() {
     // encoder: 4 attention + 3 feed-forward per block; decoder: 8 attention + 3
     assert_eq!(layers.len(), 2 * 7 + 2 * 11);
     let out = tmp.path().join("out");
-    write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&out),
-    )
-    .unwrap();
+    write_default(&src, &layers, &out).unwrap();
     let mut g = Read::open(&out);
     use gguf_file::Value as V;
     assert!(matches!(g.md("general.architecture"), V::String(s) if s == "t5"));
@@ -805,12 +808,7 @@ fn bad_input_gives_clear_errors() {
     write_model(Fam::Clip, &clip, 3);
     let src = TensorStore::open_dir(&clip).unwrap();
     let none = BTreeMap::new();
-    let e = write_gguf(
-        &QuantizedModel::new(&src, &none),
-        &GgufOptions::default(),
-        &Destination::new(&tmp.path().join("o1")),
-    )
-    .unwrap_err();
+    let e = write_default(&src, &none, &tmp.path().join("o1")).unwrap_err();
     assert!(
         e.to_string()
             .contains("GGUF output supports bert, llama and t5 checkpoints; clip_vision_model is not supported"),
@@ -827,12 +825,7 @@ fn bad_input_gives_clear_errors() {
         "model.layers.1.mlp.up_proj".into(),
         q8["model.layers.1.mlp.up_proj"].clone(),
     );
-    let e = write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&tmp.path().join("o2")),
-    )
-    .unwrap_err();
+    let e = write_default(&src, &layers, &tmp.path().join("o2")).unwrap_err();
     assert!(e.to_string().contains("must share one type"), "{e}");
     // a uniform asymmetric grid
     let asym = QuantGrid {
@@ -843,12 +836,7 @@ fn bad_input_gives_clear_errors() {
         scale_precision: ScalePrecision::F16,
     };
     let layers = quantize_all(&src, &asym);
-    let e = write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&tmp.path().join("o3")),
-    )
-    .unwrap_err();
+    let e = write_default(&src, &layers, &tmp.path().join("o3")).unwrap_err();
     assert!(
         e.to_string().contains("no GGUF block type stores exactly"),
         "{e}"
@@ -862,12 +850,7 @@ fn bad_input_gives_clear_errors() {
         scale_precision: ScalePrecision::F16,
     };
     let layers = quantize_all(&src, &g48);
-    let e = write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&tmp.path().join("o4")),
-    )
-    .unwrap_err();
+    let e = write_default(&src, &layers, &tmp.path().join("o4")).unwrap_err();
     assert!(e.to_string().contains("span several groups"), "{e}");
     // a uniform symmetric 4-bit grid with groups of 64 maps exactly onto Q4_0
     let g64 = QuantGrid {
@@ -879,12 +862,7 @@ fn bad_input_gives_clear_errors() {
     };
     let layers = quantize_all(&src, &g64);
     let out = tmp.path().join("o5");
-    write_gguf(
-        &QuantizedModel::new(&src, &layers),
-        &GgufOptions::default(),
-        &Destination::new(&out),
-    )
-    .unwrap();
+    write_default(&src, &layers, &out).unwrap();
     let mut g = Read::open(&out);
     let p = &layers["model.layers.0.mlp.down_proj"];
     let (_, dt, v) = g.values("blk.0.ffn_down.weight");

@@ -93,26 +93,30 @@ fn capture_task(
             })
             .collect::<HashMap<_, _>>()
     };
-    let by_input = finish(acc);
+    let mut by_input = finish(acc);
     let mut held = finish(held_acc);
     if holdout_every.is_some() {
-        // an input every batch of which was held out (or none): zero on the other side
-        for (k, (h, _)) in &by_input {
-            held.entry(k.clone())
-                .or_insert_with(|| (Mat::zeros(h.nrows(), h.ncols()), 0));
-        }
-    }
-    let mut by_input = by_input;
-    for (k, (h, _)) in &held {
-        by_input
-            .entry(k.clone())
-            .or_insert_with(|| (Mat::zeros(h.nrows(), h.ncols()), 0));
+        // an input all (or none) of whose batches were held out: zero on the other side, so
+        // that every task folds into both parts
+        zeros_where_missing(&mut held, &by_input);
+        zeros_where_missing(&mut by_input, &held);
     }
     Ok(TaskCapture {
         by_input,
         held,
         alias,
     })
+}
+
+/// Adds a zero Hessian to `to` for every input of `from` that `to` lacks.
+fn zeros_where_missing(
+    to: &mut HashMap<String, (Mat<f64>, usize)>,
+    from: &HashMap<String, (Mat<f64>, usize)>,
+) {
+    for (k, (h, _)) in from {
+        to.entry(k.clone())
+            .or_insert_with(|| (Mat::zeros(h.nrows(), h.ncols()), 0));
+    }
 }
 
 /// What the tasks fold into for one capture set.
@@ -170,19 +174,17 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                 .push(*n + n_held);
             if !job.experts.is_empty() {
                 let w_t = job.experts.weight(t, spec)?;
-                let new = || ExpertFold::new(spec.out_features, spec.in_features);
-                folded
-                    .experts
-                    .entry(spec.name.clone())
-                    .or_insert_with(new)
-                    .add(w_t.as_ref(), h_t.as_ref())
-                    .with_context(|| format!("folding task {t} into {}", spec.name))?;
-                if let Some((h_v, _)) = held {
-                    folded
-                        .held_experts
+                // the fit batches' fold, and with `--alpha auto` the held-out batches' beside it
+                let parts = [
+                    (&mut folded.experts, Some(h_t)),
+                    (&mut folded.held_experts, held.map(|(h, _)| h)),
+                ];
+                for (folds, h) in parts {
+                    let Some(h) = h else { continue };
+                    folds
                         .entry(spec.name.clone())
-                        .or_insert_with(new)
-                        .add(w_t.as_ref(), h_v.as_ref())
+                        .or_insert_with(|| ExpertFold::new(spec.out_features, spec.in_features))
+                        .add(w_t.as_ref(), h.as_ref())
                         .with_context(|| format!("folding task {t} into {}", spec.name))?;
                 }
             }

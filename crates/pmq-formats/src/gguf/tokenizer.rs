@@ -117,11 +117,7 @@ fn t5_keys(root: &Path, config: &Json) -> Result<TokenizerKeys, String> {
             "a T5 vocabulary needs the SentencePiece model (spiece.model or tokenizer.model), as llama.cpp's converter does".into(),
         ));
     };
-    let mut md = sentencepiece::t5_vocab_keys(&path, root, config)?;
-    let n = match &md[2].1 {
-        Value::Array(tokens) => tokens.len(),
-        _ => unreachable!("tokens"),
-    };
+    let (mut md, n) = sentencepiece::t5_vocab_keys(&path, root, config)?;
     let tok = read_json(&root.join("tokenizer.json"))?.unwrap_or(Json::Null);
     let tc = read_json(&root.join("tokenizer_config.json"))?;
     special::SpecialVocab::load(&tok, tc.as_ref(), config, root, Some(n), false).add_to(&mut md);

@@ -78,8 +78,12 @@ fn token_type(sp_type: i32) -> i32 {
 }
 
 /// The `tokenizer.ggml.*` vocabulary keys of the SentencePiece model `path` (ids up to
-/// `config.json`'s `vocab_size`), without the special-vocabulary keys.
-pub(super) fn t5_vocab_keys(path: &Path, root: &Path, config: &Json) -> Result<Metadata, String> {
+/// `config.json`'s `vocab_size`), without the special-vocabulary keys, and the number of tokens.
+pub(super) fn t5_vocab_keys(
+    path: &Path,
+    root: &Path,
+    config: &Json,
+) -> Result<(Metadata, usize), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let model = ModelProto::decode(&bytes[..]).map_err(|e| {
         format!(
@@ -171,7 +175,7 @@ pub(super) fn t5_vocab_keys(path: &Path, root: &Path, config: &Json) -> Result<M
             Value::Array(map.into_iter().map(Value::U8).collect()),
         ));
     }
-    Ok(md)
+    Ok((md, vocab_size))
 }
 
 #[cfg(test)]
@@ -233,7 +237,8 @@ pub(crate) mod tests {
         )
         .unwrap();
         let cfg = serde_json::json!({"vocab_size": 10});
-        let md = t5_vocab_keys(&path, dir.path(), &cfg).unwrap();
+        let (md, n) = t5_vocab_keys(&path, dir.path(), &cfg).unwrap();
+        assert_eq!(n, 10);
         let Value::Array(tokens) = get(&md, "tokenizer.ggml.tokens") else {
             panic!()
         };
