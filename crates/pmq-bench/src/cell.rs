@@ -18,11 +18,23 @@ pub enum MergeKind {
     Ties,
     /// WUDI-merging (closed-form solve of its quadratic; see the bench README).
     Wudi,
+    /// RegMean (FusionBench's non-diagonal scaling 0.6), from the experts' Gram matrices on
+    /// the calibration split: a data-driven merge, the baseline E-PMQ's re-merge is held against.
+    #[serde(rename = "regmean")]
+    RegMean,
 }
 
 impl MergeKind {
     /// All of them, in table order.
-    pub const ALL: [MergeKind; 4] = [Self::Average, Self::Ta, Self::Ties, Self::Wudi];
+    pub const ALL: [MergeKind; 5] = [
+        Self::Average,
+        Self::Ta,
+        Self::Ties,
+        Self::Wudi,
+        Self::RegMean,
+    ];
+    /// The data-free merges of the paper's main table.
+    pub const PAPER: [MergeKind; 4] = [Self::Average, Self::Ta, Self::Ties, Self::Wudi];
 
     /// Short id used in file names and on the command line.
     pub fn id(self) -> &'static str {
@@ -31,6 +43,7 @@ impl MergeKind {
             Self::Ta => "ta",
             Self::Ties => "ties",
             Self::Wudi => "wudi",
+            Self::RegMean => "regmean",
         }
     }
 
@@ -41,13 +54,16 @@ impl MergeKind {
             Self::Ta => "Task Arithmetic (λ=0.3)",
             Self::Ties => "TIES (λ=0.3)",
             Self::Wudi => "WUDI",
+            Self::RegMean => "RegMean",
         }
     }
 
     /// The merge method with this table's parameters (FusionBench settings; WUDI by its
-    /// closed-form solve).
+    /// closed-form solve). RegMean's Gram files are the runner's to fill in.
     pub fn method(self) -> pmq_merge::Method {
-        use pmq_merge::{Method, TiesOptions, WudiOptions, WudiSolver, DEFAULT_LAMBDA};
+        use pmq_merge::{
+            Method, RegMeanOptions, TiesOptions, WudiOptions, WudiSolver, DEFAULT_LAMBDA,
+        };
         match self {
             Self::Average => Method::Average,
             Self::Ta => Method::TaskArithmetic {
@@ -61,6 +77,7 @@ impl MergeKind {
                 solver: WudiSolver::Exact,
                 ..WudiOptions::default()
             }),
+            Self::RegMean => Method::RegMean(RegMeanOptions::default()),
         }
     }
 
@@ -71,7 +88,8 @@ impl MergeKind {
             "ta" | "task-arithmetic" => Self::Ta,
             "ties" => Self::Ties,
             "wudi" => Self::Wudi,
-            _ => bail!("unknown merge method {s:?} (expected avg, ta, ties or wudi)"),
+            "regmean" => Self::RegMean,
+            _ => bail!("unknown merge method {s:?} (expected avg, ta, ties, wudi or regmean)"),
         })
     }
 }
@@ -86,10 +104,13 @@ pub enum QuantKind {
     Gptq,
     Awq,
     Epmq,
+    /// E-PMQ with `--alpha auto` (α per linear from held-out calibration batches).
+    #[serde(rename = "epmq-auto")]
+    EpmqAuto,
 }
 
 impl QuantKind {
-    /// All of them, in table order.
+    /// The paper's main-table methods, in table order.
     pub const ALL: [QuantKind; 5] = [Self::Fp, Self::Rtn, Self::Gptq, Self::Awq, Self::Epmq];
 
     pub fn id(self) -> &'static str {
@@ -99,6 +120,7 @@ impl QuantKind {
             Self::Gptq => "gptq",
             Self::Awq => "awq",
             Self::Epmq => "epmq",
+            Self::EpmqAuto => "epmq-auto",
         }
     }
 
@@ -109,6 +131,7 @@ impl QuantKind {
             Self::Gptq => "GPTQ",
             Self::Awq => "AWQ",
             Self::Epmq => "E-PMQ",
+            Self::EpmqAuto => "E-PMQ (auto α)",
         }
     }
 
@@ -119,7 +142,8 @@ impl QuantKind {
             "gptq" => Self::Gptq,
             "awq" => Self::Awq,
             "epmq" | "e-pmq" => Self::Epmq,
-            _ => bail!("unknown method {s:?} (expected fp, rtn, gptq, awq or epmq)"),
+            "epmq-auto" => Self::EpmqAuto,
+            _ => bail!("unknown method {s:?} (expected fp, rtn, gptq, awq, epmq or epmq-auto)"),
         })
     }
 }
@@ -184,6 +208,13 @@ impl Cell {
                 self.bits,
                 self.group_size
             ),
+            QuantKind::EpmqAuto => format!(
+                "{}-epmq-auto-b{}-g{}-n{}",
+                self.merge.id(),
+                self.bits,
+                self.group_size,
+                self.samples
+            ),
             QuantKind::Epmq => format!(
                 "{}-epmq-b{}-g{}-a{}-n{}",
                 self.merge.id(),
@@ -213,6 +244,7 @@ impl Cell {
             QuantKind::Gptq => Method::Gptq,
             QuantKind::Awq => Method::Awq(AwqOptions::default()),
             QuantKind::Epmq => Method::Epmq { alpha: self.alpha },
+            QuantKind::EpmqAuto => Method::Epmq { alpha: 0.0 },
         };
         let grid = QuantGrid::new(
             self.bits as u32,
@@ -223,6 +255,9 @@ impl Cell {
         let mut cfg = PipelineConfig::new(method, grid);
         if self.samples > 0 {
             cfg.samples_per_task = self.samples;
+        }
+        if self.quant == QuantKind::EpmqAuto {
+            cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha::default());
         }
         Ok(Some(cfg))
     }
@@ -254,9 +289,14 @@ mod tests {
         for m in MergeKind::ALL {
             assert_eq!(MergeKind::parse(m.id()).unwrap(), m);
         }
-        for q in QuantKind::ALL {
+        for q in QuantKind::ALL.into_iter().chain([QuantKind::EpmqAuto]) {
             assert_eq!(QuantKind::parse(q.id()).unwrap(), q);
         }
+        let auto = Cell::quant(MergeKind::Wudi, QuantKind::EpmqAuto, 4, 128, 10.0, 128);
+        assert_eq!(auto.key(), "wudi-epmq-auto-b4-g128-n128");
+        assert_eq!(auto.alpha, 0.0, "auto chooses α itself");
+        let cfg = auto.pipeline_config().unwrap().unwrap();
+        assert_eq!(cfg.alpha_auto, Some(pmq_pipeline::AutoAlpha::default()));
         assert!(MergeKind::parse("dare").is_err());
     }
 

@@ -7,6 +7,7 @@
 //! Tables 1–3 (main), the α ablation, the bit-width sweep and Table 6 (calibration budget and
 //! time). See `bench/README.md` for the settings and the committed results.
 
+pub mod bootstrap;
 pub mod cell;
 pub mod plan;
 pub mod plot;
@@ -59,6 +60,14 @@ pub fn render_markdown(res: &BenchResults, d: &Defaults) -> String {
     }
     if let Some(t) = tables::budget_table(res, d.bits, d.group_size, d.alpha) {
         s.push_str(&format!("## Calibration budget and time\n\n{t}\n"));
+    }
+    if let Some(t) = tables::auto_alpha_table(res, d) {
+        s.push_str(&format!("## E-PMQ with --alpha auto\n\n{t}\n"));
+    }
+    if let Some(t) = tables::regmean_table(res, d) {
+        s.push_str(&format!(
+            "## RegMean: the data-driven merge beside E-PMQ\n\n{t}\n"
+        ));
     }
     s
 }

@@ -7,6 +7,9 @@
 //! - `bits`: GPTQ vs E-PMQ at 2, 3, 4 and 8 bits under TA.
 //! - `budget`: GPTQ vs E-PMQ with 64 / 128 / 256 calibration samples per task under TA, with
 //!   the quantization wall time (the paper's Table 6).
+//! - `auto`: E-PMQ with `--alpha auto` beside GPTQ and E-PMQ at the main table's α under the
+//!   four merges (the α sweep of `alpha` gives the best fixed α to compare with).
+//! - `regmean`: RegMean as the merge, FP / RTN / GPTQ / E-PMQ / E-PMQ auto α on it.
 
 use crate::cell::{Cell, MergeKind, QuantKind};
 use anyhow::{bail, Result};
@@ -20,10 +23,19 @@ pub enum Experiment {
     Alpha,
     Bits,
     Budget,
+    Auto,
+    RegMean,
 }
 
 impl Experiment {
-    pub const ALL: [Experiment; 4] = [Self::Main, Self::Alpha, Self::Bits, Self::Budget];
+    pub const ALL: [Experiment; 6] = [
+        Self::Main,
+        Self::Alpha,
+        Self::Bits,
+        Self::Budget,
+        Self::Auto,
+        Self::RegMean,
+    ];
 
     pub fn id(self) -> &'static str {
         match self {
@@ -31,6 +43,8 @@ impl Experiment {
             Self::Alpha => "alpha",
             Self::Bits => "bits",
             Self::Budget => "budget",
+            Self::Auto => "auto",
+            Self::RegMean => "regmean",
         }
     }
 
@@ -40,7 +54,11 @@ impl Experiment {
             "alpha" => Self::Alpha,
             "bits" => Self::Bits,
             "budget" => Self::Budget,
-            _ => bail!("unknown experiment {s:?} (expected main, alpha, bits or budget)"),
+            "auto" => Self::Auto,
+            "regmean" => Self::RegMean,
+            _ => bail!(
+                "unknown experiment {s:?} (expected main, alpha, bits, budget, auto or regmean)"
+            ),
         })
     }
 }
@@ -123,7 +141,7 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
     let mut out = Vec::new();
     match e {
         Experiment::Main => {
-            for m in MergeKind::ALL {
+            for m in MergeKind::PAPER {
                 out.push(Cell::fp(m));
                 for g in GROUPS {
                     for k in &QuantKind::ALL[1..] {
@@ -155,6 +173,26 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
                 for k in [QuantKind::Gptq, QuantKind::Epmq] {
                     out.push(q(MergeKind::Ta, k, d.bits, d.group_size, d.alpha, n));
                 }
+            }
+        }
+        Experiment::Auto => {
+            for m in MergeKind::PAPER {
+                out.push(Cell::fp(m));
+                for k in [QuantKind::Gptq, QuantKind::Epmq, QuantKind::EpmqAuto] {
+                    out.push(q(m, k, d.bits, d.group_size, d.alpha_for(m), d.samples));
+                }
+            }
+        }
+        Experiment::RegMean => {
+            let m = MergeKind::RegMean;
+            out.push(Cell::fp(m));
+            for k in [
+                QuantKind::Rtn,
+                QuantKind::Gptq,
+                QuantKind::Epmq,
+                QuantKind::EpmqAuto,
+            ] {
+                out.push(q(m, k, d.bits, d.group_size, d.alpha, d.samples));
             }
         }
     }
@@ -232,6 +270,34 @@ mod tests {
     }
 
     #[test]
+    fn auto_and_regmean_experiments() {
+        let auto = plan(&[Experiment::Auto], &d(), &Selection::default());
+        assert_eq!(auto.len(), 4 * 4);
+        assert!(auto
+            .iter()
+            .any(|c| c.key() == "wudi-epmq-auto-b4-g128-n128"));
+        // the fixed-α E-PMQ cells are the main table's
+        let main = plan(&[Experiment::Main], &d(), &Selection::default());
+        assert!(auto
+            .iter()
+            .filter(|c| c.quant == QuantKind::Epmq)
+            .all(|c| main.contains(c)));
+        let reg = plan(&[Experiment::RegMean], &d(), &Selection::default());
+        let keys: Vec<String> = reg.iter().map(Cell::key).collect();
+        assert_eq!(
+            keys,
+            [
+                "regmean-fp",
+                "regmean-rtn-b4-g128",
+                "regmean-gptq-b4-g128-n128",
+                "regmean-epmq-b4-g128-a0.01-n128",
+                "regmean-epmq-auto-b4-g128-n128"
+            ]
+        );
+        assert!(main.iter().all(|c| c.merge != MergeKind::RegMean));
+    }
+
+    #[test]
     fn experiments_share_cells() {
         let all = plan(&Experiment::ALL, &d(), &Selection::default());
         let keys: std::collections::HashSet<_> = all.iter().map(Cell::key).collect();
@@ -239,7 +305,7 @@ mod tests {
         // the α = 0.01 ablation cell is the main-table E-PMQ cell
         let main = plan(&[Experiment::Main], &d(), &Selection::default()).len();
         let alpha = plan(&[Experiment::Alpha], &d(), &Selection::default()).len();
-        assert!(all.len() < main + alpha + 9 + 7);
+        assert!(all.len() < main + alpha + 9 + 7 + 16 + 5);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct CellResult {
     pub eval_seconds: f64,
     /// When the cell finished (RFC 3339, UTC).
     pub finished: String,
+    /// `--alpha auto`: how many linears chose each α (`α×count`, ascending α).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha_summary: Option<String>,
 }
 
 /// A reference row (not a merged model): the experts on their own tasks, or the linear probe.

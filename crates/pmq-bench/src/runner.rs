@@ -240,7 +240,7 @@ impl Bench {
         let accuracies = evaluate(&model, &pairs, &self.cfg.eval)
             .with_context(|| format!("evaluating {}", model.display()))?;
         let eval_seconds = t0.elapsed().as_secs_f64();
-        let r = CellResult {
+        let mut r = CellResult {
             cell: *c,
             key: c.key(),
             average: average(&accuracies),
@@ -249,9 +249,13 @@ impl Bench {
             quant_peak_rss_mib: quant.as_ref().and_then(|s| s.peak_rss_mib),
             eval_seconds,
             finished: now(),
+            alpha_summary: None,
         };
         if quant.is_some() {
             let report = model.join("pmq_report.json");
+            if c.quant == QuantKind::EpmqAuto {
+                r.alpha_summary = Some(alpha_summary(&report)?);
+            }
             if report.is_file() {
                 let dst = path.with_extension("report.json");
                 std::fs::create_dir_all(dst.parent().expect("cell path has a parent"))?;
@@ -279,17 +283,47 @@ impl Bench {
         if dir.join("config.json").is_file() {
             return Ok(dir);
         }
+        let mut method = c.merge.method();
+        if let pmq_merge::Method::RegMean(o) = &mut method {
+            o.grams = self.regmean_grams()?;
+        }
         let mut cfg = pmq_merge::MergeConfig::new(
             self.backbone.clone(),
             self.experts.iter().map(|e| e.dir.clone()).collect(),
             dir.clone(),
-            c.merge.method(),
+            method,
         );
         cfg.overwrite = true;
         tracing::info!(merge = c.merge.id(), "merging into {}", dir.display());
         pmq_merge::merge(&cfg, &pmq_merge::NoProgress)
             .with_context(|| format!("merging {} into {}", c.merge.id(), dir.display()))?;
         Ok(dir)
+    }
+
+    /// Every expert's RegMean Gram file on its own task's calibration split (the first
+    /// [`REGMEAN_SAMPLES`] samples, the quantizers' calibration settings), built once.
+    fn regmean_grams(&self) -> Result<Vec<PathBuf>> {
+        let dir = self.cfg.work.join("grams").join(&self.context);
+        let settings = pmq_pipeline::grams::GramSettings {
+            samples: REGMEAN_SAMPLES,
+            batch_size: self.cfg.calib_batch_size,
+            max_seq_len: self.cfg.calib_max_seq_len,
+        };
+        let mut out = Vec::new();
+        for ((t, e), calib) in self.tasks.iter().zip(&self.experts).zip(&self.calib) {
+            let path = dir.join(format!("{}-n{REGMEAN_SAMPLES}.safetensors", t.name));
+            if !path.is_file() {
+                let spec = CalibSpec {
+                    task: t.name.clone(),
+                    path: calib.clone(),
+                };
+                let s = pmq_pipeline::grams::collect_grams(&e.dir, &spec, &settings, &path)
+                    .with_context(|| format!("RegMean Gram matrices of the {} expert", t.name))?;
+                tracing::info!(task = %t.name, seconds = s.seconds, "Gram matrices ready");
+            }
+            out.push(path);
+        }
+        Ok(out)
     }
 
     /// Quantizes the cell's merged model into `out` (fake-quant format) as `pmq quantize`
@@ -338,6 +372,42 @@ impl Bench {
         Ok(summary)
     }
 }
+
+/// How many linears of a `--alpha auto` run chose each α, from its report: `0×8, 0.01×18`.
+fn alpha_summary(report: &Path) -> Result<String> {
+    let text =
+        std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
+    let r: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
+    let chosen = r["linears"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["alpha"]["alpha"].as_f64());
+    let mut counts: Vec<(f64, usize)> = Vec::new();
+    for a in chosen {
+        match counts.iter_mut().find(|(x, _)| *x == a) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((a, 1)),
+        }
+    }
+    if counts.is_empty() {
+        bail!(
+            "{} records no α choice: not an --alpha auto run",
+            report.display()
+        );
+    }
+    counts.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(counts
+        .iter()
+        .map(|(a, n)| format!("{a}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", "))
+}
+
+/// Calibration samples per task behind RegMean's Gram matrices (the bench's quantization
+/// budget).
+pub const REGMEAN_SAMPLES: usize = 128;
 
 /// Where an expert (or linear probe) of a task is cached.
 pub fn expert_dir(cfg: &BenchConfig, mode: Mode, task: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! Markdown tables with the structure of the paper's: main table (per task, average, change vs
 //! the FP merged model), anchor ablation, bit widths, calibration budget.
 
+use crate::bootstrap::cell_difference;
 use crate::cell::{Cell, MergeKind, QuantKind};
 use crate::plan::{Defaults, ALPHAS, BITS, BUDGETS};
 use crate::results::{BenchResults, CellResult};
@@ -11,14 +12,20 @@ fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
 }
 
-fn delta(x: f64, base: Option<f64>) -> String {
-    match base {
-        Some(b) => format!("{:+.1}", 100.0 * (x - b)),
-        None => "–".into(),
+/// `a − b` in points, with its paired bootstrap 95 % interval (and `*` when it excludes 0)
+/// when both cells recorded per-example outcomes.
+pub fn difference(a: &CellResult, b: &CellResult) -> String {
+    match cell_difference(a, b) {
+        Some(i) => i.points(),
+        None => format!("{:+.1}", 100.0 * (a.average - b.average)),
     }
 }
 
-fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<f64>) -> String {
+fn delta(r: &CellResult, base: Option<&CellResult>) -> String {
+    base.map_or("–".into(), |b| difference(r, b))
+}
+
+fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<&CellResult>) -> String {
     let acc = by_task(&r.accuracies);
     let cols: Vec<String> = tasks
         .iter()
@@ -28,7 +35,7 @@ fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<f64>) -> String 
         "| {name} | {} | **{}** | {} |\n",
         cols.join(" | "),
         pct(r.average),
-        delta(r.average, fp)
+        delta(r, fp)
     )
 }
 
@@ -71,7 +78,6 @@ pub fn main_table(
             m.label(),
             " |".repeat(tasks.len() + 2)
         );
-        let fp_avg = fp.map(|f| f.average);
         if let Some(f) = fp {
             body.push_str(&row("FP merged", tasks, f, None));
         }
@@ -80,7 +86,7 @@ pub fn main_table(
             if c.cell.quant == QuantKind::Epmq && d.alpha_for(m) != d.alpha {
                 name.push_str(&format!(" (α = {})", c.cell.alpha));
             }
-            body.push_str(&row(&name, tasks, c, fp_avg));
+            body.push_str(&row(&name, tasks, c, fp));
         }
     }
     if !any {
@@ -181,7 +187,7 @@ pub fn bits_table(res: &BenchResults, group: i64, alpha: f64, samples: usize) ->
         }
         let f = |c: Option<&CellResult>| c.map_or("–".into(), |c| pct(c.average));
         let d = match (g, e) {
-            (Some(g), Some(e)) => format!("{:+.1}", 100.0 * (e.average - g.average)),
+            (Some(g), Some(e)) => difference(e, g),
             _ => "–".into(),
         };
         rows.push(format!("| {b} | {} | {} | {d} |", f(g), f(e)));
@@ -230,4 +236,113 @@ pub fn budget_table(res: &BenchResults, bits: u8, group: i64, alpha: f64) -> Opt
             rows.join("\n")
         )
     })
+}
+
+/// `--alpha auto` against fixed α: per merge, E-PMQ with the main table's α, the best fixed α
+/// among the cells run (the α ablation's), auto α, and the differences with their intervals.
+pub fn auto_alpha_table(res: &BenchResults, d: &Defaults) -> Option<String> {
+    let at = |c: &CellResult| {
+        c.cell.bits == d.bits && c.cell.group_size == d.group_size && c.cell.samples == d.samples
+    };
+    let mut rows = Vec::new();
+    for m in MergeKind::ALL {
+        let Some(auto) = res
+            .cells
+            .iter()
+            .find(|c| c.cell.merge == m && c.cell.quant == QuantKind::EpmqAuto && at(c))
+        else {
+            continue;
+        };
+        let fixed: Vec<&CellResult> = res
+            .cells
+            .iter()
+            .filter(|c| c.cell.merge == m && c.cell.quant == QuantKind::Epmq && at(c))
+            .collect();
+        let best = fixed
+            .iter()
+            .copied()
+            .max_by(|a, b| a.average.total_cmp(&b.average));
+        let gptq = res
+            .cells
+            .iter()
+            .find(|c| c.cell.merge == m && c.cell.quant == QuantKind::Gptq && at(c));
+        let or_dash =
+            |c: Option<&CellResult>, f: &dyn Fn(&CellResult) -> String| c.map_or("–".into(), f);
+        rows.push(format!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            m.label(),
+            or_dash(gptq, &|c| pct(c.average)),
+            or_dash(best, &|c| format!(
+                "{} (α = {}, of {})",
+                pct(c.average),
+                c.cell.alpha,
+                fixed.len()
+            )),
+            pct(auto.average),
+            or_dash(best, &|b| difference(auto, b)),
+            or_dash(gptq, &|g| difference(auto, g)),
+            auto.alpha_summary.as_deref().unwrap_or("–"),
+        ));
+    }
+    (!rows.is_empty()).then(|| {
+        format!(
+            "{}-bit, g{}, {} samples/task, average accuracy; differences in points with paired bootstrap 95 % intervals (* = excludes 0)\n\n| Merge | GPTQ | E-PMQ best fixed α | E-PMQ auto α | auto − best fixed | auto − GPTQ | α chosen per linear |\n|---|---|---|---|---|---|---|\n{}\n",
+            d.bits,
+            d.group_size,
+            d.samples,
+            rows.join("\n")
+        )
+    })
+}
+
+/// RegMean against E-PMQ: RegMean's FP merged model and its quantized versions, then E-PMQ on
+/// each data-free merge compared with RegMean FP (is E-PMQ's gain the re-merge?) and with
+/// RegMean + GPTQ (the same bits, a data-driven merge quantized by the expert-blind quantizer).
+pub fn regmean_table(res: &BenchResults, d: &Defaults) -> Option<String> {
+    let r = MergeKind::RegMean;
+    let find = |m: MergeKind, q: QuantKind| {
+        res.cell(&Cell::quant(m, q, d.bits, d.group_size, d.alpha_for(m), d.samples).key())
+    };
+    let reg_fp = res.cell(&Cell::fp(r).key())?;
+    let reg_gptq = find(r, QuantKind::Gptq);
+    let mut rows = vec![format!("| RegMean FP | {} | | |", pct(reg_fp.average))];
+    for q in [
+        QuantKind::Rtn,
+        QuantKind::Gptq,
+        QuantKind::Epmq,
+        QuantKind::EpmqAuto,
+    ] {
+        if let Some(c) = find(r, q) {
+            rows.push(format!(
+                "| RegMean + {} {}-bit | {} | {} | {} |",
+                q.label(),
+                d.bits,
+                pct(c.average),
+                difference(c, reg_fp),
+                reg_gptq
+                    .filter(|_| q != QuantKind::Gptq)
+                    .map_or("".into(), |g| difference(c, g)),
+            ));
+        }
+    }
+    for m in MergeKind::PAPER {
+        if let Some(e) = find(m, QuantKind::Epmq) {
+            let mut name = format!("{} + E-PMQ {}-bit", m.label(), d.bits);
+            if d.alpha_for(m) != d.alpha {
+                name.push_str(&format!(" (α = {})", d.alpha_for(m)));
+            }
+            rows.push(format!(
+                "| {name} | {} | {} | {} |",
+                pct(e.average),
+                difference(e, reg_fp),
+                reg_gptq.map_or("–".into(), |g| difference(e, g)),
+            ));
+        }
+    }
+    Some(format!(
+        "{}-bit, g{}, average accuracy; differences in points with paired bootstrap 95 % intervals (* = excludes 0)\n\n| Model | Avg | − RegMean FP | − RegMean + GPTQ |\n|---|---|---|---|\n{}\n",
+        d.bits,
+        d.group_size,
+        rows.join("\n")
+    ))
 }

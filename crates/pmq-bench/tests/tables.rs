@@ -12,6 +12,7 @@ fn acc(values: &[(&str, usize, usize)]) -> Vec<TaskAccuracy> {
             accuracy: c as f64 / n as f64,
             correct: c,
             total: n,
+            hits: None,
         })
         .collect()
 }
@@ -26,6 +27,7 @@ fn cell(c: Cell, a: Vec<TaskAccuracy>, secs: Option<f64>) -> CellResult {
         quant_peak_rss_mib: secs.map(|_| 500.0),
         eval_seconds: 1.0,
         finished: "2026-12-01T00:00:00Z".into(),
+        alpha_summary: None,
     }
 }
 
@@ -213,4 +215,101 @@ fn main_table_uses_each_merges_alpha_and_the_default_budget() {
     );
     assert!(a.contains("| E-PMQ α = 0.01 | 74.5 | – | 10.0 |"), "{a}");
     assert!(a.contains("| E-PMQ α = 10 | – | – | 81.0 |"), "{a}");
+}
+
+/// Per-task accuracies with per-example outcomes: task `t` has `right[t]` of its first
+/// examples right (out of `n`).
+fn acc_hits(right: &[(&str, usize, usize)]) -> Vec<TaskAccuracy> {
+    right
+        .iter()
+        .map(|&(t, c, n)| {
+            let v: Vec<bool> = (0..n).map(|j| j < c).collect();
+            TaskAccuracy {
+                task: t.into(),
+                accuracy: c as f64 / n as f64,
+                correct: c,
+                total: n,
+                hits: Some(pmq_eval::encode_hits(&v)),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn differences_carry_paired_bootstrap_intervals_and_auto_and_regmean_tables() {
+    let d = defaults();
+    let q = |m, k, a| Cell::quant(m, k, 4, 128, a, 128);
+    let mut auto = cell(
+        q(MergeKind::Ta, QuantKind::EpmqAuto, 0.0),
+        acc_hits(&[("a", 85, 100), ("b", 72, 100)]),
+        Some(30.0),
+    );
+    auto.alpha_summary = Some("0×3, 0.01×5".into());
+    let res = BenchResults::merge_in(
+        None,
+        meta("x"),
+        vec![],
+        vec![
+            cell(
+                Cell::fp(MergeKind::Ta),
+                acc_hits(&[("a", 80, 100), ("b", 70, 100)]),
+                None,
+            ),
+            cell(
+                q(MergeKind::Ta, QuantKind::Gptq, 0.0),
+                acc_hits(&[("a", 80, 100), ("b", 69, 100)]),
+                Some(10.0),
+            ),
+            cell(
+                q(MergeKind::Ta, QuantKind::Epmq, 0.01),
+                acc_hits(&[("a", 84, 100), ("b", 72, 100)]),
+                Some(20.0),
+            ),
+            cell(
+                q(MergeKind::Ta, QuantKind::Epmq, 0.1),
+                acc_hits(&[("a", 83, 100), ("b", 71, 100)]),
+                Some(20.0),
+            ),
+            auto,
+            cell(
+                Cell::fp(MergeKind::RegMean),
+                acc_hits(&[("a", 82, 100), ("b", 71, 100)]),
+                None,
+            ),
+            cell(
+                q(MergeKind::RegMean, QuantKind::Gptq, 0.0),
+                acc_hits(&[("a", 82, 100), ("b", 70, 100)]),
+                Some(10.0),
+            ),
+        ],
+    );
+    let t = tables::main_table(&res, &d, 128, true).unwrap();
+    // E-PMQ − FP: every differing example favours E-PMQ (nested prefixes): a significant gain
+    assert!(
+        t.contains("| E-PMQ 4-bit | 84.0 | 72.0 | **78.0** | +3.0 [+"),
+        "{t}"
+    );
+    assert!(t.contains("]* |"), "{t}");
+    assert!(t.contains("| **RegMean** |"), "{t}");
+    let a = tables::auto_alpha_table(&res, &d).unwrap();
+    assert!(
+        a.contains("| Task Arithmetic (λ=0.3) | 74.5 | 78.0 (α = 0.01, of 2) | 78.5 | +0.5 ["),
+        "{a}"
+    );
+    assert!(a.contains("| 0×3, 0.01×5 |"), "{a}");
+    let r = tables::regmean_table(&res, &d).unwrap();
+    assert!(r.contains("| RegMean FP | 76.5 | | |"), "{r}");
+    assert!(r.contains("| RegMean + GPTQ 4-bit | 76.0 | -0.5 ["), "{r}");
+    assert!(
+        r.contains("| Task Arithmetic (λ=0.3) + E-PMQ 4-bit | 78.0 | +1.5 ["),
+        "{r}"
+    );
+    let md = render_markdown(&res, &d);
+    assert!(
+        md.contains("## E-PMQ with --alpha auto") && md.contains("## RegMean"),
+        "{md}"
+    );
+    // without outcomes (older results) the plain difference is shown
+    let t = tables::main_table(&results(), &d, 128, true).unwrap();
+    assert!(!t.contains('['), "{t}");
 }

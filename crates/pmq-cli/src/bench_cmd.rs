@@ -52,13 +52,18 @@ pub struct BenchArgs {
     /// Where results.json, tables.md and bits.svg go.
     #[arg(long, value_name = "DIR", default_value = "bench/results")]
     results: PathBuf,
-    /// Experiments to run (comma-separated): main, alpha, bits, budget.
-    #[arg(long, value_delimiter = ',', default_value = "main,alpha,bits,budget")]
+    /// Experiments to run (comma-separated): main, alpha, bits, budget, auto (E-PMQ with
+    /// `--alpha auto` under the four merges), regmean (RegMean merge + quantizers).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "main,alpha,bits,budget,auto,regmean"
+    )]
     experiments: Vec<String>,
-    /// Only these merge methods: avg, ta, ties, wudi.
+    /// Only these merge methods: avg, ta, ties, wudi, regmean.
     #[arg(long = "merge", value_delimiter = ',')]
     merges: Vec<String>,
-    /// Only these methods: fp, rtn, gptq, awq, epmq.
+    /// Only these methods: fp, rtn, gptq, awq, epmq, epmq-auto.
     #[arg(long, value_delimiter = ',')]
     methods: Vec<String>,
     /// Only these bit widths.

@@ -29,15 +29,19 @@ pub struct EvalArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Your own test data for a --task: TASK=FILE, JSONL {"text", "label"} lines (a label is
+    /// one of the head's classes, or its index); repeat. Tasks without --data are the testbed's.
+    #[arg(long = "data", value_name = "TASK=FILE")]
+    data: Vec<String>,
 }
 
-fn parse_pair(s: &str) -> Result<(String, PathBuf)> {
+fn parse_pair(s: &str, own: &[(String, PathBuf)]) -> Result<(String, PathBuf)> {
     let (task, head) = s
         .split_once('=')
         .with_context(|| format!("--task {s:?}: expected TASK=HEAD_DIR"))?;
-    if !task_names().contains(&task) {
+    if !task_names().contains(&task) && !own.iter().any(|(t, _)| t == task) {
         bail!(
-            "unknown task {task:?}; the tasks are {}",
+            "unknown task {task:?}; the testbed's tasks are {} (your own data: --data {task}=FILE)",
             task_names().join(", ")
         );
     }
@@ -49,6 +53,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Some(c) => c,
         None => default_cache_dir()?,
     };
+    let own: Vec<(String, PathBuf)> = args
+        .data
+        .iter()
+        .map(|d| {
+            d.split_once('=')
+                .map(|(t, f)| (t.to_string(), PathBuf::from(f)))
+                .with_context(|| format!("--data {d:?}: expected TASK=FILE"))
+        })
+        .collect::<Result<_>>()?;
+    for (t, _) in &own {
+        if !args
+            .tasks
+            .iter()
+            .any(|s| s.split_once('=').is_some_and(|(n, _)| n == t))
+        {
+            bail!("--data {t}=…: no --task {t}=HEAD gives its head");
+        }
+    }
     if let Some(path) = &args.json {
         let mut inputs = vec![args.model.clone()];
         for s in &args.tasks {
@@ -57,19 +79,23 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
         }
         inputs.extend(crate::output::testbed_inputs(&cache));
+        inputs.extend(own.iter().map(|(_, f)| f.clone()));
         crate::output::prepare_file(path, &inputs, "--json")?;
     }
     let mut tasks: Vec<TaskData> = Vec::new();
     let mut heads: Vec<Head> = Vec::new();
     for s in &args.tasks {
-        let (name, head_path) = parse_pair(s)?;
+        let (name, head_path) = parse_pair(s, &own)?;
         let head = Head::load(&head_path)?;
-        let task = load_task(&cache, &name, &SplitConfig::default()).with_context(|| {
-            format!(
-                "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
-                cache.display()
-            )
-        })?;
+        let task = match own.iter().find(|(t, _)| *t == name) {
+            Some((_, file)) => crate::labelled::read_task(&name, file, &head)?,
+            None => load_task(&cache, &name, &SplitConfig::default()).with_context(|| {
+                format!(
+                    "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
+                    cache.display()
+                )
+            })?,
+        };
         tasks.push(task);
         heads.push(head);
     }

@@ -44,6 +44,15 @@ pub struct FinetuneArgs {
     /// Overrides the preset's seed (head initialisation and batch order).
     #[arg(long)]
     seed: Option<u64>,
+    /// Your own task instead of the testbed's: NAME=FILE, a JSONL training file of
+    /// {"text", "label"} lines (classes: the distinct labels); repeat. Needs --out.
+    #[arg(long = "data", value_name = "NAME=FILE", conflicts_with = "tasks")]
+    data: Vec<String>,
+    /// The model to fine-tune or probe [default: the testbed backbone]. With --mode probe and an
+    /// expert trained elsewhere (any HF BERT fine-tune of the base), this trains the head that
+    /// `pmq eval` and `pmq run` score it with, on the expert's own embeddings.
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
 }
 
 pub fn run(args: FinetuneArgs) -> Result<()> {
@@ -64,40 +73,76 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     if let Some(seed) = args.seed {
         cfg.seed = seed;
     }
-    let tasks: Vec<String> = if args.tasks.is_empty() {
+    // the user's tasks, read up front (bad files fail before any training)
+    let mut user_tasks = Vec::new();
+    for d in &args.data {
+        let (name, file) = d
+            .split_once('=')
+            .with_context(|| format!("--data {d:?}: expected NAME=FILE"))?;
+        if name.is_empty() || name.contains(['/', '\\']) {
+            bail!("--data {d:?}: the task name must be non-empty and contain no path separator");
+        }
+        user_tasks.push(crate::labelled::read_train_task(
+            name,
+            std::path::Path::new(file),
+        )?);
+    }
+    if !user_tasks.is_empty() && args.out.is_none() {
+        bail!("--data trains your own tasks: give --out DIR for their experts");
+    }
+    let tasks: Vec<String> = if !user_tasks.is_empty() {
+        user_tasks.iter().map(|t| t.name.clone()).collect()
+    } else if args.tasks.is_empty() {
         task_names().iter().map(|t| t.to_string()).collect()
     } else {
         args.tasks
     };
-    for t in &tasks {
-        if !task_names().contains(&t.as_str()) {
-            bail!(
-                "unknown task {t:?}; the tasks are {}",
-                task_names().join(", ")
-            );
+    if user_tasks.is_empty() {
+        for t in &tasks {
+            if !task_names().contains(&t.as_str()) {
+                bail!(
+                    "unknown task {t:?}; the tasks are {} (your own data: --data NAME=FILE)",
+                    task_names().join(", ")
+                );
+            }
         }
     }
     let root = args
         .out
         .unwrap_or_else(|| cache.join("experts").join(preset).join(mode.name()));
-    crate::output::prepare_work_dir(&root, &crate::output::testbed_inputs(&cache), "--out")?;
-    let backbone = backbone_dir(&cache);
-    if !backbone.join("model.safetensors").is_file() {
+    let mut inputs = crate::output::testbed_inputs(&cache);
+    inputs.extend(args.model.iter().cloned());
+    inputs.extend(
+        args.data
+            .iter()
+            .filter_map(|d| d.split_once('='))
+            .map(|(_, f)| PathBuf::from(f)),
+    );
+    crate::output::prepare_work_dir(&root, &inputs, "--out")?;
+    let backbone = args.model.clone().unwrap_or_else(|| backbone_dir(&cache));
+    if !backbone.join("config.json").is_file() {
         bail!(
-            "no backbone at {}; run `pmq testbed --cache {} fetch` first",
+            "no model at {}; {}",
             backbone.display(),
-            cache.display()
+            match &args.model {
+                Some(_) => "--model needs an HF BERT directory".to_string(),
+                None => format!("run `pmq testbed --cache {} fetch` first", cache.display()),
+            }
         );
     }
     let start = std::time::Instant::now();
     let mut experts = Vec::new();
+    let mut user_tasks = user_tasks.into_iter();
     for name in &tasks {
-        let task = load_task(&cache, name, &SplitConfig::default()).with_context(|| {
-            format!(
-                "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
-                cache.display()
-            )
-        })?;
+        let task = match user_tasks.next() {
+            Some(t) => t,
+            None => load_task(&cache, name, &SplitConfig::default()).with_context(|| {
+                format!(
+                    "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
+                    cache.display()
+                )
+            })?,
+        };
         let out = finetune(&backbone, &task, mode, &cfg, &root.join(name))
             .with_context(|| format!("training the {mode} expert of {name:?}"))?;
         let rec = ExpertRecord::read(&out.dir)?

@@ -6,10 +6,12 @@ mod demo_cmd;
 mod eval_cmd;
 mod finetune_cmd;
 mod flag_values;
+mod labelled;
 mod merge_cmd;
 mod output;
 mod quant_flags;
 mod quantize_cmd;
+mod recipe;
 mod solve_cmd;
 mod testbed_cmd;
 
@@ -46,6 +48,9 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// The whole path on the real testbed: fetch, fine-tune experts, merge, quantize, evaluate.
     Demo(demo_cmd::DemoArgs),
+    /// Merge, quantize, export and evaluate from one recipe file (YAML; the merge section may
+    /// be mergekit's); reruns skip finished steps.
+    Run(recipe::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +73,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Bench(args) => bench_cmd::run(args),
         Command::Demo(args) => demo_cmd::run(args),
+        Command::Run(args) => recipe::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

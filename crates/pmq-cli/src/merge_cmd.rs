@@ -11,9 +11,11 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_io::Dtype;
 use pmq_merge::{
-    DareOptions, DareRescale, MergeConfig, Method, Progress, TiesMerge, TiesOptions, TiesTrim,
-    WudiOptions, WudiOther, WudiSolver, DEFAULT_LAMBDA, REPORT_FILE,
+    DareOptions, DareRescale, MergeConfig, Method, Progress, RegMeanOptions, TiesMerge,
+    TiesOptions, TiesTrim, WudiOptions, WudiOther, WudiSolver, DEFAULT_LAMBDA, REPORT_FILE,
 };
+use pmq_pipeline::grams::{collect_grams, GramSettings};
+use pmq_pipeline::CalibSpec;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
@@ -27,6 +29,9 @@ pub enum MethodArg {
     Dare,
     /// Per linear weight, minimise Σ ‖(τm − τi) τiᵀ‖² / ‖τi‖² (WUDI).
     Wudi,
+    /// Per linear, W = (Σ Wi G̃i)(Σ G̃i)⁻¹ from each expert's input Gram matrices on its own
+    /// task's data (RegMean); other tensors averaged. Needs --calib (or --grams) per expert.
+    Regmean,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -97,6 +102,19 @@ pub struct MergeArgs {
     /// Replace an existing output directory (only once the merge succeeded).
     #[arg(long)]
     pub overwrite: bool,
+    /// Calibration file of expert i's own task, TASK=FILE; repeat, in the order of --expert
+    /// [regmean: its Gram matrices are computed on it].
+    #[arg(long = "calib", value_name = "TASK=FILE")]
+    pub calib: Vec<CalibSpec>,
+    /// Samples per task for the Gram matrices [regmean].
+    #[arg(long, default_value_t = 256)]
+    pub samples_per_task: usize,
+    /// Calibration batch size [regmean].
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// Truncate calibration texts to this many tokens [regmean].
+    #[arg(long, default_value_t = 128)]
+    pub max_seq_len: usize,
 }
 
 /// The merge methods' settings, shared by `pmq merge` and `pmq quantize --merge`.
@@ -135,6 +153,18 @@ pub struct MergeOptions {
     /// What WUDI does with selected tensors that are not 2-D [wudi; default average].
     #[arg(long, value_enum)]
     pub wudi_other: Option<OtherArg>,
+    /// Non-diagonal ratio r of the Gram matrices, G̃ = r·G + (1 − r)·diag(G) [regmean;
+    /// default 0.6, FusionBench's; 1 = plain RegMean].
+    #[arg(long)]
+    pub regmean_ratio: Option<f64>,
+    /// Precomputed Gram file of expert i (as `pmq merge --method regmean --keep-grams` or a
+    /// previous run wrote them); repeat, in the order of --expert [regmean; instead of --calib].
+    #[arg(long = "grams", value_name = "FILE")]
+    pub grams: Vec<PathBuf>,
+    /// Keep the Gram files computed from --calib in this directory (expert-1.safetensors, …)
+    /// for later --grams runs [regmean].
+    #[arg(long, value_name = "DIR")]
+    pub keep_grams: Option<PathBuf>,
     /// Merge only tensors whose name matches this glob (repeatable; default: all).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -150,7 +180,7 @@ impl MergeOptions {
     /// Fails if a flag of another method was given.
     pub fn check_flags(&self, method: MethodArg) -> anyhow::Result<()> {
         use MethodArg::*;
-        let flags: [(&str, bool, &[MethodArg]); 11] = [
+        let flags: [(&str, bool, &[MethodArg]); 14] = [
             (
                 "--lambda",
                 self.lambda.is_some(),
@@ -166,6 +196,9 @@ impl MergeOptions {
             ("--wudi-steps", self.wudi_steps.is_some(), &[Wudi]),
             ("--wudi-lr", self.wudi_lr.is_some(), &[Wudi]),
             ("--wudi-other", self.wudi_other.is_some(), &[Wudi]),
+            ("--regmean-ratio", self.regmean_ratio.is_some(), &[Regmean]),
+            ("--grams", !self.grams.is_empty(), &[Regmean]),
+            ("--keep-grams", self.keep_grams.is_some(), &[Regmean]),
         ];
         for (flag, given, methods) in flags {
             if given && !methods.contains(&method) {
@@ -230,7 +263,68 @@ impl MergeOptions {
                     },
                 })
             }
+            MethodArg::Regmean => Method::RegMean(RegMeanOptions {
+                non_diagonal_ratio: self
+                    .regmean_ratio
+                    .unwrap_or(RegMeanOptions::default().non_diagonal_ratio),
+                grams: self.grams.clone(),
+            }),
         }
+    }
+
+    /// RegMean's Gram files: the given --grams, or computed from each expert on its own
+    /// --calib task into `scratch` (or --keep-grams). Checks the counts before any work.
+    pub fn regmean_grams(
+        &self,
+        experts: &[PathBuf],
+        calib: &[CalibSpec],
+        settings: &GramSettings,
+        scratch: &std::path::Path,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        if !self.grams.is_empty() {
+            if !calib.is_empty() && self.keep_grams.is_some() {
+                bail!("--keep-grams keeps Gram files computed from --calib; with --grams there is nothing to compute");
+            }
+            if self.grams.len() != experts.len() {
+                bail!(
+                    "RegMean needs one Gram file per expert: {} --expert, {} --grams",
+                    experts.len(),
+                    self.grams.len()
+                );
+            }
+            return Ok(self.grams.clone());
+        }
+        if calib.len() != experts.len() {
+            bail!(
+                "RegMean needs each expert's own calibration data: {} --expert but {} --calib (give one TASK=FILE per expert, in the same order, or --grams)",
+                experts.len(),
+                calib.len()
+            );
+        }
+        let dir = self.keep_grams.as_deref().unwrap_or(scratch);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut out = Vec::new();
+        for (i, (e, c)) in experts.iter().zip(calib).enumerate() {
+            let path = dir.join(format!("expert-{}.safetensors", i + 1));
+            tracing::info!(expert = i + 1, task = %c.task, "RegMean Gram matrices of {}", e.display());
+            let s = collect_grams(e, c, settings, &path).with_context(|| {
+                format!(
+                    "Gram matrices of expert {} ({}) on task {:?}",
+                    i + 1,
+                    e.display(),
+                    c.task
+                )
+            })?;
+            tracing::info!(
+                linears = s.linears,
+                samples = s.samples,
+                seconds = s.seconds,
+                "wrote {}",
+                path.display()
+            );
+            out.push(path);
+        }
+        Ok(out)
     }
 
     /// The merge of `experts` onto `base` into `out` with `method` and these options.
@@ -289,16 +383,49 @@ impl Progress for Bar {
 
 pub fn run(args: MergeArgs) -> anyhow::Result<()> {
     args.options.check_flags(args.method)?;
+    if args.method != MethodArg::Regmean && !args.calib.is_empty() {
+        bail!(
+            "--calib does not apply to --method {:?} (only regmean reads calibration data)",
+            args.method
+        );
+    }
+    if args.samples_per_task == 0 || args.batch_size == 0 || args.max_seq_len == 0 {
+        bail!("--samples-per-task, --batch-size and --max-seq-len must be positive");
+    }
     let mut inputs = vec![args.base.clone()];
     inputs.extend(args.experts.iter().cloned());
+    inputs.extend(args.calib.iter().map(|c| c.path.clone()));
     crate::output::prepare_dir(&args.out, args.overwrite, &inputs, "--out")?;
-    let cfg = args.options.config(
+    let mut cfg = args.options.config(
         args.method,
         args.base.clone(),
         args.experts.clone(),
         args.out.clone(),
         args.overwrite,
     );
+    cfg.method.validate()?;
+    let _scratch = match &mut cfg.method {
+        Method::RegMean(o) => {
+            let parent = args
+                .out
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let tmp = pmq_io::TempDir::in_dir(parent, ".pmq-grams-").with_context(|| {
+                format!("creating a temporary directory in {}", parent.display())
+            })?;
+            let settings = GramSettings {
+                samples: args.samples_per_task,
+                batch_size: args.batch_size,
+                max_seq_len: args.max_seq_len,
+            };
+            o.grams =
+                args.options
+                    .regmean_grams(&args.experts, &args.calib, &settings, tmp.path())?;
+            Some(tmp)
+        }
+        _ => None,
+    };
     let report = run_merge(&cfg)?;
     let summary = serde_json::json!({
         "out": cfg.out,

@@ -309,6 +309,14 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             }
             args.merge_options.check_flags(method)?;
             args.merge_options.method(method).validate()?;
+            if method == MergeMethodArg::Regmean
+                && args.merge_options.grams.is_empty()
+                && args.calib.len() != args.experts.len()
+            {
+                bail!(
+                    "--merge regmean computes each expert's Gram matrices on its own task: give one --calib per --expert (or --grams)"
+                );
+            }
             if let Some(evidence) = pmq_io::gptq_evidence(base) {
                 bail!(pmq_io::gptq_refusal(
                     base,
@@ -359,9 +367,23 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
                 format!("creating a temporary directory in {}", parent.display())
             })?;
             let dir = tmp.path().join("merged");
-            let mcfg =
+            let mut mcfg =
                 args.merge_options
                     .config(method, base, args.experts.clone(), dir.clone(), false);
+            if let pmq_merge::Method::RegMean(o) = &mut mcfg.method {
+                // the Grams read the same calibration samples as the quantization
+                let settings = pmq_pipeline::grams::GramSettings {
+                    samples: cfg.samples_per_task,
+                    batch_size: cfg.batch_size,
+                    max_seq_len: cfg.max_seq_len,
+                };
+                o.grams = args.merge_options.regmean_grams(
+                    &args.experts,
+                    &args.calib,
+                    &settings,
+                    tmp.path(),
+                )?;
+            }
             run_merge(&mcfg)?;
             pipeline_inputs.model_dir = dir;
             Some(tmp)

@@ -118,3 +118,124 @@ fn ci_preset_experts_beat_chance_on_the_real_testbed() {
         );
     }
 }
+
+/// A user's own task: the spam splits exported as plain JSONL with class names, a linear probe
+/// trained on them with `--data` on a given model, scored with `pmq eval --data`: the same
+/// counts as the testbed path on the same examples, and better than always answering the
+/// majority class.
+#[test]
+fn own_data_trains_and_scores_like_the_testbed() {
+    let Ok(cache) = std::env::var("PMQ_TESTBED_CACHE") else {
+        eprintln!("SKIPPED own_data_trains_and_scores_like_the_testbed: set PMQ_TESTBED_CACHE");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let c = cache.as_str();
+    let (ok, _, err) = pmq(&["testbed", "--cache", c, "fetch", "--task", "spam"]);
+    assert!(ok, "{err}");
+    let names = ["ham", "spam"];
+    for split in ["train", "test"] {
+        let raw = t.join(format!("{split}-raw.jsonl"));
+        let (ok, _, err) = pmq(&[
+            "testbed",
+            "export",
+            "--cache",
+            c,
+            "--task",
+            "spam",
+            "--split",
+            split,
+            "--out",
+            raw.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        let lines: Vec<String> = std::fs::read_to_string(&raw)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v["label"] = names[v["label"].as_u64().unwrap() as usize].into();
+                v.to_string()
+            })
+            .collect();
+        std::fs::write(t.join(format!("{split}.jsonl")), lines.join("\n")).unwrap();
+    }
+    let backbone = Path::new(c).join("models/all-MiniLM-L6-v2");
+    let heads = t.join("heads");
+    let (ok, _, err) = pmq(&[
+        "finetune",
+        "--cache",
+        c,
+        "--mode",
+        "probe",
+        "--preset",
+        "demo",
+        "--model",
+        backbone.to_str().unwrap(),
+        "--data",
+        &format!("spam={}", t.join("train.jsonl").display()),
+        "--out",
+        heads.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let eval = |own: bool| -> Value {
+        let json = t.join(format!("eval-{own}.json"));
+        let head = format!("spam={}", heads.join("spam").display());
+        let data = format!("spam={}", t.join("test.jsonl").display());
+        let mut args = vec![
+            "eval",
+            "--cache",
+            c,
+            "--model",
+            backbone.to_str().unwrap(),
+            "--task",
+            &head,
+            "--max-examples",
+            "300",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        if own {
+            args.extend(["--data", &data]);
+        }
+        let (ok, _, err) = pmq(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    };
+    let (own, testbed) = (eval(true), eval(false));
+    assert_eq!(own["tasks"][0]["correct"], testbed["tasks"][0]["correct"]);
+    assert_eq!(own["tasks"][0]["hits"], testbed["tasks"][0]["hits"]);
+    let test: Vec<Value> = std::fs::read_to_string(t.join("test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(300)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let spam = test.iter().filter(|v| v["label"] == "spam").count();
+    let majority = spam.max(test.len() - spam) as f64 / test.len() as f64;
+    let acc = own["tasks"][0]["accuracy"].as_f64().unwrap();
+    assert!(
+        acc > majority + 0.02,
+        "probe {acc} vs majority class {majority}"
+    );
+    // a label the head does not know is refused with the file and line
+    std::fs::write(
+        t.join("bad.jsonl"),
+        "{\"text\": \"x\", \"label\": \"eggs\"}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = pmq(&[
+        "eval",
+        "--model",
+        backbone.to_str().unwrap(),
+        "--task",
+        &format!("spam={}", heads.join("spam").display()),
+        "--data",
+        &format!("spam={}", t.join("bad.jsonl").display()),
+    ]);
+    assert!(
+        !ok && err.contains("bad.jsonl:1") && err.contains("eggs"),
+        "{err}"
+    );
+}

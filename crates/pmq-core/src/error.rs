@@ -27,6 +27,9 @@ pub enum CoreError {
     },
     #[error("invalid quantization setting: {0}")]
     Config(String),
+    /// A linear system the method needs has no unique solution.
+    #[error("{0}")]
+    Singular(String),
     #[error("packing: {0}")]
     Packing(String),
 }

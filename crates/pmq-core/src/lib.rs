@@ -31,6 +31,7 @@ pub mod objective;
 pub mod packing;
 pub mod quant_grid;
 pub mod quantized;
+pub mod regmean;
 pub mod rtn;
 
 pub use error::CoreError;

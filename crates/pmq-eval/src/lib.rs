@@ -21,9 +21,11 @@
 
 mod encoder;
 mod head;
+mod hits;
 #[doc(hidden)]
 pub use encoder::{is_gptq_dir, Encoder};
 pub use head::{Head, EXPERT_FILE, HEAD_FILE};
+pub use hits::{decode_hits, encode_hits};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,14 +62,44 @@ pub struct TaskAccuracy {
     pub accuracy: f64,
     pub correct: usize,
     pub total: usize,
+    /// Which examples were right ([`encode_hits`]), for paired comparisons between models;
+    /// absent in results written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hits: Option<String>,
+}
+
+impl TaskAccuracy {
+    /// The per-example outcomes, when recorded.
+    pub fn outcomes(&self) -> Option<Result<Vec<bool>>> {
+        self.hits.as_ref().map(|h| {
+            let v = decode_hits(h, self.total)?;
+            let c = v.iter().filter(|&&b| b).count();
+            if c != self.correct {
+                bail!(
+                    "task {:?}: the hit string has {c} correct examples, the record says {}",
+                    self.task,
+                    self.correct
+                );
+            }
+            Ok(v)
+        })
+    }
+}
+
+/// Whether each of `embeddings` (one per example) is classified as its label under `head`.
+pub fn outcomes(head: &Head, embeddings: &[Vec<f32>], labels: &[usize]) -> Vec<bool> {
+    embeddings
+        .iter()
+        .zip(labels)
+        .map(|(e, &l)| head.predict(e) == l)
+        .collect()
 }
 
 /// Accuracy of `embeddings` (one per example) against `labels` under `head`.
 pub fn accuracy(head: &Head, embeddings: &[Vec<f32>], labels: &[usize]) -> (usize, usize) {
-    let correct = embeddings
+    let correct = outcomes(head, embeddings, labels)
         .iter()
-        .zip(labels)
-        .filter(|(e, &l)| head.predict(e) == l)
+        .filter(|&&b| b)
         .count();
     (correct, labels.len())
 }
@@ -141,12 +173,14 @@ pub fn evaluate(
         let emb = encoder.embed(&texts, opts.batch_size, Some(&pb))?;
         pb.finish_and_clear();
         let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-        let (correct, total) = accuracy(head, &emb, &labels);
+        let right = outcomes(head, &emb, &labels);
+        let (correct, total) = (right.iter().filter(|&&b| b).count(), right.len());
         let acc = TaskAccuracy {
             task: task.name.clone(),
             accuracy: correct as f64 / total as f64,
             correct,
             total,
+            hits: Some(encode_hits(&right)),
         };
         tracing::info!(task = %acc.task, accuracy = acc.accuracy, correct, total, model = %model_dir.display(), "evaluated");
         out.push(acc);

@@ -73,6 +73,9 @@ pub enum MergeError {
     /// An input is a GPTQ-quantized checkpoint (packed codes, not float weights).
     #[error("{message}")]
     Quantized { message: String },
+    /// A RegMean Gram file is missing, malformed or does not fit the model.
+    #[error("Gram file {}: {reason}", path.display())]
+    Grams { path: PathBuf, reason: String },
     /// Writing the merge report failed.
     #[error("cannot write {}: {reason}", path.display())]
     Report { path: PathBuf, reason: String },

@@ -1,5 +1,5 @@
-//! Model merging over streaming tensor stores: simple average, task arithmetic, TIES, DARE
-//! and WUDI, with FusionBench defaults.
+//! Model merging over streaming tensor stores: simple average, task arithmetic, TIES, DARE,
+//! WUDI and RegMean (from Gram files, [`gram_file`]), with FusionBench defaults.
 //!
 //! [`merge`] reads a base checkpoint W₀ and K experts W₁..W_K (Hugging Face directories of
 //! f32/f16/bf16 safetensors, sharded or not, dtypes may differ), merges the selected float
@@ -12,6 +12,7 @@
 mod checkpoint;
 mod engine;
 mod error;
+pub mod gram_file;
 mod inputs;
 pub mod kth;
 pub mod methods;
@@ -26,8 +27,8 @@ pub mod wudi_solver;
 pub use engine::{merge, REPORT_FILE, WEIGHTS_FILE};
 pub use error::MergeError;
 pub use options::{
-    DareOptions, DareRescale, MergeConfig, Method, TiesMerge, TiesOptions, TiesTrim, WudiOptions,
-    WudiOther, WudiSolver, DEFAULT_LAMBDA,
+    DareOptions, DareRescale, MergeConfig, Method, RegMeanOptions, TiesMerge, TiesOptions,
+    TiesTrim, WudiOptions, WudiOther, WudiSolver, DEFAULT_LAMBDA,
 };
 pub use pmq_io::is_weight_file;
 pub use progress::{NoProgress, Progress};

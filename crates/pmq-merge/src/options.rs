@@ -56,6 +56,9 @@ pub enum Method {
     Ties(TiesOptions),
     Dare(DareOptions),
     Wudi(WudiOptions),
+    /// W = (Σ Wᵢ G̃ᵢ)(Σ G̃ᵢ)⁻¹ per linear from the experts' Gram files; other tensors averaged.
+    #[serde(rename = "regmean")]
+    RegMean(RegMeanOptions),
 }
 
 /// Default scaling factor λ of task arithmetic, TIES and DARE.
@@ -70,6 +73,7 @@ impl Method {
             Method::Ties(_) => "ties",
             Method::Dare(_) => "dare",
             Method::Wudi(_) => "wudi",
+            Method::RegMean(_) => "regmean",
         }
     }
 
@@ -117,6 +121,15 @@ impl Method {
                             format!("{} is not a positive number", o.lr),
                         ));
                     }
+                }
+                Ok(())
+            }
+            Method::RegMean(o) => {
+                if !(0.0..=1.0).contains(&o.non_diagonal_ratio) {
+                    return Err(MergeError::option(
+                        "regmean-ratio",
+                        format!("{} is not in [0, 1]", o.non_diagonal_ratio),
+                    ));
                 }
                 Ok(())
             }
@@ -252,6 +265,24 @@ impl Default for WudiOptions {
             steps: 400,
             lr: 1e-5,
             other: WudiOther::Average,
+        }
+    }
+}
+
+/// RegMean parameters.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegMeanOptions {
+    /// FusionBench's `reduce_non_diagonal_ratio` r: G̃ = r·G + (1 − r)·diag(G).
+    pub non_diagonal_ratio: f64,
+    /// One Gram file per expert, in expert order ([`crate::gram_file`]).
+    pub grams: Vec<std::path::PathBuf>,
+}
+
+impl Default for RegMeanOptions {
+    fn default() -> Self {
+        Self {
+            non_diagonal_ratio: pmq_core::regmean::DEFAULT_NON_DIAGONAL_RATIO,
+            grams: Vec::new(),
         }
     }
 }

@@ -24,6 +24,7 @@ mod config;
 pub mod deviation;
 pub mod experts;
 pub mod export;
+pub mod grams;
 mod job;
 pub mod method;
 pub mod pipeline;

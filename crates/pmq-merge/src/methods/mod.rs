@@ -3,6 +3,7 @@
 
 pub mod average;
 pub mod dare;
+pub mod regmean;
 pub mod task_arithmetic;
 pub mod ties;
 pub mod wudi;
@@ -59,6 +60,7 @@ pub(crate) fn build(method: &Method) -> Box<dyn MergeMethod> {
         Method::Ties(o) => Box::new(ties::Ties::new(o.clone())),
         Method::Dare(o) => Box::new(dare::Dare(o.clone())),
         Method::Wudi(o) => Box::new(wudi::Wudi(o.clone())),
+        Method::RegMean(o) => Box::new(regmean::RegMean::new(o.clone())),
     }
 }
 

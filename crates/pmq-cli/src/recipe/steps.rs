@@ -1,0 +1,450 @@
+//! The steps of a recipe and their directory:
+//!
+//! ```text
+//! OUT/recipe.json          the resolved recipe (paths absolute, sections as flags)
+//! OUT/merged/              the merged model (pmq merge; merge_report.json inside)
+//! OUT/quantized/           pmq quantize's output: fake/ and/or gptq/ (pmq_report.json inside)
+//! OUT/gguf-q4_0/           GGUF outputs, one directory per grid (model.gguf; with evaluation
+//!                          also fake/, the same codes as safetensors)
+//! OUT/accuracy.{json,md}   per-task accuracy of the experts, the merged and quantized models
+//! OUT/run.json             what ran, what was skipped, seconds per step
+//! OUT/.pmq-run/state.json  per step, the fingerprint of its inputs and settings
+//! ```
+//!
+//! A step's fingerprint hashes its command line, the sizes and modification times of its input
+//! files and the fingerprints of the steps it reads; a rerun skips a step whose output exists
+//! with the same fingerprint, so editing the quantization section reruns quantization and
+//! evaluation but not the merge. A quantization killed part-way continues from its per-block
+//! checkpoint (`pmq quantize --resume`) when rerun with the same fingerprint.
+
+use super::schema::{Output, Recipe};
+use crate::labelled;
+use crate::merge_cmd::MergeArgs;
+use crate::quantize_cmd::QuantizeArgs;
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use pmq_eval::{evaluate, EvalOptions, Head, TaskAccuracy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct MergeCli {
+    #[command(flatten)]
+    args: MergeArgs,
+}
+
+#[derive(Parser)]
+#[command(no_binary_name = true)]
+struct QuantizeCli {
+    #[command(flatten)]
+    args: QuantizeArgs,
+}
+
+/// Per step: the fingerprint of its finished output, and of a run that started.
+#[derive(Default, Serialize, Deserialize)]
+struct State {
+    done: BTreeMap<String, String>,
+    started: BTreeMap<String, String>,
+}
+
+/// One step as `run.json` lists it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepRecord {
+    pub step: String,
+    pub skipped: bool,
+    pub seconds: f64,
+    pub out: PathBuf,
+    pub command: Vec<String>,
+}
+
+/// What `pmq run` did.
+#[derive(Debug, Serialize)]
+pub struct RunSummary {
+    pub out: PathBuf,
+    pub steps: Vec<StepRecord>,
+    pub accuracy: Option<PathBuf>,
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Size and modification time of a file, or of every file directly inside a directory.
+fn file_facts(path: &Path, h: &mut Sha256) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| format!("{} not found", path.display()))?;
+    let mut add = |p: &Path, m: &std::fs::Metadata| {
+        let mtime = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        h.update(format!("{}\0{}\0{mtime}\0", p.display(), m.len()).as_bytes());
+    };
+    if meta.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .filter_map(|e| e.ok())
+            .collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            if let Ok(m) = e.metadata() {
+                if m.is_file() {
+                    add(&e.path(), &m);
+                }
+            }
+        }
+    } else {
+        add(path, &meta);
+    }
+    Ok(())
+}
+
+/// The fingerprint of a step: its command, its input files, the steps it depends on.
+fn fingerprint(command: &[String], inputs: &[&Path], upstream: &[&str]) -> Result<String> {
+    let mut h = Sha256::new();
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    for c in command {
+        h.update(c.as_bytes());
+        h.update([0]);
+    }
+    for p in inputs {
+        file_facts(p, &mut h)?;
+    }
+    for u in upstream {
+        h.update(u.as_bytes());
+    }
+    Ok(h.finalize()
+        .iter()
+        .take(12)
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+struct Runner<'a> {
+    out: &'a Path,
+    state: State,
+    force: bool,
+    steps: Vec<StepRecord>,
+}
+
+impl Runner<'_> {
+    fn state_path(&self) -> PathBuf {
+        self.out.join(".pmq-run").join("state.json")
+    }
+
+    fn save(&self) -> Result<()> {
+        pmq_io::write_file_atomic(
+            &self.state_path(),
+            serde_json::to_string_pretty(&self.state)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Runs `work` unless the step finished with fingerprint `fp` and `output` exists;
+    /// `work` gets whether an interrupted run of the same fingerprint started before.
+    fn step(
+        &mut self,
+        name: &str,
+        fp: &str,
+        output: &Path,
+        command: Vec<String>,
+        work: impl FnOnce(bool) -> Result<()>,
+    ) -> Result<()> {
+        let done = self.state.done.get(name).map(String::as_str) == Some(fp) && output.exists();
+        let t = Instant::now();
+        if done && !self.force {
+            tracing::info!(step = name, "finished before with the same inputs: skipped");
+        } else {
+            let resumable = self.state.started.get(name).map(String::as_str) == Some(fp);
+            self.state.done.remove(name);
+            self.state.started.insert(name.into(), fp.into());
+            self.save()?;
+            tracing::info!(step = name, "running");
+            work(resumable && !self.force).with_context(|| format!("step `{name}`"))?;
+            self.state.done.insert(name.into(), fp.into());
+            self.save()?;
+        }
+        self.steps.push(StepRecord {
+            step: name.into(),
+            skipped: done && !self.force,
+            seconds: t.elapsed().as_secs_f64(),
+            out: output.to_path_buf(),
+            command,
+        });
+        Ok(())
+    }
+}
+
+/// Runs (or resumes) a recipe into `out`.
+pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
+    let mut inputs: Vec<PathBuf> = vec![recipe.base.clone(), recipe.path.clone()];
+    for e in &recipe.experts {
+        inputs.push(e.model.clone());
+        inputs.extend(e.calib.iter().cloned());
+        inputs.extend(e.eval.iter().cloned());
+    }
+    pmq_io::check_output_location(out, &inputs)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let state_path = out.join(".pmq-run").join("state.json");
+    let state: State = match std::fs::read_to_string(&state_path) {
+        Ok(t) => serde_json::from_str(&t).unwrap_or_default(),
+        Err(_) => State::default(),
+    };
+    let mut r = Runner {
+        out,
+        state,
+        force,
+        steps: Vec::new(),
+    };
+    pmq_io::write_file_atomic(
+        &out.join("recipe.json"),
+        serde_json::to_string_pretty(&resolved(recipe))?.as_bytes(),
+    )?;
+
+    // merge
+    let merged = out.join("merged");
+    let mut cmd: Vec<String> = vec!["--base".into(), s(&recipe.base)];
+    for e in &recipe.experts {
+        cmd.extend(["--expert".into(), s(&e.model)]);
+    }
+    cmd.extend(recipe.merge_flags.iter().cloned());
+    let regmean = recipe
+        .merge_flags
+        .windows(2)
+        .any(|w| w == ["--method", "regmean"]);
+    if regmean {
+        for e in &recipe.experts {
+            let Some(c) = &e.calib else {
+                bail!(
+                    "RegMean merges from each expert's data: expert {} has no `calib`",
+                    e.model.display()
+                );
+            };
+            cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
+        }
+    }
+    cmd.extend(["--out".into(), s(&merged), "--overwrite".into()]);
+    let mut merge_inputs: Vec<&Path> = vec![&recipe.base];
+    merge_inputs.extend(recipe.experts.iter().map(|e| e.model.as_path()));
+    let merge_fp = fingerprint(&cmd, &merge_inputs, &[])?;
+    r.step("merge", &merge_fp, &merged, cmd.clone(), |_| {
+        let parsed = MergeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("merge: {e}"))?;
+        crate::merge_cmd::run(parsed.args)
+    })?;
+
+    // quantize: the affine grid once (fake and/or gptq), each GGUF grid once
+    let mut evaluated: Vec<(String, PathBuf, String)> =
+        vec![("FP merged".into(), merged.clone(), merge_fp.clone())];
+    if let Some(qflags) = &recipe.quantize_flags {
+        let mut jobs: Vec<(String, PathBuf, &str, Option<String>)> = Vec::new();
+        let fake = recipe.outputs.contains(&Output::Fake);
+        let gptq = recipe.outputs.contains(&Output::Gptq);
+        let quantized = out.join("quantized");
+        match (fake, gptq) {
+            (true, true) => jobs.push(("quantize".into(), quantized.clone(), "both", None)),
+            (true, false) => jobs.push(("quantize".into(), quantized.join("fake"), "fake", None)),
+            (false, true) => jobs.push(("quantize".into(), quantized.join("gptq"), "gptq", None)),
+            (false, false) => {}
+        }
+        for o in &recipe.outputs {
+            if let Output::Gguf(grid) = o {
+                let format = if recipe.evaluate.is_some() {
+                    "gguf-fake"
+                } else {
+                    "gguf"
+                };
+                jobs.push((
+                    format!("gguf-{grid}"),
+                    out.join(format!("gguf-{grid}")),
+                    format,
+                    Some(grid.clone()),
+                ));
+            }
+        }
+        for (name, dir, format, grid) in jobs {
+            let mut cmd: Vec<String> = vec!["--model".into(), s(&merged)];
+            for e in &recipe.experts {
+                cmd.extend(["--expert".into(), s(&e.model)]);
+                if let Some(c) = &e.calib {
+                    cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
+                }
+            }
+            cmd.extend(qflags.iter().cloned());
+            if let Some(g) = &grid {
+                cmd.extend(["--grid".into(), g.clone()]);
+            }
+            cmd.extend([
+                "--format".into(),
+                format.into(),
+                "--out".into(),
+                s(&dir),
+                "--overwrite".into(),
+            ]);
+            if cmd.iter().filter(|a| *a == "--calib").count() != recipe.experts.len()
+                && !qflags.windows(2).any(|w| w == ["--method", "rtn"])
+            {
+                bail!("quantization needs calibration data: give every expert a `calib`");
+            }
+            let calib: Vec<&Path> = recipe
+                .experts
+                .iter()
+                .filter_map(|e| e.calib.as_deref())
+                .collect();
+            let fp = fingerprint(&cmd, &calib, &[&merge_fp])?;
+            let dir2 = dir.clone();
+            r.step(&name, &fp, &dir, cmd.clone(), move |resume| {
+                let mut cmd = cmd;
+                if resume {
+                    cmd.push("--resume".into());
+                }
+                let parsed = QuantizeCli::try_parse_from(&cmd)
+                    .map_err(|e| anyhow::anyhow!("quantize: {e}"))?;
+                crate::quantize_cmd::run(parsed.args)
+            })?;
+            let label = match (format, &grid) {
+                (_, Some(g)) => format!("{} {g} (GGUF grid)", method_label(qflags)),
+                _ => method_label(qflags),
+            };
+            let evaluable = match format {
+                "both" | "gguf-fake" => dir2.join("fake"),
+                "gguf" => continue,
+                _ => dir2.clone(),
+            };
+            evaluated.push((label, evaluable, fp));
+        }
+    }
+
+    // evaluate
+    let mut accuracy = None;
+    if let Some(ev) = &recipe.evaluate {
+        let mut tasks = Vec::new();
+        let mut heads = Vec::new();
+        let mut eval_files: Vec<&Path> = Vec::new();
+        let mut experts = Vec::new();
+        for e in recipe.experts.iter().filter(|e| e.eval.is_some()) {
+            let head_path = e.head.clone().unwrap_or_else(|| e.model.clone());
+            let head = Head::load(&head_path).with_context(|| {
+                format!(
+                    "the head of expert {} (evaluation scores each task with its expert's classification head: train experts with `pmq finetune`, or give `head:`)",
+                    e.model.display()
+                )
+            })?;
+            let eval = e.eval.as_deref().expect("filtered");
+            tasks.push(labelled::read_task(&e.task, eval, &head)?);
+            heads.push(head);
+            eval_files.push(eval);
+            experts.push(e.model.clone());
+        }
+        let json_path = out.join("accuracy.json");
+        let mut cmd: Vec<String> = evaluated
+            .iter()
+            .map(|(l, p, _)| format!("{l}={}", s(p)))
+            .collect();
+        cmd.push(format!(
+            "{:?}",
+            (ev.max_examples, ev.max_seq_len, ev.batch_size)
+        ));
+        let ups: Vec<&str> = evaluated.iter().map(|(_, _, f)| f.as_str()).collect();
+        let mut files = eval_files.clone();
+        files.extend(experts.iter().map(|p| p.as_path()));
+        let fp = fingerprint(&cmd, &files, &ups)?;
+        let max_seq_len = ev
+            .max_seq_len
+            .or_else(|| heads.first().and_then(|h| h.max_seq_len))
+            .unwrap_or(128);
+        let opts = EvalOptions {
+            max_examples: ev.max_examples,
+            max_seq_len,
+            batch_size: ev.batch_size,
+        };
+        r.step("evaluate", &fp, &json_path, cmd, |_| {
+            let mut rows: Vec<(String, Vec<TaskAccuracy>)> = Vec::new();
+            let mut stl = Vec::new();
+            for ((t, h), e) in tasks.iter().zip(&heads).zip(&experts) {
+                stl.extend(evaluate(e, &[(t, h)], &opts)?);
+            }
+            rows.push(("Fine-tuned (each expert on its task)".into(), stl));
+            let pairs: Vec<_> = tasks.iter().zip(&heads).collect();
+            for (label, dir, _) in &evaluated {
+                rows.push((label.clone(), evaluate(dir, &pairs, &opts)?));
+            }
+            write_accuracy(out, &rows)
+        })?;
+        accuracy = Some(json_path);
+    }
+    let summary = RunSummary {
+        out: out.to_path_buf(),
+        steps: r.steps,
+        accuracy,
+    };
+    pmq_io::write_file_atomic(
+        &out.join("run.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    Ok(summary)
+}
+
+fn method_label(flags: &[String]) -> String {
+    let get = |k: &str| flags.windows(2).find(|w| w[0] == k).map(|w| w[1].clone());
+    let method = get("--method").unwrap_or_else(|| "?".into());
+    let bits = get("--bits").unwrap_or_else(|| "4".into());
+    match (method.as_str(), get("--alpha")) {
+        ("epmq", Some(a)) => format!("E-PMQ {bits}-bit (α {a})"),
+        ("epmq", None) => format!("E-PMQ {bits}-bit"),
+        (m, _) => format!("{} {bits}-bit", m.to_uppercase()),
+    }
+}
+
+fn resolved(r: &Recipe) -> serde_json::Value {
+    serde_json::json!({
+        "recipe": r.path,
+        "base": r.base,
+        "experts": r.experts.iter().map(|e| serde_json::json!({
+            "model": e.model, "task": e.task, "calib": e.calib, "eval": e.eval, "head": e.head,
+        })).collect::<Vec<_>>(),
+        "merge": r.merge_flags,
+        "quantize": r.quantize_flags,
+        "outputs": r.outputs.iter().map(|o| format!("{o:?}")).collect::<Vec<_>>(),
+    })
+}
+
+/// `accuracy.json` (rows with per-task accuracies and per-example outcomes) and `accuracy.md`.
+fn write_accuracy(out: &Path, rows: &[(String, Vec<TaskAccuracy>)]) -> Result<()> {
+    let mean =
+        |a: &[TaskAccuracy]| a.iter().map(|t| t.accuracy).sum::<f64>() / a.len().max(1) as f64;
+    let json: Vec<_> = rows
+        .iter()
+        .map(|(l, a)| serde_json::json!({"model": l, "tasks": a, "average": mean(a)}))
+        .collect();
+    pmq_io::write_file_atomic(
+        &out.join("accuracy.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    let tasks: Vec<&str> = rows[0].1.iter().map(|t| t.task.as_str()).collect();
+    let mut md = format!(
+        "| Model | {} | Avg |\n|---|{}---|\n",
+        tasks.join(" | "),
+        "---|".repeat(tasks.len())
+    );
+    for (label, acc) in rows {
+        let cols: Vec<String> = tasks
+            .iter()
+            .map(|t| {
+                acc.iter()
+                    .find(|a| a.task == *t)
+                    .map_or("–".into(), |a| format!("{:.1}", 100.0 * a.accuracy))
+            })
+            .collect();
+        md.push_str(&format!(
+            "| {label} | {} | **{:.1}** |\n",
+            cols.join(" | "),
+            100.0 * mean(acc)
+        ));
+    }
+    pmq_io::write_file_atomic(&out.join("accuracy.md"), md.as_bytes())?;
+    Ok(())
+}
