@@ -108,7 +108,13 @@ pub fn cell_difference(a: &CellResult, b: &CellResult) -> Option<Interval> {
     let outcomes = |c: &CellResult| -> Option<Vec<(String, Vec<bool>)>> {
         c.accuracies
             .iter()
-            .map(|t| Some((t.task.clone(), t.outcomes()?.ok()?)))
+            .map(|t| match t.outcomes()? {
+                Ok(v) => Some((t.task.clone(), v)),
+                Err(e) => {
+                    tracing::warn!(cell = %c.key, "per-example outcomes unusable, no interval: {e}");
+                    None
+                }
+            })
             .collect()
     };
     let (x, y) = (outcomes(a)?, outcomes(b)?);

@@ -346,7 +346,7 @@ impl Bench {
                 })
                 .collect()
         };
-        let experts = if c.quant == QuantKind::Epmq {
+        let experts = if matches!(c.quant, QuantKind::Epmq | QuantKind::EpmqAuto) {
             self.experts.iter().map(|e| e.dir.clone()).collect()
         } else {
             Vec::new()

@@ -48,20 +48,31 @@ fn parse_pair(s: &str, own: &[(String, PathBuf)]) -> Result<(String, PathBuf)> {
     Ok((task.to_string(), PathBuf::from(head)))
 }
 
+/// The truncation length to evaluate with: `given`, else the one every head was trained with
+/// (heads that disagree are refused, naming `flag` to settle it), else 128.
+pub fn eval_max_seq_len(heads: &[Head], given: Option<usize>, flag: &str) -> Result<usize> {
+    let recorded: Vec<usize> = heads.iter().filter_map(|h| h.max_seq_len).collect();
+    Ok(match given {
+        Some(m) => m,
+        None => match recorded.first() {
+            Some(&m) if recorded.iter().all(|&x| x == m) => m,
+            Some(_) => bail!(
+                "the heads were trained with different max_seq_len values {recorded:?}; set {flag}"
+            ),
+            None => 128,
+        },
+    })
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
     let cache = match args.cache {
         Some(c) => c,
         None => default_cache_dir()?,
     };
-    let own: Vec<(String, PathBuf)> = args
-        .data
-        .iter()
-        .map(|d| {
-            d.split_once('=')
-                .map(|(t, f)| (t.to_string(), PathBuf::from(f)))
-                .with_context(|| format!("--data {d:?}: expected TASK=FILE"))
-        })
-        .collect::<Result<_>>()?;
+    let own: Vec<(String, PathBuf)> = crate::labelled::parse_data_flags(&args.data)?
+        .into_iter()
+        .map(|s| (s.task, s.path))
+        .collect();
     for (t, _) in &own {
         if !args
             .tasks
@@ -99,17 +110,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         tasks.push(task);
         heads.push(head);
     }
-    let recorded: Vec<usize> = heads.iter().filter_map(|h| h.max_seq_len).collect();
-    let max_seq_len = match args.max_seq_len {
-        Some(m) => m,
-        None => match recorded.first() {
-            Some(&m) if recorded.iter().all(|&x| x == m) => m,
-            Some(_) => bail!(
-                "the heads were trained with different max_seq_len values {recorded:?}; pass --max-seq-len"
-            ),
-            None => 128,
-        },
-    };
+    let max_seq_len = eval_max_seq_len(&heads, args.max_seq_len, "--max-seq-len")?;
     let opts = EvalOptions {
         max_examples: args.max_examples,
         max_seq_len,

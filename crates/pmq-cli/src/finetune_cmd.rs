@@ -74,18 +74,15 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         cfg.seed = seed;
     }
     // the user's tasks, read up front (bad files fail before any training)
-    let mut user_tasks = Vec::new();
-    for d in &args.data {
-        let (name, file) = d
-            .split_once('=')
-            .with_context(|| format!("--data {d:?}: expected NAME=FILE"))?;
-        if name.is_empty() || name.contains(['/', '\\']) {
-            bail!("--data {d:?}: the task name must be non-empty and contain no path separator");
+    let mut user_tasks: Vec<pmq_testbed::TaskData> = Vec::new();
+    for spec in crate::labelled::parse_data_flags(&args.data)? {
+        if spec.task.contains(['/', '\\']) || spec.task == "." || spec.task == ".." {
+            bail!(
+                "--data {}: the task name is a directory under --out: no path separators",
+                spec.task
+            );
         }
-        user_tasks.push(crate::labelled::read_train_task(
-            name,
-            std::path::Path::new(file),
-        )?);
+        user_tasks.push(crate::labelled::read_train_task(&spec.task, &spec.path)?);
     }
     if !user_tasks.is_empty() && args.out.is_none() {
         bail!("--data trains your own tasks: give --out DIR for their experts");

@@ -1,13 +1,28 @@
 //! A user's labelled data for text classification: JSONL lines `{"text": …, "label": …}`, read
 //! into the testbed's task type so that `pmq_eval` scores it and `pmq_finetune` trains on it
-//! like any testbed task. For evaluation `label` is one of the head's class names (or its
-//! index); for training the classes are the distinct labels of the file (integers in numeric
-//! order, names in sorted order).
+//! like any testbed task. For training the classes are the file's distinct labels (integers in
+//! numeric order, named by their decimals; or names in sorted order); for evaluation `label` is
+//! one of the head's class names, an integer naming one, or else a class index.
 
 use anyhow::{bail, Context, Result};
 use pmq_eval::Head;
 use pmq_testbed::{Example, TaskData};
 use std::path::Path;
+
+/// The `--data NAME=FILE` flags, each name once.
+pub fn parse_data_flags(flags: &[String]) -> Result<Vec<pmq_pipeline::CalibSpec>> {
+    let mut out: Vec<pmq_pipeline::CalibSpec> = Vec::new();
+    for f in flags {
+        let spec: pmq_pipeline::CalibSpec = f
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--data: {}", e.replace("calibration", "data")))?;
+        if out.iter().any(|o| o.task == spec.task) {
+            bail!("--data: task {:?} is given twice", spec.task);
+        }
+        out.push(spec);
+    }
+    Ok(out)
+}
 
 /// `(line, text, label)` of every line of a labelled JSONL file.
 fn read_lines(path: &Path, what: &str) -> Result<Vec<(usize, String, serde_json::Value)>> {
@@ -35,45 +50,53 @@ fn read_lines(path: &Path, what: &str) -> Result<Vec<(usize, String, serde_json:
     Ok(out)
 }
 
-/// A training task named `task` from `path`; its classes are the file's distinct labels.
+/// A training task named `task` from `path`; its classes are the file's distinct labels
+/// (integers in numeric order, written as their decimal names, or names in sorted order).
 pub fn read_train_task(task: &str, path: &Path) -> Result<TaskData> {
     let lines = read_lines(path, "training file")?;
-    let ints: Option<Vec<u64>> = lines.iter().map(|(_, _, l)| l.as_u64()).collect();
-    let labels: Vec<String> = match &ints {
-        Some(v) => {
-            let max = v.iter().copied().max().unwrap_or(0);
-            (0..=max).map(|i| i.to_string()).collect()
+    // each line's class name, integers as decimals; all integers or all names
+    let mut ints = None;
+    let mut keys: Vec<(String, Option<u64>)> = Vec::with_capacity(lines.len());
+    for (n, _, l) in &lines {
+        let (key, int) = match l {
+            serde_json::Value::String(s) => (s.clone(), None),
+            other => match other.as_u64() {
+                Some(i) => (i.to_string(), Some(i)),
+                None => bail!(
+                    "{}:{n}: label {other} is neither a class name nor a non-negative integer",
+                    path.display()
+                ),
+            },
+        };
+        if *ints.get_or_insert(int.is_some()) != int.is_some() {
+            bail!(
+                "{}:{n}: label {l} mixes integer labels with class names",
+                path.display()
+            );
         }
-        None => {
-            let mut names: Vec<String> = lines
-                .iter()
-                .map(|(n, _, l)| match l {
-                    serde_json::Value::String(s) => Ok(s.clone()),
-                    other => bail!(
-                        "{}:{n}: label {other} mixes indices with class names",
-                        path.display()
-                    ),
-                })
-                .collect::<Result<_>>()?;
-            names.sort();
-            names.dedup();
-            names
-        }
-    };
+        keys.push((key, int));
+    }
+    let mut classes: Vec<&(String, Option<u64>)> = keys.iter().collect();
+    classes.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    classes.dedup_by(|a, b| a.0 == b.0);
+    let labels: Vec<String> = classes.iter().map(|c| c.0.clone()).collect();
     if labels.len() < 2 {
         bail!(
             "{}: a classifier needs at least 2 classes, found {labels:?}",
             path.display()
         );
     }
+    let index: std::collections::HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.as_str(), i))
+        .collect();
     let train = lines
         .iter()
-        .map(|(_, text, l)| Example {
+        .zip(&keys)
+        .map(|((_, text, _), (key, _))| Example {
             text: text.clone(),
-            label: match l {
-                serde_json::Value::String(s) => labels.iter().position(|x| x == s).expect("listed"),
-                n => n.as_u64().expect("integer labels") as usize,
-            },
+            label: index[key.as_str()],
         })
         .collect();
     Ok(TaskData {
@@ -91,8 +114,8 @@ pub fn read_task(task: &str, path: &Path, head: &Head) -> Result<TaskData> {
     let lines = read_lines(path, "evaluation file")?;
     let mut test = Vec::with_capacity(lines.len());
     for (line_no, text, label) in lines {
-        let label = match Some(&label) {
-            Some(serde_json::Value::String(s)) => {
+        let label = match &label {
+            serde_json::Value::String(s) => {
                 head.labels.iter().position(|l| l == s).with_context(|| {
                     format!(
                         "{}:{line_no}: label {s:?} is not one of the head's classes {:?}",
@@ -101,19 +124,23 @@ pub fn read_task(task: &str, path: &Path, head: &Head) -> Result<TaskData> {
                     )
                 })?
             }
-            Some(serde_json::Value::Number(n)) => match n.as_u64() {
-                Some(i) if (i as usize) < head.labels.len() => i as usize,
-                _ => bail!(
-                    "{}:{line_no}: label {n} is not a class index below {}",
-                    path.display(),
-                    head.labels.len()
+            // an integer names a class trained from integer labels ("3"), else indexes them
+            n => match n.as_u64() {
+                Some(i) => match head.labels.iter().position(|l| *l == i.to_string()) {
+                    Some(p) => p,
+                    None if (i as usize) < head.labels.len() => i as usize,
+                    None => bail!(
+                        "{}:{line_no}: label {i} is neither a class of the head {:?} nor an index below {}",
+                        path.display(),
+                        head.labels,
+                        head.labels.len()
+                    ),
+                },
+                None => bail!(
+                    "{}:{line_no}: label {n} is neither a class name nor a non-negative integer",
+                    path.display()
                 ),
             },
-            Some(other) => bail!(
-                "{}:{line_no}: label {other} is neither a class name nor an index",
-                path.display()
-            ),
-            None => bail!("{}:{line_no}: no label", path.display()),
         };
         test.push(Example { text, label });
     }

@@ -272,18 +272,23 @@ impl MergeOptions {
         }
     }
 
-    /// RegMean's Gram files: the given --grams, or computed from each expert on its own
-    /// --calib task into `scratch` (or --keep-grams). Checks the counts before any work.
-    pub fn regmean_grams(
+    /// Checks what RegMean's Gram matrices come from before any work: one --grams file per
+    /// expert, or one --calib task per expert (with --keep-grams, if given, not inside an
+    /// input or the output). `calib_is_for_grams`: the --calib files serve only the Grams
+    /// (`pmq merge`), so giving them beside --grams is a contradiction.
+    pub fn check_regmean(
         &self,
         experts: &[PathBuf],
         calib: &[CalibSpec],
-        settings: &GramSettings,
-        scratch: &std::path::Path,
-    ) -> anyhow::Result<Vec<PathBuf>> {
+        calib_is_for_grams: bool,
+        protected: &[PathBuf],
+    ) -> anyhow::Result<()> {
         if !self.grams.is_empty() {
-            if !calib.is_empty() && self.keep_grams.is_some() {
+            if self.keep_grams.is_some() {
                 bail!("--keep-grams keeps Gram files computed from --calib; with --grams there is nothing to compute");
+            }
+            if calib_is_for_grams && !calib.is_empty() {
+                bail!("give either --grams (precomputed Gram files) or --calib (data to compute them), not both");
             }
             if self.grams.len() != experts.len() {
                 bail!(
@@ -292,7 +297,7 @@ impl MergeOptions {
                     self.grams.len()
                 );
             }
-            return Ok(self.grams.clone());
+            return Ok(());
         }
         if calib.len() != experts.len() {
             bail!(
@@ -300,6 +305,25 @@ impl MergeOptions {
                 experts.len(),
                 calib.len()
             );
+        }
+        if let Some(dir) = &self.keep_grams {
+            pmq_io::check_output_location(dir, protected)
+                .with_context(|| format!("--keep-grams {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// RegMean's Gram files: the given --grams, or computed from each expert on its own
+    /// --calib task into `scratch` (or --keep-grams); [`Self::check_regmean`] ran before.
+    pub fn regmean_grams(
+        &self,
+        experts: &[PathBuf],
+        calib: &[CalibSpec],
+        settings: &GramSettings,
+        scratch: &std::path::Path,
+    ) -> anyhow::Result<Vec<PathBuf>> {
+        if !self.grams.is_empty() {
+            return Ok(self.grams.clone());
         }
         let dir = self.keep_grams.as_deref().unwrap_or(scratch);
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -404,6 +428,12 @@ pub fn run(args: MergeArgs) -> anyhow::Result<()> {
         args.overwrite,
     );
     cfg.method.validate()?;
+    if args.method == MethodArg::Regmean {
+        let mut protected = inputs.clone();
+        protected.push(args.out.clone());
+        args.options
+            .check_regmean(&args.experts, &args.calib, true, &protected)?;
+    }
     let _scratch = match &mut cfg.method {
         Method::RegMean(o) => {
             let parent = args

@@ -309,13 +309,13 @@ pub fn run(args: QuantizeArgs) -> Result<()> {
             }
             args.merge_options.check_flags(method)?;
             args.merge_options.method(method).validate()?;
-            if method == MergeMethodArg::Regmean
-                && args.merge_options.grams.is_empty()
-                && args.calib.len() != args.experts.len()
-            {
-                bail!(
-                    "--merge regmean computes each expert's Gram matrices on its own task: give one --calib per --expert (or --grams)"
-                );
+            if method == MergeMethodArg::Regmean {
+                let mut protected = args.experts.clone();
+                protected.extend([base.clone(), args.out.clone()]);
+                protected.extend(args.calib.iter().map(|c| c.path.clone()));
+                args.merge_options
+                    .check_regmean(&args.experts, &args.calib, false, &protected)
+                    .context("--merge regmean")?;
             }
             if let Some(evidence) = pmq_io::gptq_evidence(base) {
                 bail!(pmq_io::gptq_refusal(

@@ -177,6 +177,18 @@ fn a_recipe_runs_every_step_and_reruns_only_what_changed() {
     );
     let md = std::fs::read_to_string(root.join("out/accuracy.md")).unwrap();
     assert!(md.contains("| GPTQ 3-bit |"), "{md}");
+    // a damaged output is rebuilt, and what reads it re-evaluated
+    std::fs::remove_dir_all(root.join("out/quantized/gptq")).unwrap();
+    let fourth = run(root, 3);
+    assert_eq!(
+        skipped(&fourth),
+        [
+            ("merge".into(), true),
+            ("quantize".into(), false),
+            ("evaluate".into(), false)
+        ]
+    );
+    assert!(root.join("out/quantized/gptq").is_dir());
 }
 
 #[test]

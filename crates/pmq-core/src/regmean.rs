@@ -89,6 +89,12 @@ impl RegMeanFold {
         check_shape(&format!("expert {i} Gram matrix"), gram, cols, cols)?;
         check_finite(&format!("expert {i} weight"), weight)?;
         check_finite(&format!("expert {i} Gram matrix"), gram)?;
+        if let Some(j) = (0..cols).find(|&j| gram[(j, j)] < 0.0) {
+            return Err(CoreError::Config(format!(
+                "expert {i} Gram matrix has a negative diagonal entry ({}) at {j}: not a Gram matrix",
+                gram[(j, j)]
+            )));
+        }
         let g = reduce_non_diagonal(gram, self.ratio);
         matmul(
             self.weighted.as_mut(),
@@ -116,8 +122,9 @@ impl RegMeanFold {
         let mut dead = 0;
         let k = self.experts as f64;
         for j in 0..g.ncols() {
-            if g[(j, j)] <= 0.0 {
-                // PSD: a zero diagonal entry means a zero row and column
+            if g[(j, j)] == 0.0 {
+                // each G̃_i is PSD with a non-negative diagonal: a zero diagonal entry of the
+                // sum means a zero row and column
                 g[(j, j)] = 1.0;
                 for r in 0..s.nrows() {
                     s[(r, j)] = self.weights[(r, j)] / k;
@@ -255,6 +262,14 @@ mod tests {
             .add(ws[0].as_ref(), Mat::<f64>::zeros(2, 2).as_ref())
             .is_err());
         assert!(RegMeanFold::new(out, d, 0.6).unwrap().solve().is_err());
+        let mut neg = gram(&x);
+        neg[(0, 0)] = -1.0;
+        let e = RegMeanFold::new(out, d, 0.6)
+            .unwrap()
+            .add(ws[0].as_ref(), neg.as_ref())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("negative diagonal"), "{e}");
         // r = 1 with fewer tokens than columns: singular, refused with a pointer to r < 1
         let few = Mat::from_fn(2, d, |t, j| [[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]][t][j]);
         let mut f = RegMeanFold::new(out, d, 1.0).unwrap();

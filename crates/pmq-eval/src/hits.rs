@@ -21,8 +21,8 @@ pub fn decode_hits(hex: &str, n: usize) -> Result<Vec<bool>> {
     if hex.len() != 2 * n.div_ceil(8) {
         bail!(
             "a hit string for {n} examples has {} hex digits, not {}",
-            2 * n.div_ceil(8),
-            hex.len()
+            hex.len(),
+            2 * n.div_ceil(8)
         );
     }
     let mut bytes = Vec::with_capacity(hex.len() / 2);

@@ -136,6 +136,12 @@ impl GramFile {
         self.linears.keys().map(String::as_str)
     }
 
+    /// The side of the Gram matrix read by the weight `name`.
+    pub fn dim(&self, name: &str) -> Option<usize> {
+        let entry = self.linears.get(name)?;
+        self.store.info(entry).map(|i| i.shape[0])
+    }
+
     /// Whether the file has a Gram matrix for the weight `name`.
     pub fn has(&self, name: &str) -> bool {
         self.linears.contains_key(name)

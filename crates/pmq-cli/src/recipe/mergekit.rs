@@ -12,7 +12,9 @@
 //!   `normalize: false` `--ties-merge sum --lambda w`.
 //!
 //! Per-model weights or densities that differ, layer-wise gradients (lists), and other methods
-//! or keys are refused with what to change: pmq merges with one λ and one density.
+//! or keys are refused with what to change: pmq merges with one λ and one density. One known
+//! difference remains: where the experts' weighted τ of an entry sum to exactly 0, mergekit's
+//! sign election picks +, pmq's TIES the sign of the tensor's majority mass.
 
 use anyhow::{bail, Result};
 use serde_yaml::{Mapping, Value};
@@ -86,6 +88,11 @@ fn uniform(
         }
     }
     Ok(seen.map(|(v, _)| v).or(default))
+}
+
+/// The same file or directory (as given, or after resolving links and `..`).
+pub fn same_path(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 fn fmt(x: f64) -> String {
@@ -163,8 +170,11 @@ pub fn translate(doc: &Value, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Trans
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("models[{i}].parameters: expected a mapping"))?,
         };
-        if base.as_ref() == Some(&path) {
-            continue; // mergekit configurations often list the base among the models
+        if base.as_ref().is_some_and(|b| same_path(b, &path)) {
+            if method == "linear" {
+                bail!("linear with the base among the models averages the base too; pmq's average merges the experts only: remove the base from models");
+            }
+            continue; // task-vector methods: the base listed among the models adds nothing
         }
         models.push((path, params));
     }
@@ -205,7 +215,7 @@ pub fn translate(doc: &Value, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Trans
             flags.extend(["--method".into(), "average".into()]);
         }
         "task_arithmetic" => {
-            let w = uniform(&models, global, "weight", Some(1.0))?.unwrap_or(1.0);
+            let w = uniform(&models, global, "weight", None)?.unwrap_or(1.0);
             let lambda = if normalize(false)? { 1.0 / k } else { w };
             flags.extend([
                 "--method".into(),
@@ -215,7 +225,7 @@ pub fn translate(doc: &Value, resolve: &dyn Fn(&str) -> PathBuf) -> Result<Trans
             ]);
         }
         "ties" => {
-            let w = uniform(&models, global, "weight", Some(1.0))?.unwrap_or(1.0);
+            let w = uniform(&models, global, "weight", None)?.unwrap_or(1.0);
             let density = uniform(&models, global, "density", Some(1.0))?.unwrap_or(1.0);
             let (merge, lambda) = if normalize(true)? {
                 ("mean", 1.0)
@@ -286,6 +296,10 @@ mod tests {
         let t = tr("merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 0.3}\n  - model: b\n    parameters: {weight: 0.3}\n").unwrap();
         assert_eq!(t.flags.join(" "), "--method task-arithmetic --lambda 0.3");
         let t = tr("merge_method: task_arithmetic\nmodels:\n  - model: a\n  - model: b\n  - model: c\nparameters: {normalize: true, weight: 2}\n").unwrap();
+        assert!(tr("merge_method: task_arithmetic\nmodels:\n  - model: a\n")
+            .unwrap_err()
+            .to_string()
+            .contains("needs parameters.weight"));
         assert!(t
             .flags
             .join(" ")
@@ -297,16 +311,17 @@ mod tests {
     #[test]
     fn what_pmq_cannot_reproduce_is_refused_with_the_reason() {
         let cases = [
-            ("merge_method: ties\nmodels:\n  - model: a\n    parameters: {density: 0.2}\n  - model: b\n    parameters: {density: 0.5}\n", "differs between models"),
+            ("merge_method: ties\nmodels:\n  - model: a\n    parameters: {weight: 1, density: 0.2}\n  - model: b\n    parameters: {weight: 1, density: 0.5}\n", "differs between models"),
             ("merge_method: task_arithmetic\nmodels:\n  - model: a\n    parameters: {weight: [0.1, 0.5]}\n  - model: b\n", "layer-wise gradients"),
             ("merge_method: slerp\nmodels:\n  - model: a\n  - model: b\n", "not supported"),
             ("merge_method: ties\nslices: []\nmodels:\n  - model: a\n", "`slices`"),
             ("merge_method: ties\nmodels:\n  - model: a\n    parameters: {epsilon: 0.1}\n", "`epsilon`"),
             ("merge_method: linear\nmodels:\n  - model: a\nparameters: {normalize: false, weight: 1}\n", "no pmq equivalent"),
             ("merge_method: linear\nmodels:\n  - model: a\n", "needs parameters.weight"),
+            ("merge_method: linear\nbase_model: b\nmodels:\n  - model: b\n  - model: a\nparameters: {weight: 1}\n", "averages the base too"),
             ("models:\n  - model: a\n", "without merge_method"),
             ("merge_method: ties\nbase_model: a\nmodels:\n  - model: a\n", "no model besides the base"),
-            ("merge_method: ties\nmodels:\n  - model: a\ndtype: int8\n", "dtype"),
+            ("merge_method: ties\nmodels:\n  - model: a\nparameters: {weight: 1}\ndtype: int8\n", "dtype"),
         ];
         for (yaml, needle) in cases {
             let e = tr(yaml).unwrap_err().to_string();

@@ -120,7 +120,8 @@ const RESERVED: [&str; 11] = [
 ];
 
 /// A section's `key: value` pairs as command-line flags: `group_size: 32` → `--group-size 32`,
-/// `true` → the bare flag, `false` → nothing, lists → comma-separated.
+/// `true` → the bare flag, `false` → nothing, a list → the flag once per item (which repeatable
+/// flags like `--exclude` and comma-delimited ones like `--alpha-grid` both accept).
 pub fn flags_of(section: &BTreeMap<String, Value>, what: &str) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (k, v) in section {
@@ -140,8 +141,9 @@ pub fn flags_of(section: &BTreeMap<String, Value>, what: &str) -> Result<Vec<Str
             Value::Bool(true) => out.push(flag),
             Value::Bool(false) | Value::Null => {}
             Value::Sequence(items) => {
-                let parts = items.iter().map(scalar).collect::<Result<Vec<_>>>()?;
-                out.extend([flag, parts.join(",")]);
+                for item in items {
+                    out.extend([flag.clone(), scalar(item)?]);
+                }
             }
             v => out.extend([flag, scalar(v)?]),
         }
@@ -208,7 +210,7 @@ impl Recipe {
         }
         let (merge_flags, mergekit_base) = merge_section(&raw.merge, &experts, resolve)?;
         let base = match (raw.base.as_deref().map(resolve), mergekit_base) {
-            (Some(b), Some(m)) if b != m => bail!(
+            (Some(b), Some(m)) if !mergekit::same_path(&b, &m) => bail!(
                 "`base` is {} but the mergekit configuration's base_model is {}",
                 b.display(),
                 m.display()
@@ -221,15 +223,15 @@ impl Recipe {
             .as_ref()
             .map(|q| flags_of(q, "quantize"))
             .transpose()?;
+        if quantize_flags.is_none() && raw.outputs.as_ref().is_some_and(|o| !o.is_empty()) {
+            bail!("`outputs` lists quantized outputs but there is no `quantize` section");
+        }
         let outputs = raw
             .outputs
             .unwrap_or_else(|| vec!["fake".into()])
             .iter()
             .map(|o| parse_output(o))
             .collect::<Result<Vec<_>>>()?;
-        if quantize_flags.is_none() && !outputs.is_empty() && raw.quantize.is_none() {
-            // outputs without quantization: only the merged model is produced
-        }
         if let Some(q) = &quantize_flags {
             if q.iter().any(|f| f == "--grid") {
                 bail!("quantize.grid: choose a GGUF grid through `outputs: [gguf:q4_0]` instead");
@@ -312,11 +314,16 @@ fn merge_section(
         };
         let t = mergekit::translate(&doc, &resolve_mk)?;
         let ours: Vec<&PathBuf> = experts.iter().map(|e| &e.model).collect();
-        let same = |a: &Path, b: &Path| {
-            a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
-        };
-        if t.models.len() != ours.len() || !t.models.iter().all(|m| ours.iter().any(|o| same(m, o)))
-        {
+        // one to one: every expert merged exactly once
+        let matched = t.models.len() == ours.len()
+            && ours.iter().all(|o| {
+                t.models
+                    .iter()
+                    .filter(|m| mergekit::same_path(m, o))
+                    .count()
+                    == 1
+            });
+        if !matched {
             bail!(
                 "the mergekit configuration merges {:?}, the recipe's experts are {:?}: list the same models (each expert needs its calibration data in `experts`)",
                 t.models, ours
@@ -359,7 +366,7 @@ mod tests {
         );
         assert_eq!(
             r.quantize_flags.unwrap().join(" "),
-            "--act-order --alpha auto --alpha-grid 0,0.1 --group-size 32 --method epmq"
+            "--act-order --alpha auto --alpha-grid 0 --alpha-grid 0.1 --group-size 32 --method epmq"
         );
         assert_eq!(r.outputs, [Output::Fake, Output::Gguf("q8_0".into())]);
     }
@@ -388,11 +395,13 @@ mod tests {
             ("base: b\nexperts: []\nmerge: {method: average}\n", "no expert"),
             ("base: b\nexperts:\n  - model: e\nmerge: {lambda: 1}\n", "no `method`"),
             ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\nquantize: {method: gptq, out: x}\n", "set by the recipe"),
-            ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\noutputs: [onnx]\n", "unknown output"),
+            ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\nquantize: {method: rtn}\noutputs: [onnx]\n", "unknown output"),
             ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\nevaluate: {}\n", "no expert has `eval`"),
             ("base: b\nexperts:\n  - model: e\n    task: a\n  - model: f\n    task: a\nmerge: {method: average}\n", "two experts"),
             ("experts:\n  - model: e\nmerge: {method: average}\n", "no base model"),
             ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\nquantize: {method: gptq, grid: q4_0}\n", "gguf:q4_0"),
+            ("base: b\nexperts:\n  - model: e\nmerge: {method: average}\noutputs: [gguf]\n", "no `quantize` section"),
+            ("experts:\n  - model: e1\n  - model: e2\nmerge:\n  merge_method: task_arithmetic\n  base_model: b\n  models:\n    - model: e1\n      parameters: {weight: 1}\n    - model: e1\n      parameters: {weight: 1}\n", "list the same models"),
         ];
         for (yaml, needle) in cases {
             let e = format!("{:#}", load(yaml).unwrap_err());

@@ -73,34 +73,35 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Size and modification time of a file, or of every file directly inside a directory.
+/// Path, size and modification time of a file, or of every file under a directory (sorted;
+/// an unreadable entry is an error, not skipped).
 fn file_facts(path: &Path, h: &mut Sha256) -> Result<()> {
     let meta = std::fs::metadata(path).with_context(|| format!("{} not found", path.display()))?;
-    let mut add = |p: &Path, m: &std::fs::Metadata| {
-        let mtime = m
+    if meta.is_dir() {
+        let mut entries = std::fs::read_dir(path)
+            .with_context(|| format!("listing {}", path.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("listing {}", path.display()))?;
+        entries.sort();
+        for e in entries {
+            file_facts(&e, h)?;
+        }
+    } else {
+        let mtime = meta
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_nanos());
-        h.update(format!("{}\0{}\0{mtime}\0", p.display(), m.len()).as_bytes());
-    };
-    if meta.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(path)
-            .with_context(|| format!("listing {}", path.display()))?
-            .filter_map(|e| e.ok())
-            .collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            if let Ok(m) = e.metadata() {
-                if m.is_file() {
-                    add(&e.path(), &m);
-                }
-            }
-        }
-    } else {
-        add(path, &meta);
+        h.update(format!("{}\0{}\0{mtime}\0", path.display(), meta.len()).as_bytes());
     }
     Ok(())
+}
+
+/// A digest of what a step wrote (every file under `output`), so that a changed or damaged
+/// output is recomputed and the steps reading it too.
+fn output_digest(output: &Path) -> Result<String> {
+    fingerprint(&[], &[output], &[])
 }
 
 /// The fingerprint of a step: its command, its input files, the steps it depends on.
@@ -144,8 +145,9 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Runs `work` unless the step finished with fingerprint `fp` and `output` exists;
-    /// `work` gets whether an interrupted run of the same fingerprint started before.
+    /// Runs `work` unless the step finished with fingerprint `fp` and its output is as it left
+    /// it; `work` gets whether an interrupted run of the same fingerprint started before.
+    /// Returns the digest of the output, which the steps reading it fold into theirs.
     fn step(
         &mut self,
         name: &str,
@@ -153,8 +155,13 @@ impl Runner<'_> {
         output: &Path,
         command: Vec<String>,
         work: impl FnOnce(bool) -> Result<()>,
-    ) -> Result<()> {
-        let done = self.state.done.get(name).map(String::as_str) == Some(fp) && output.exists();
+    ) -> Result<String> {
+        let current = output
+            .exists()
+            .then(|| output_digest(output))
+            .transpose()?
+            .map(|d| format!("{fp}:{d}"));
+        let done = current.is_some() && self.state.done.get(name) == current.as_ref();
         let t = Instant::now();
         if done && !self.force {
             tracing::info!(step = name, "finished before with the same inputs: skipped");
@@ -165,7 +172,8 @@ impl Runner<'_> {
             self.save()?;
             tracing::info!(step = name, "running");
             work(resumable && !self.force).with_context(|| format!("step `{name}`"))?;
-            self.state.done.insert(name.into(), fp.into());
+            let written = format!("{fp}:{}", output_digest(output)?);
+            self.state.done.insert(name.into(), written);
             self.save()?;
         }
         self.steps.push(StepRecord {
@@ -175,7 +183,7 @@ impl Runner<'_> {
             out: output.to_path_buf(),
             command,
         });
-        Ok(())
+        Ok(self.state.done[name].clone())
     }
 }
 
@@ -230,91 +238,43 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
     cmd.extend(["--out".into(), s(&merged), "--overwrite".into()]);
     let mut merge_inputs: Vec<&Path> = vec![&recipe.base];
     merge_inputs.extend(recipe.experts.iter().map(|e| e.model.as_path()));
+    if regmean {
+        merge_inputs.extend(recipe.experts.iter().filter_map(|e| e.calib.as_deref()));
+    }
+    // every command line is checked before the first step runs
+    MergeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("merge: {e}"))?;
+    let quantize_jobs = quantize_jobs(recipe, out, &merged)?;
+    for job in &quantize_jobs {
+        QuantizeCli::try_parse_from(&job.cmd).map_err(|e| anyhow::anyhow!("quantize: {e}"))?;
+    }
     let merge_fp = fingerprint(&cmd, &merge_inputs, &[])?;
-    r.step("merge", &merge_fp, &merged, cmd.clone(), |_| {
+    let merge_out = r.step("merge", &merge_fp, &merged, cmd.clone(), |_| {
         let parsed = MergeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("merge: {e}"))?;
         crate::merge_cmd::run(parsed.args)
     })?;
 
     // quantize: the affine grid once (fake and/or gptq), each GGUF grid once
     let mut evaluated: Vec<(String, PathBuf, String)> =
-        vec![("FP merged".into(), merged.clone(), merge_fp.clone())];
-    if let Some(qflags) = &recipe.quantize_flags {
-        let mut jobs: Vec<(String, PathBuf, &str, Option<String>)> = Vec::new();
-        let fake = recipe.outputs.contains(&Output::Fake);
-        let gptq = recipe.outputs.contains(&Output::Gptq);
-        let quantized = out.join("quantized");
-        match (fake, gptq) {
-            (true, true) => jobs.push(("quantize".into(), quantized.clone(), "both", None)),
-            (true, false) => jobs.push(("quantize".into(), quantized.join("fake"), "fake", None)),
-            (false, true) => jobs.push(("quantize".into(), quantized.join("gptq"), "gptq", None)),
-            (false, false) => {}
-        }
-        for o in &recipe.outputs {
-            if let Output::Gguf(grid) = o {
-                let format = if recipe.evaluate.is_some() {
-                    "gguf-fake"
-                } else {
-                    "gguf"
-                };
-                jobs.push((
-                    format!("gguf-{grid}"),
-                    out.join(format!("gguf-{grid}")),
-                    format,
-                    Some(grid.clone()),
-                ));
+        vec![("FP merged".into(), merged.clone(), merge_out.clone())];
+    let calib: Vec<&Path> = recipe
+        .experts
+        .iter()
+        .filter_map(|e| e.calib.as_deref())
+        .collect();
+    for job in quantize_jobs {
+        let fp = fingerprint(&job.cmd, &calib, &[&merge_out])?;
+        let cmd = job.cmd.clone();
+        let written = r.step(&job.name, &fp, &job.dir, job.cmd, move |resume| {
+            let mut cmd = cmd;
+            if resume {
+                cmd.push("--resume".into());
             }
-        }
-        for (name, dir, format, grid) in jobs {
-            let mut cmd: Vec<String> = vec!["--model".into(), s(&merged)];
-            for e in &recipe.experts {
-                cmd.extend(["--expert".into(), s(&e.model)]);
-                if let Some(c) = &e.calib {
-                    cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
-                }
-            }
-            cmd.extend(qflags.iter().cloned());
-            if let Some(g) = &grid {
-                cmd.extend(["--grid".into(), g.clone()]);
-            }
-            cmd.extend([
-                "--format".into(),
-                format.into(),
-                "--out".into(),
-                s(&dir),
-                "--overwrite".into(),
-            ]);
-            if cmd.iter().filter(|a| *a == "--calib").count() != recipe.experts.len()
-                && !qflags.windows(2).any(|w| w == ["--method", "rtn"])
-            {
-                bail!("quantization needs calibration data: give every expert a `calib`");
-            }
-            let calib: Vec<&Path> = recipe
-                .experts
-                .iter()
-                .filter_map(|e| e.calib.as_deref())
-                .collect();
-            let fp = fingerprint(&cmd, &calib, &[&merge_fp])?;
-            let dir2 = dir.clone();
-            r.step(&name, &fp, &dir, cmd.clone(), move |resume| {
-                let mut cmd = cmd;
-                if resume {
-                    cmd.push("--resume".into());
-                }
-                let parsed = QuantizeCli::try_parse_from(&cmd)
-                    .map_err(|e| anyhow::anyhow!("quantize: {e}"))?;
-                crate::quantize_cmd::run(parsed.args)
-            })?;
-            let label = match (format, &grid) {
-                (_, Some(g)) => format!("{} {g} (GGUF grid)", method_label(qflags)),
-                _ => method_label(qflags),
-            };
-            let evaluable = match format {
-                "both" | "gguf-fake" => dir2.join("fake"),
-                "gguf" => continue,
-                _ => dir2.clone(),
-            };
-            evaluated.push((label, evaluable, fp));
+            let parsed =
+                QuantizeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("quantize: {e}"))?;
+            crate::quantize_cmd::run(parsed.args)
+        })?;
+        if let Some(dir) = job.evaluable {
+            evaluated.push((job.label, dir, written));
         }
     }
 
@@ -323,20 +283,22 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
     if let Some(ev) = &recipe.evaluate {
         let mut tasks = Vec::new();
         let mut heads = Vec::new();
-        let mut eval_files: Vec<&Path> = Vec::new();
+        let mut files: Vec<&Path> = Vec::new();
         let mut experts = Vec::new();
-        for e in recipe.experts.iter().filter(|e| e.eval.is_some()) {
-            let head_path = e.head.clone().unwrap_or_else(|| e.model.clone());
-            let head = Head::load(&head_path).with_context(|| {
+        for e in &recipe.experts {
+            let Some(eval) = e.eval.as_deref() else {
+                continue;
+            };
+            let head_path = e.head.as_deref().unwrap_or(&e.model);
+            let head = Head::load(head_path).with_context(|| {
                 format!(
                     "the head of expert {} (evaluation scores each task with its expert's classification head: train experts with `pmq finetune`, or give `head:`)",
                     e.model.display()
                 )
             })?;
-            let eval = e.eval.as_deref().expect("filtered");
             tasks.push(labelled::read_task(&e.task, eval, &head)?);
             heads.push(head);
-            eval_files.push(eval);
+            files.extend([eval, head_path, e.model.as_path()]);
             experts.push(e.model.clone());
         }
         let json_path = out.join("accuracy.json");
@@ -349,13 +311,9 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
             (ev.max_examples, ev.max_seq_len, ev.batch_size)
         ));
         let ups: Vec<&str> = evaluated.iter().map(|(_, _, f)| f.as_str()).collect();
-        let mut files = eval_files.clone();
-        files.extend(experts.iter().map(|p| p.as_path()));
         let fp = fingerprint(&cmd, &files, &ups)?;
-        let max_seq_len = ev
-            .max_seq_len
-            .or_else(|| heads.first().and_then(|h| h.max_seq_len))
-            .unwrap_or(128);
+        let max_seq_len =
+            crate::eval_cmd::eval_max_seq_len(&heads, ev.max_seq_len, "evaluate.max_seq_len")?;
         let opts = EvalOptions {
             max_examples: ev.max_examples,
             max_seq_len,
@@ -386,6 +344,94 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     Ok(summary)
+}
+
+/// One `pmq quantize` run of a recipe.
+struct QuantizeJob {
+    name: String,
+    dir: PathBuf,
+    cmd: Vec<String>,
+    label: String,
+    /// The directory `pmq eval` can read (fake-quant or GPTQ), if any.
+    evaluable: Option<PathBuf>,
+}
+
+/// The quantization runs of a recipe: the affine grid once (fake and/or gptq), each GGUF grid
+/// once (with its fake-quant twin when the recipe evaluates).
+fn quantize_jobs(recipe: &Recipe, out: &Path, merged: &Path) -> Result<Vec<QuantizeJob>> {
+    let Some(qflags) = &recipe.quantize_flags else {
+        return Ok(Vec::new());
+    };
+    {
+        let mut jobs: Vec<(String, PathBuf, &str, Option<String>)> = Vec::new();
+        let fake = recipe.outputs.contains(&Output::Fake);
+        let gptq = recipe.outputs.contains(&Output::Gptq);
+        let quantized = out.join("quantized");
+        match (fake, gptq) {
+            (true, true) => jobs.push(("quantize".into(), quantized.clone(), "both", None)),
+            (true, false) => jobs.push(("quantize".into(), quantized.join("fake"), "fake", None)),
+            (false, true) => jobs.push(("quantize".into(), quantized.join("gptq"), "gptq", None)),
+            (false, false) => {}
+        }
+        for o in &recipe.outputs {
+            if let Output::Gguf(grid) = o {
+                let format = if recipe.evaluate.is_some() {
+                    "gguf-fake"
+                } else {
+                    "gguf"
+                };
+                jobs.push((
+                    format!("gguf-{grid}"),
+                    out.join(format!("gguf-{grid}")),
+                    format,
+                    Some(grid.clone()),
+                ));
+            }
+        }
+        let mut out_jobs = Vec::new();
+        for (name, dir, format, grid) in jobs {
+            let mut cmd: Vec<String> = vec!["--model".into(), s(merged)];
+            for e in &recipe.experts {
+                cmd.extend(["--expert".into(), s(&e.model)]);
+                if let Some(c) = &e.calib {
+                    cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
+                }
+            }
+            cmd.extend(qflags.iter().cloned());
+            if let Some(g) = &grid {
+                cmd.extend(["--grid".into(), g.clone()]);
+            }
+            cmd.extend([
+                "--format".into(),
+                format.into(),
+                "--out".into(),
+                s(&dir),
+                "--overwrite".into(),
+            ]);
+            if cmd.iter().filter(|a| *a == "--calib").count() != recipe.experts.len()
+                && !qflags.windows(2).any(|w| w == ["--method", "rtn"])
+            {
+                bail!("quantization needs calibration data: give every expert a `calib`");
+            }
+            let label = match &grid {
+                Some(g) => format!("{} {g} (GGUF grid)", method_label(qflags)),
+                None => method_label(qflags),
+            };
+            let evaluable = match format {
+                "both" | "gguf-fake" => Some(dir.join("fake")),
+                "gguf" => None,
+                _ => Some(dir.clone()),
+            };
+            out_jobs.push(QuantizeJob {
+                name,
+                dir,
+                cmd,
+                label,
+                evaluable,
+            });
+        }
+        Ok(out_jobs)
+    }
 }
 
 fn method_label(flags: &[String]) -> String {

@@ -81,6 +81,18 @@ impl MergeMethod for RegMean {
                     reason: format!("`{name}` is not a 2-D weight: shape {:?}", plan.info.shape),
                 });
             }
+            for f in &self.files {
+                let d = f.dim(name).unwrap_or(0);
+                if d != plan.info.shape[1] {
+                    return Err(MergeError::Grams {
+                        path: f.path().to_path_buf(),
+                        reason: format!(
+                            "the Gram matrix of `{name}` is {d}×{d}, the weight has {} input columns",
+                            plan.info.shape[1]
+                        ),
+                    });
+                }
+            }
         }
         if first.is_empty() {
             tracing::warn!("the Gram files cover no linear: RegMean reduces to the experts' mean");
@@ -100,16 +112,12 @@ impl MergeMethod for RegMean {
         };
         let mut fold = RegMeanFold::new(rows, cols, self.opts.non_diagonal_ratio).map_err(bad)?;
         for (file, w) in self.files.iter().zip(&data.experts) {
-            let g = file.gram(name)?.expect("checked in prepare");
-            if g.nrows() != cols {
+            let Some(g) = file.gram(name)? else {
                 return Err(MergeError::Grams {
                     path: file.path().to_path_buf(),
-                    reason: format!(
-                        "the Gram matrix of `{name}` is {0}×{0}, the weight has {cols} input columns",
-                        g.nrows()
-                    ),
+                    reason: format!("has no Gram matrix for `{name}`"),
                 });
-            }
+            };
             fold.add(from_row_major_f32(rows, cols, w).as_ref(), g.as_ref())
                 .map_err(bad)?;
         }
