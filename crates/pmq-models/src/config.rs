@@ -319,13 +319,16 @@ impl Activation {
 /// Exact (erf) GELU, `x · (1 + erf(x/√2)) / 2`, computed exactly as candle's `gelu_erf` (same
 /// expression, same `erf`), but over all rayon threads for large f32 tensors on the CPU:
 /// candle evaluates the scalar `erf` on one thread, which made GELU a tenth of a BERT
-/// calibration run on 2 cores.
+/// calibration run on 2 cores. The threaded path builds a new tensor outside candle's autograd
+/// graph, so it is taken only for tensors no gradient flows through (inference): in training
+/// (`track_op`) candle's own op keeps GELU's backward.
 fn gelu_erf(xs: &Tensor) -> candle_core::Result<Tensor> {
     use rayon::prelude::*;
     const PARALLEL_FROM: usize = 1 << 15;
     if xs.dtype() != candle_core::DType::F32
         || !xs.device().is_cpu()
         || xs.elem_count() < PARALLEL_FROM
+        || xs.track_op()
     {
         return xs.gelu_erf();
     }
@@ -363,5 +366,40 @@ mod gelu_tests {
             .to_vec1()
             .unwrap();
         assert_eq!(a, want);
+    }
+
+    #[test]
+    fn gradients_flow_through_gelu_on_large_tensors() {
+        // large enough for the threaded path: training must still get GELU's derivative
+        let n = 1 << 16;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 2003) as f32 / 250.0 - 4.0)
+            .collect();
+        let dev = candle_core::Device::Cpu;
+        let x = candle_core::Var::from_vec(v.clone(), n, &dev).unwrap();
+        let grads = gelu_erf(x.as_tensor())
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let got: Vec<f32> = grads
+            .get(x.as_tensor())
+            .expect("a gradient")
+            .to_vec1()
+            .unwrap();
+        let y = candle_core::Var::from_vec(v, n, &dev).unwrap();
+        let grads = y
+            .as_tensor()
+            .gelu_erf()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let want: Vec<f32> = grads.get(y.as_tensor()).unwrap().to_vec1().unwrap();
+        assert_eq!(got, want);
+        // d/dx GELU(0) = 1/2: a real derivative, not zeros
+        assert!(want.iter().any(|&g| g != 0.0));
     }
 }
