@@ -7,7 +7,7 @@
 //! base: models/base
 //! experts:
 //!   - model: experts/spam
-//!     task: spam                      # default: the calibration file's stem
+//!     task: spam                      # default: its head's task, else the calib file's stem
 //!     calib: data/spam-calib.jsonl    # as pmq quantize --calib (JSONL, or an image folder)
 //!     eval: data/spam-test.jsonl      # optional: {"text", "label"} lines, scored with the head
 //!   - model: experts/news
@@ -180,7 +180,16 @@ impl Recipe {
         let mut experts = Vec::new();
         for (i, e) in raw.experts.into_iter().enumerate() {
             let calib = e.calib.as_deref().map(resolve);
-            let task = match (e.task, &calib) {
+            // default: the task the expert's head was trained for, else the calibration stem
+            let head_task = || {
+                let h = e
+                    .head
+                    .as_deref()
+                    .map(resolve)
+                    .unwrap_or_else(|| resolve(&e.model));
+                pmq_eval::Head::load(&h).ok().map(|h| h.task)
+            };
+            let task = match (e.task.clone().or_else(head_task), &calib) {
                 (Some(t), _) => t,
                 (None, Some(c)) => c
                     .file_stem()
