@@ -161,7 +161,10 @@ fn own_data_trains_and_scores_like_the_testbed() {
             .collect();
         std::fs::write(t.join(format!("{split}.jsonl")), lines.join("\n")).unwrap();
     }
-    let backbone = Path::new(c).join("models/all-MiniLM-L6-v2");
+    let (ok, list, err) = pmq(&["testbed", "--cache", c, "list"]);
+    assert!(ok, "{err}");
+    let listed: Value = serde_json::from_str(list.trim()).unwrap();
+    let backbone = std::path::PathBuf::from(listed["backbone"].as_str().unwrap());
     let heads = t.join("heads");
     let (ok, _, err) = pmq(&[
         "finetune",
