@@ -74,8 +74,9 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         cfg.seed = seed;
     }
     // the user's tasks, read up front (bad files fail before any training)
+    let data = crate::labelled::parse_data_flags(&args.data)?;
     let mut user_tasks: Vec<pmq_testbed::TaskData> = Vec::new();
-    for spec in crate::labelled::parse_data_flags(&args.data)? {
+    for spec in &data {
         if spec.task.contains(['/', '\\']) || spec.task == "." || spec.task == ".." {
             bail!(
                 "--data {}: the task name is a directory under --out: no path separators",
@@ -109,12 +110,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         .unwrap_or_else(|| cache.join("experts").join(preset).join(mode.name()));
     let mut inputs = crate::output::testbed_inputs(&cache);
     inputs.extend(args.model.iter().cloned());
-    inputs.extend(
-        args.data
-            .iter()
-            .filter_map(|d| d.split_once('='))
-            .map(|(_, f)| PathBuf::from(f)),
-    );
+    inputs.extend(data.iter().map(|s| s.path.clone()));
     crate::output::prepare_work_dir(&root, &inputs, "--out")?;
     let backbone = args.model.clone().unwrap_or_else(|| backbone_dir(&cache));
     if !backbone.join("config.json").is_file() {

@@ -228,6 +228,23 @@ pub(crate) fn same_sharing(
     Ok(())
 }
 
+/// Adds each captured input's token rows (given only for the first linear reading a tensor) to
+/// the Hessian of its canonical linear in `acc`.
+pub(crate) fn add_to_hessians(
+    acc: &mut HashMap<String, HessianAccumulator>,
+    inputs: Captured,
+) -> Result<()> {
+    for (name, _, rows) in inputs {
+        if let Some(x) = rows {
+            let (cols, v) = rows_f32(&x)?;
+            acc.entry(name)
+                .or_insert_with(|| HessianAccumulator::new(cols))
+                .add_rows_f32(&v);
+        }
+    }
+    Ok(())
+}
+
 /// The captured rows of one input tensor as row-major f32 values and their column count.
 pub(crate) fn rows_f32(x: &Tensor) -> Result<(usize, Vec<f32>)> {
     let (_, cols) = x.dims2()?;

@@ -9,7 +9,7 @@
 //! sees only real tokens), so a batch's padding does not change the result.
 
 use crate::calib::{read_samples, Batcher, CalibSpec};
-use crate::capture::{capture_batch, rows_f32, same_sharing, Wanted};
+use crate::capture::{add_to_hessians, capture_batch, same_sharing, Wanted};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_core::hessian::HessianAccumulator;
@@ -89,14 +89,7 @@ pub fn collect_grams(
                 .collect::<Result<Vec<_>>>()?;
             for cap in captured {
                 same_sharing(&mut pattern, cap.sharing(), block)?;
-                for (name, _, rows) in cap.inputs {
-                    if let Some(x) = rows {
-                        let (cols, v) = rows_f32(&x)?;
-                        acc.entry(name)
-                            .or_insert_with(|| HessianAccumulator::new(cols))
-                            .add_rows_f32(&v);
-                    }
-                }
+                add_to_hessians(&mut acc, cap.inputs)?;
                 let Some(out) = cap.output else {
                     bail!("block {block}: the forward pass stopped early");
                 };
@@ -107,10 +100,9 @@ pub fn collect_grams(
         for (linear, canonical) in pattern.unwrap_or_default() {
             linears.insert(format!("{linear}.weight"), format!("{canonical}.weight"));
         }
-        let mut names: Vec<String> = acc.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            let a = acc.remove(&name).expect("listed");
+        let mut acc: Vec<(String, HessianAccumulator)> = acc.into_iter().collect();
+        acc.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, a) in acc {
             let n = a.tokens();
             if n == 0 {
                 bail!("block {block}: no calibration token reached `{name}`");

@@ -13,7 +13,7 @@
 //! seen; with `true_sequential = false` (GPTQModel's `true_sequential=False`) one capture
 //! collects the inputs of all the block's linears before any of them is quantized.
 
-use crate::capture::{capture_batch, rows_f32, same_sharing, Wanted};
+use crate::capture::{add_to_hessians, capture_batch, same_sharing, Wanted};
 use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::{solve, LinearProblem, Method};
@@ -71,15 +71,7 @@ fn capture_task(
             let held = holdout_every.is_some_and(|k| batch_index % k == k - 1);
             batch_index += 1;
             let target = if held { &mut held_acc } else { &mut acc };
-            for (name, _, rows) in cap.inputs {
-                if let Some(x) = rows {
-                    let (cols, v) = rows_f32(&x)?;
-                    target
-                        .entry(name)
-                        .or_insert_with(|| HessianAccumulator::new(cols))
-                        .add_rows_f32(&v);
-                }
-            }
+            add_to_hessians(target, cap.inputs)?;
             same_sharing(&mut pattern, sharing, block)?;
         }
         timing.hessian_s += t.elapsed().as_secs_f64();

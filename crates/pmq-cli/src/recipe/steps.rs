@@ -242,15 +242,16 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
         merge_inputs.extend(recipe.experts.iter().filter_map(|e| e.calib.as_deref()));
     }
     // every command line is checked before the first step runs
-    MergeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("merge: {e}"))?;
+    let merge_args = MergeCli::try_parse_from(&cmd)
+        .map_err(|e| anyhow::anyhow!("merge: {e}"))?
+        .args;
     let quantize_jobs = quantize_jobs(recipe, out, &merged)?;
     for job in &quantize_jobs {
         QuantizeCli::try_parse_from(&job.cmd).map_err(|e| anyhow::anyhow!("quantize: {e}"))?;
     }
     let merge_fp = fingerprint(&cmd, &merge_inputs, &[])?;
-    let merge_out = r.step("merge", &merge_fp, &merged, cmd.clone(), |_| {
-        let parsed = MergeCli::try_parse_from(&cmd).map_err(|e| anyhow::anyhow!("merge: {e}"))?;
-        crate::merge_cmd::run(parsed.args)
+    let merge_out = r.step("merge", &merge_fp, &merged, cmd, |_| {
+        crate::merge_cmd::run(merge_args)
     })?;
 
     // quantize: the affine grid once (fake and/or gptq), each GGUF grid once
@@ -362,76 +363,74 @@ fn quantize_jobs(recipe: &Recipe, out: &Path, merged: &Path) -> Result<Vec<Quant
     let Some(qflags) = &recipe.quantize_flags else {
         return Ok(Vec::new());
     };
-    {
-        let mut jobs: Vec<(String, PathBuf, &str, Option<String>)> = Vec::new();
-        let fake = recipe.outputs.contains(&Output::Fake);
-        let gptq = recipe.outputs.contains(&Output::Gptq);
-        let quantized = out.join("quantized");
-        match (fake, gptq) {
-            (true, true) => jobs.push(("quantize".into(), quantized.clone(), "both", None)),
-            (true, false) => jobs.push(("quantize".into(), quantized.join("fake"), "fake", None)),
-            (false, true) => jobs.push(("quantize".into(), quantized.join("gptq"), "gptq", None)),
-            (false, false) => {}
-        }
-        for o in &recipe.outputs {
-            if let Output::Gguf(grid) = o {
-                let format = if recipe.evaluate.is_some() {
-                    "gguf-fake"
-                } else {
-                    "gguf"
-                };
-                jobs.push((
-                    format!("gguf-{grid}"),
-                    out.join(format!("gguf-{grid}")),
-                    format,
-                    Some(grid.clone()),
-                ));
-            }
-        }
-        let mut out_jobs = Vec::new();
-        for (name, dir, format, grid) in jobs {
-            let mut cmd: Vec<String> = vec!["--model".into(), s(merged)];
-            for e in &recipe.experts {
-                cmd.extend(["--expert".into(), s(&e.model)]);
-                if let Some(c) = &e.calib {
-                    cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
-                }
-            }
-            cmd.extend(qflags.iter().cloned());
-            if let Some(g) = &grid {
-                cmd.extend(["--grid".into(), g.clone()]);
-            }
-            cmd.extend([
-                "--format".into(),
-                format.into(),
-                "--out".into(),
-                s(&dir),
-                "--overwrite".into(),
-            ]);
-            if cmd.iter().filter(|a| *a == "--calib").count() != recipe.experts.len()
-                && !qflags.windows(2).any(|w| w == ["--method", "rtn"])
-            {
-                bail!("quantization needs calibration data: give every expert a `calib`");
-            }
-            let label = match &grid {
-                Some(g) => format!("{} {g} (GGUF grid)", method_label(qflags)),
-                None => method_label(qflags),
-            };
-            let evaluable = match format {
-                "both" | "gguf-fake" => Some(dir.join("fake")),
-                "gguf" => None,
-                _ => Some(dir.clone()),
-            };
-            out_jobs.push(QuantizeJob {
-                name,
-                dir,
-                cmd,
-                label,
-                evaluable,
-            });
-        }
-        Ok(out_jobs)
+    let mut jobs: Vec<(String, PathBuf, &str, Option<String>)> = Vec::new();
+    let fake = recipe.outputs.contains(&Output::Fake);
+    let gptq = recipe.outputs.contains(&Output::Gptq);
+    let quantized = out.join("quantized");
+    match (fake, gptq) {
+        (true, true) => jobs.push(("quantize".into(), quantized.clone(), "both", None)),
+        (true, false) => jobs.push(("quantize".into(), quantized.join("fake"), "fake", None)),
+        (false, true) => jobs.push(("quantize".into(), quantized.join("gptq"), "gptq", None)),
+        (false, false) => {}
     }
+    for o in &recipe.outputs {
+        if let Output::Gguf(grid) = o {
+            let format = if recipe.evaluate.is_some() {
+                "gguf-fake"
+            } else {
+                "gguf"
+            };
+            jobs.push((
+                format!("gguf-{grid}"),
+                out.join(format!("gguf-{grid}")),
+                format,
+                Some(grid.clone()),
+            ));
+        }
+    }
+    let mut out_jobs = Vec::new();
+    for (name, dir, format, grid) in jobs {
+        let mut cmd: Vec<String> = vec!["--model".into(), s(merged)];
+        for e in &recipe.experts {
+            cmd.extend(["--expert".into(), s(&e.model)]);
+            if let Some(c) = &e.calib {
+                cmd.extend(["--calib".into(), format!("{}={}", e.task, s(c))]);
+            }
+        }
+        cmd.extend(qflags.iter().cloned());
+        if let Some(g) = &grid {
+            cmd.extend(["--grid".into(), g.clone()]);
+        }
+        cmd.extend([
+            "--format".into(),
+            format.into(),
+            "--out".into(),
+            s(&dir),
+            "--overwrite".into(),
+        ]);
+        if cmd.iter().filter(|a| *a == "--calib").count() != recipe.experts.len()
+            && !qflags.windows(2).any(|w| w == ["--method", "rtn"])
+        {
+            bail!("quantization needs calibration data: give every expert a `calib`");
+        }
+        let label = match &grid {
+            Some(g) => format!("{} {g} (GGUF grid)", method_label(qflags)),
+            None => method_label(qflags),
+        };
+        let evaluable = match format {
+            "both" | "gguf-fake" => Some(dir.join("fake")),
+            "gguf" => None,
+            _ => Some(dir.clone()),
+        };
+        out_jobs.push(QuantizeJob {
+            name,
+            dir,
+            cmd,
+            label,
+            evaluable,
+        });
+    }
+    Ok(out_jobs)
 }
 
 fn method_label(flags: &[String]) -> String {
