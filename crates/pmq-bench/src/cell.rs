@@ -107,6 +107,10 @@ pub enum QuantKind {
     /// E-PMQ with `--alpha auto` (α per linear from held-out calibration batches).
     #[serde(rename = "epmq-auto")]
     EpmqAuto,
+    /// E-PMQ with `--alpha auto-model` (one α for the model, by the held-out last-block error
+    /// against the experts).
+    #[serde(rename = "epmq-auto-model")]
+    EpmqAutoModel,
 }
 
 impl QuantKind {
@@ -121,6 +125,7 @@ impl QuantKind {
             Self::Awq => "awq",
             Self::Epmq => "epmq",
             Self::EpmqAuto => "epmq-auto",
+            Self::EpmqAutoModel => "epmq-auto-model",
         }
     }
 
@@ -132,6 +137,7 @@ impl QuantKind {
             Self::Awq => "AWQ",
             Self::Epmq => "E-PMQ",
             Self::EpmqAuto => "E-PMQ (auto α)",
+            Self::EpmqAutoModel => "E-PMQ (auto α per model)",
         }
     }
 
@@ -143,7 +149,10 @@ impl QuantKind {
             "awq" => Self::Awq,
             "epmq" | "e-pmq" => Self::Epmq,
             "epmq-auto" => Self::EpmqAuto,
-            _ => bail!("unknown method {s:?} (expected fp, rtn, gptq, awq, epmq or epmq-auto)"),
+            "epmq-auto-model" => Self::EpmqAutoModel,
+            _ => bail!(
+                "unknown method {s:?} (expected fp, rtn, gptq, awq, epmq, epmq-auto or epmq-auto-model)"
+            ),
         })
     }
 }
@@ -208,9 +217,10 @@ impl Cell {
                 self.bits,
                 self.group_size
             ),
-            QuantKind::EpmqAuto => format!(
-                "{}-epmq-auto-b{}-g{}-n{}",
+            QuantKind::EpmqAuto | QuantKind::EpmqAutoModel => format!(
+                "{}-{}-b{}-g{}-n{}",
                 self.merge.id(),
+                self.quant.id(),
                 self.bits,
                 self.group_size,
                 self.samples
@@ -244,7 +254,7 @@ impl Cell {
             QuantKind::Gptq => Method::Gptq,
             QuantKind::Awq => Method::Awq(AwqOptions::default()),
             QuantKind::Epmq => Method::Epmq { alpha: self.alpha },
-            QuantKind::EpmqAuto => Method::Epmq { alpha: 0.0 },
+            QuantKind::EpmqAuto | QuantKind::EpmqAutoModel => Method::Epmq { alpha: 0.0 },
         };
         let grid = QuantGrid::new(
             self.bits as u32,
@@ -258,6 +268,12 @@ impl Cell {
         }
         if self.quant == QuantKind::EpmqAuto {
             cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha::default());
+        }
+        if self.quant == QuantKind::EpmqAutoModel {
+            cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha {
+                scope: pmq_pipeline::AlphaScope::Model,
+                ..pmq_pipeline::AutoAlpha::default()
+            });
         }
         Ok(Some(cfg))
     }
@@ -289,7 +305,10 @@ mod tests {
         for m in MergeKind::ALL {
             assert_eq!(MergeKind::parse(m.id()).unwrap(), m);
         }
-        for q in QuantKind::ALL.into_iter().chain([QuantKind::EpmqAuto]) {
+        for q in QuantKind::ALL
+            .into_iter()
+            .chain([QuantKind::EpmqAuto, QuantKind::EpmqAutoModel])
+        {
             assert_eq!(QuantKind::parse(q.id()).unwrap(), q);
         }
         let auto = Cell::quant(MergeKind::Wudi, QuantKind::EpmqAuto, 4, 128, 10.0, 128);
@@ -297,6 +316,13 @@ mod tests {
         assert_eq!(auto.alpha, 0.0, "auto chooses α itself");
         let cfg = auto.pipeline_config().unwrap().unwrap();
         assert_eq!(cfg.alpha_auto, Some(pmq_pipeline::AutoAlpha::default()));
+        let per_model = Cell::quant(MergeKind::Wudi, QuantKind::EpmqAutoModel, 4, 128, 10.0, 128);
+        assert_eq!(per_model.key(), "wudi-epmq-auto-model-b4-g128-n128");
+        let cfg = per_model.pipeline_config().unwrap().unwrap();
+        assert_eq!(
+            cfg.alpha_auto.map(|a| a.scope),
+            Some(pmq_pipeline::AlphaScope::Model)
+        );
         assert!(MergeKind::parse("dare").is_err());
     }
 

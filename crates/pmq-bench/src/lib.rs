@@ -62,7 +62,9 @@ pub fn render_markdown(res: &BenchResults, d: &Defaults) -> String {
         s.push_str(&format!("## Calibration budget and time\n\n{t}\n"));
     }
     if let Some(t) = tables::auto_alpha_table(res, d) {
-        s.push_str(&format!("## E-PMQ with --alpha auto\n\n{t}\n"));
+        s.push_str(&format!(
+            "## E-PMQ with --alpha auto (per linear) and auto-model (per model)\n\n{t}\n"
+        ));
     }
     if let Some(t) = tables::regmean_table(res, d) {
         s.push_str(&format!(

@@ -178,7 +178,12 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
         Experiment::Auto => {
             for m in MergeKind::PAPER {
                 out.push(Cell::fp(m));
-                for k in [QuantKind::Gptq, QuantKind::Epmq, QuantKind::EpmqAuto] {
+                for k in [
+                    QuantKind::Gptq,
+                    QuantKind::Epmq,
+                    QuantKind::EpmqAuto,
+                    QuantKind::EpmqAutoModel,
+                ] {
                     out.push(q(m, k, d.bits, d.group_size, d.alpha_for(m), d.samples));
                 }
             }
@@ -191,6 +196,7 @@ pub fn experiment_cells(e: Experiment, d: &Defaults) -> Vec<Cell> {
                 QuantKind::Gptq,
                 QuantKind::Epmq,
                 QuantKind::EpmqAuto,
+                QuantKind::EpmqAutoModel,
             ] {
                 out.push(q(m, k, d.bits, d.group_size, d.alpha, d.samples));
             }
@@ -272,10 +278,14 @@ mod tests {
     #[test]
     fn auto_and_regmean_experiments() {
         let auto = plan(&[Experiment::Auto], &d(), &Selection::default());
-        assert_eq!(auto.len(), 4 * 4);
-        assert!(auto
-            .iter()
-            .any(|c| c.key() == "wudi-epmq-auto-b4-g128-n128"));
+        // per merge: FP, GPTQ, E-PMQ at the main table's α, auto per linear, auto per model
+        assert_eq!(auto.len(), 4 * 5);
+        for key in [
+            "wudi-epmq-auto-b4-g128-n128",
+            "wudi-epmq-auto-model-b4-g128-n128",
+        ] {
+            assert!(auto.iter().any(|c| c.key() == key), "{key}");
+        }
         // the fixed-α E-PMQ cells are the main table's
         let main = plan(&[Experiment::Main], &d(), &Selection::default());
         assert!(auto
@@ -291,7 +301,8 @@ mod tests {
                 "regmean-rtn-b4-g128",
                 "regmean-gptq-b4-g128-n128",
                 "regmean-epmq-b4-g128-a0.01-n128",
-                "regmean-epmq-auto-b4-g128-n128"
+                "regmean-epmq-auto-b4-g128-n128",
+                "regmean-epmq-auto-model-b4-g128-n128"
             ]
         );
         assert!(main.iter().all(|c| c.merge != MergeKind::RegMean));

@@ -253,7 +253,7 @@ impl Bench {
         };
         if quant.is_some() {
             let report = model.join("pmq_report.json");
-            if c.quant == QuantKind::EpmqAuto {
+            if matches!(c.quant, QuantKind::EpmqAuto | QuantKind::EpmqAutoModel) {
                 r.alpha_summary = Some(alpha_summary(&report)?);
             }
             if report.is_file() {
@@ -346,7 +346,10 @@ impl Bench {
                 })
                 .collect()
         };
-        let experts = if matches!(c.quant, QuantKind::Epmq | QuantKind::EpmqAuto) {
+        let experts = if matches!(
+            c.quant,
+            QuantKind::Epmq | QuantKind::EpmqAuto | QuantKind::EpmqAutoModel
+        ) {
             self.experts.iter().map(|e| e.dir.clone()).collect()
         } else {
             Vec::new()
@@ -379,6 +382,22 @@ fn alpha_summary(report: &Path) -> Result<String> {
         std::fs::read_to_string(report).with_context(|| format!("reading {}", report.display()))?;
     let r: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", report.display()))?;
+    if let Some(a) = r["alpha_search"]["alpha"].as_f64() {
+        // --alpha auto-model: the model's α, then every candidate's held-out loss
+        let losses: Vec<String> = r["alpha_search"]["candidates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some(format!(
+                    "{}: {:.4}",
+                    c["alpha"].as_f64()?,
+                    c["loss"].as_f64()?
+                ))
+            })
+            .collect();
+        return Ok(format!("α = {a} (held-out loss {})", losses.join(", ")));
+    }
     let chosen = r["linears"]
         .as_array()
         .into_iter()

@@ -25,22 +25,32 @@ fn delta(r: &CellResult, base: Option<&CellResult>) -> String {
     base.map_or("–".into(), |b| difference(r, b))
 }
 
-fn row(name: &str, tasks: &[String], r: &CellResult, fp: Option<&CellResult>) -> String {
+/// A main-table row: per-task accuracy, the average, the change vs the FP merged model and,
+/// for quantizers other than GPTQ, vs GPTQ on the same merge and grid (empty otherwise).
+fn row(
+    name: &str,
+    tasks: &[String],
+    r: &CellResult,
+    fp: Option<&CellResult>,
+    gptq: Option<&CellResult>,
+) -> String {
     let acc = by_task(&r.accuracies);
     let cols: Vec<String> = tasks
         .iter()
         .map(|t| acc.get(t.as_str()).map_or("–".into(), |a| pct(*a)))
         .collect();
     format!(
-        "| {name} | {} | **{}** | {} |\n",
+        "| {name} | {} | **{}** | {} | {}|\n",
         cols.join(" | "),
         pct(r.average),
-        delta(r, fp)
+        delta(r, fp),
+        gptq.map_or(String::new(), |g| difference(r, g) + " ")
     )
 }
 
 /// The main table for one group size: reference rows, then per merge method the FP merged model
-/// and each quantizer, with the average and the change vs FP merged (percentage points).
+/// and each quantizer, with the average, the change vs FP merged and, for the other quantizers,
+/// vs GPTQ (percentage points).
 /// E-PMQ rows use each merge's α ([`Defaults::alpha_for`]). Merge methods with no quantized
 /// cell at this setting are listed only with `fp_only_rows`.
 pub fn main_table(
@@ -76,24 +86,29 @@ pub fn main_table(
             body,
             "| **{}** |{}",
             m.label(),
-            " |".repeat(tasks.len() + 2)
+            " |".repeat(tasks.len() + 3)
         );
         if let Some(f) = fp {
-            body.push_str(&row("FP merged", tasks, f, None));
+            body.push_str(&row("FP merged", tasks, f, None, None));
         }
+        let gptq = quantized
+            .iter()
+            .find(|c| c.cell.quant == QuantKind::Gptq)
+            .copied();
         for c in quantized {
+            let vs_gptq = gptq.filter(|_| c.cell.quant != QuantKind::Gptq);
             let mut name = format!("{} {}-bit", c.cell.quant.label(), c.cell.bits);
             if c.cell.quant == QuantKind::Epmq && d.alpha_for(m) != d.alpha {
                 name.push_str(&format!(" (α = {})", c.cell.alpha));
             }
-            body.push_str(&row(&name, tasks, c, fp));
+            body.push_str(&row(&name, tasks, c, fp, vs_gptq));
         }
     }
     if !any {
         return None;
     }
     let mut s = format!(
-        "| Method | {} | Avg | Δ vs FP merged |\n|---|{}---|---|\n",
+        "| Method | {} | Avg | Δ vs FP merged | Δ vs GPTQ |\n|---|{}---|---|---|\n",
         tasks.join(" | "),
         "---|".repeat(tasks.len())
     );
@@ -105,7 +120,7 @@ pub fn main_table(
             .collect();
         let _ = writeln!(
             s,
-            "| {} | {} | **{}** | |",
+            "| {} | {} | **{}** | | |",
             r.name,
             cols.join(" | "),
             pct(r.average)
@@ -247,13 +262,6 @@ pub fn auto_alpha_table(res: &BenchResults, d: &Defaults) -> Option<String> {
     };
     let mut rows = Vec::new();
     for m in MergeKind::ALL {
-        let Some(auto) = res
-            .cells
-            .iter()
-            .find(|c| c.cell.merge == m && c.cell.quant == QuantKind::EpmqAuto && at(c))
-        else {
-            continue;
-        };
         let fixed: Vec<&CellResult> = res
             .cells
             .iter()
@@ -269,25 +277,37 @@ pub fn auto_alpha_table(res: &BenchResults, d: &Defaults) -> Option<String> {
             .find(|c| c.cell.merge == m && c.cell.quant == QuantKind::Gptq && at(c));
         let or_dash =
             |c: Option<&CellResult>, f: &dyn Fn(&CellResult) -> String| c.map_or("–".into(), f);
-        rows.push(format!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            m.label(),
-            or_dash(gptq, &|c| pct(c.average)),
-            or_dash(best, &|c| format!(
-                "{} (α = {}, of {})",
-                pct(c.average),
-                c.cell.alpha,
-                fixed.len()
-            )),
-            pct(auto.average),
-            or_dash(best, &|b| difference(auto, b)),
-            or_dash(gptq, &|g| difference(auto, g)),
-            auto.alpha_summary.as_deref().unwrap_or("–"),
-        ));
+        for (kind, scope) in [
+            (QuantKind::EpmqAuto, "per linear"),
+            (QuantKind::EpmqAutoModel, "per model"),
+        ] {
+            let Some(auto) = res
+                .cells
+                .iter()
+                .find(|c| c.cell.merge == m && c.cell.quant == kind && at(c))
+            else {
+                continue;
+            };
+            rows.push(format!(
+                "| {} | {scope} | {} | {} | {} | {} | {} | {} |",
+                m.label(),
+                or_dash(gptq, &|c| pct(c.average)),
+                or_dash(best, &|c| format!(
+                    "{} (α = {}, of {})",
+                    pct(c.average),
+                    c.cell.alpha,
+                    fixed.len()
+                )),
+                pct(auto.average),
+                or_dash(best, &|b| difference(auto, b)),
+                or_dash(gptq, &|g| difference(auto, g)),
+                auto.alpha_summary.as_deref().unwrap_or("–"),
+            ));
+        }
     }
     (!rows.is_empty()).then(|| {
         format!(
-            "{}-bit, g{}, {} samples/task, average accuracy; differences in points with paired bootstrap 95 % intervals (* = excludes 0)\n\n| Merge | GPTQ | E-PMQ best fixed α (picked on the test set) | E-PMQ auto α | auto − best fixed | auto − GPTQ | α chosen per linear |\n|---|---|---|---|---|---|---|\n{}\n",
+            "{}-bit, g{}, {} samples/task, average accuracy; differences in points with paired bootstrap 95 % intervals (* = excludes 0)\n\n| Merge | auto α | GPTQ | E-PMQ best fixed α (picked on the test set) | E-PMQ auto α | auto − best fixed | auto − GPTQ | α chosen |\n|---|---|---|---|---|---|---|---|\n{}\n",
             d.bits,
             d.group_size,
             d.samples,
@@ -312,6 +332,7 @@ pub fn regmean_table(res: &BenchResults, d: &Defaults) -> Option<String> {
         QuantKind::Gptq,
         QuantKind::Epmq,
         QuantKind::EpmqAuto,
+        QuantKind::EpmqAutoModel,
     ] {
         if let Some(c) = find(r, q) {
             rows.push(format!(

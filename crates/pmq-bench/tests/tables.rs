@@ -97,34 +97,34 @@ fn results() -> BenchResults {
 fn main_table_rows_and_deltas() {
     let t = tables::main_table(&results(), &defaults(), 128, true).unwrap();
     assert!(
-        t.contains("| Method | a | b | Avg | Δ vs FP merged |"),
+        t.contains("| Method | a | b | Avg | Δ vs FP merged | Δ vs GPTQ |"),
         "{t}"
     );
     assert!(
-        t.contains("| Fine-tuned (STL) | 90.0 | 80.0 | **85.0** | |"),
+        t.contains("| Fine-tuned (STL) | 90.0 | 80.0 | **85.0** | | |"),
         "{t}"
     );
     assert!(
-        t.contains("| **Task Arithmetic (λ=0.3)** | | | | |\n"),
+        t.contains("| **Task Arithmetic (λ=0.3)** | | | | | |\n"),
         "{t}"
     );
     for line in t.lines() {
         assert_eq!(
             line.matches('|').count(),
-            6,
-            "every row has 5 cells: {line}"
+            7,
+            "every row has 6 cells: {line}"
         );
     }
     assert!(
-        t.contains("| FP merged | 80.0 | 70.0 | **75.0** | – |"),
+        t.contains("| FP merged | 80.0 | 70.0 | **75.0** | – | |"),
         "{t}"
     );
     assert!(
-        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 |"),
+        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 | |"),
         "{t}"
     );
     assert!(
-        t.contains("| E-PMQ 4-bit | 79.0 | 70.0 | **74.5** | -0.5 |"),
+        t.contains("| E-PMQ 4-bit | 79.0 | 70.0 | **74.5** | -0.5 | +9.5 |"),
         "{t}"
     );
     assert!(!t.contains("AWQ"), "cells not run are not invented: {t}");
@@ -204,7 +204,7 @@ fn main_table_uses_each_merges_alpha_and_the_default_budget() {
     );
     assert!(!t.contains("| 10.0 |"), "{t}");
     assert!(
-        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 |"),
+        t.contains("| GPTQ 4-bit | 70.0 | 60.0 | **65.0** | -10.0 | |"),
         "{t}"
     );
     // the α table gains a WUDI column with both of its α values
@@ -245,6 +245,13 @@ fn differences_carry_paired_bootstrap_intervals_and_auto_and_regmean_tables() {
         Some(30.0),
     );
     auto.alpha_summary = Some("0×3, 0.01×5".into());
+    // the per-model search chose 0.01: the same model as the fixed α = 0.01 cell
+    let mut per_model = cell(
+        q(MergeKind::Ta, QuantKind::EpmqAutoModel, 0.0),
+        acc_hits(&[("a", 84, 100), ("b", 72, 100)]),
+        Some(60.0),
+    );
+    per_model.alpha_summary = Some("α = 0.01 (held-out loss 0: 0.5, 0.01: 0.4)".into());
     let res = BenchResults::merge_in(
         None,
         meta("x"),
@@ -271,6 +278,7 @@ fn differences_carry_paired_bootstrap_intervals_and_auto_and_regmean_tables() {
                 Some(20.0),
             ),
             auto,
+            per_model,
             cell(
                 Cell::fp(MergeKind::RegMean),
                 acc_hits(&[("a", 82, 100), ("b", 71, 100)]),
@@ -293,10 +301,23 @@ fn differences_carry_paired_bootstrap_intervals_and_auto_and_regmean_tables() {
     assert!(t.contains("| **RegMean** |"), "{t}");
     let a = tables::auto_alpha_table(&res, &d).unwrap();
     assert!(
-        a.contains("| Task Arithmetic (λ=0.3) | 74.5 | 78.0 (α = 0.01, of 2) | 78.5 | +0.5 ["),
+        a.contains(
+            "| Task Arithmetic (λ=0.3) | per linear | 74.5 | 78.0 (α = 0.01, of 2) | 78.5 | +0.5 ["
+        ),
         "{a}"
     );
     assert!(a.contains("| 0×3, 0.01×5 |"), "{a}");
+    assert!(
+        a.contains("| Task Arithmetic (λ=0.3) | per model | 74.5 | 78.0 (α = 0.01, of 2) | 78.0 | +0.0 [+0.0, +0.0] | +3.5 ["),
+        "{a}"
+    );
+    assert!(
+        a.contains("| α = 0.01 (held-out loss 0: 0.5, 0.01: 0.4) |"),
+        "{a}"
+    );
+    // the main table lists neither auto cell and has E-PMQ − GPTQ on the fixed-α row
+    assert!(!t.contains("auto"), "{t}");
+    assert!(t.contains("| **78.0** | +3.0 [+"), "{t}");
     let r = tables::regmean_table(&res, &d).unwrap();
     assert!(r.contains("| RegMean FP | 76.5 | | |"), "{r}");
     assert!(r.contains("| RegMean + GPTQ 4-bit | 76.0 | -0.5 ["), "{r}");

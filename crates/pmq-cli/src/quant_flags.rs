@@ -27,7 +27,9 @@ pub struct QuantFlags {
     #[arg(long, allow_hyphen_values = true)]
     pub damp: Option<f64>,
     /// E-PMQ anchor strength α: λ = α · mean(diag ΣH_i); `auto` chooses α per linear from
-    /// held-out calibration batches (`pmq quantize` only; see --alpha-grid).
+    /// held-out calibration batches, `auto-model` one α for the model by the held-out
+    /// last-block error against the experts (one quantization run per candidate)
+    /// (`pmq quantize` only; see --alpha-grid).
     #[arg(long, default_value = "0.01", allow_hyphen_values = true, value_parser = parse_alpha)]
     pub alpha: AlphaArg,
     /// Columns per lazy GPTQ block.
@@ -112,7 +114,9 @@ impl QuantFlags {
         }
         if let AlphaArg::Fixed(a) = self.alpha {
             if !(a.is_finite() && a >= 0.0) {
-                anyhow::bail!("--alpha must be a finite number ≥ 0 or `auto`; got {a}");
+                anyhow::bail!(
+                    "--alpha must be a finite number ≥ 0, `auto` or `auto-model`; got {a}"
+                );
             }
         }
         if self.block_size == 0 {
@@ -158,7 +162,10 @@ impl QuantFlags {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum AlphaArg {
     Fixed(f64),
+    /// α per linear
     Auto,
+    /// one α per model
+    AutoModel,
 }
 
 impl AlphaArg {
@@ -166,7 +173,7 @@ impl AlphaArg {
     pub fn fixed_or(self, auto_value: f64) -> f64 {
         match self {
             AlphaArg::Fixed(a) => a,
-            AlphaArg::Auto => auto_value,
+            AlphaArg::Auto | AlphaArg::AutoModel => auto_value,
         }
     }
 }
@@ -175,7 +182,10 @@ fn parse_alpha(s: &str) -> Result<AlphaArg, String> {
     if s.eq_ignore_ascii_case("auto") {
         return Ok(AlphaArg::Auto);
     }
+    if s.eq_ignore_ascii_case("auto-model") {
+        return Ok(AlphaArg::AutoModel);
+    }
     s.parse::<f64>()
         .map(AlphaArg::Fixed)
-        .map_err(|_| format!("`{s}` is neither a number nor `auto`"))
+        .map_err(|_| format!("`{s}` is neither a number nor `auto` / `auto-model`"))
 }

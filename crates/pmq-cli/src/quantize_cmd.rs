@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pmq_core::{GridKind, ScalePrecision};
 use pmq_formats::gguf::{GgufOptions, Unquantized};
 use pmq_pipeline::{
-    quantize_and_write, AutoAlpha, AwqOptions, CalibSpec, Checkpointing, DeviationMode, Method,
-    OutputFormat, PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
+    quantize_and_write, AlphaScope, AutoAlpha, AwqOptions, CalibSpec, Checkpointing, DeviationMode,
+    Method, OutputFormat, PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
 };
 use std::path::{Path, PathBuf};
 
@@ -132,11 +132,11 @@ pub struct QuantizeArgs {
     /// block instead of one per group. 0 recomputes everything; results are the same.
     #[arg(long, value_name = "MIB", default_value_t = (pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES >> 20) as u64)]
     forward_cache_mib: u64,
-    /// --alpha auto: the α values tried per linear [default: 0,0.01,0.1,1,10].
+    /// --alpha auto / auto-model: the α values tried (per linear / per model) [default: 0,0.01,0.1,1,10].
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     alpha_grid: Option<Vec<f64>>,
-    /// --alpha auto: hold out every N-th calibration batch of each task to score the α grid
-    /// (the final solve uses all batches) [default: 4].
+    /// --alpha auto / auto-model: hold out every N-th calibration batch of each task to score
+    /// the α grid (the final quantization uses all batches) [default: 4].
     #[arg(long)]
     alpha_holdout_every: Option<usize>,
     /// Benchmark aid: time one extra plain forward pass of the first block, so that the
@@ -204,18 +204,24 @@ pub enum DeviationArg {
     PerTask,
 }
 
-/// `--alpha auto`'s grid and hold-out, checked.
+/// `--alpha auto` / `auto-model`: the grid, hold-out and scope, checked.
 fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>> {
-    let auto = args.q.alpha == AlphaArg::Auto;
+    let scope = match args.q.alpha {
+        AlphaArg::Auto => Some(AlphaScope::Linear),
+        AlphaArg::AutoModel => Some(AlphaScope::Model),
+        AlphaArg::Fixed(_) => None,
+    };
     let default = AutoAlpha::default();
-    if !auto {
+    let Some(scope) = scope else {
         if args.alpha_grid.is_some() || args.alpha_holdout_every.is_some() {
-            bail!("--alpha-grid and --alpha-holdout-every only apply with --alpha auto");
+            bail!(
+                "--alpha-grid and --alpha-holdout-every only apply with --alpha auto or auto-model"
+            );
         }
         return Ok(None);
-    }
+    };
     if !matches!(method, Method::Epmq { .. }) {
-        bail!("--alpha auto applies to --method epmq");
+        bail!("--alpha auto / auto-model applies to --method epmq");
     }
     let grid = args.alpha_grid.clone().unwrap_or(default.grid);
     if grid.is_empty() || grid.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
@@ -228,6 +234,7 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
     Ok(Some(AutoAlpha {
         grid,
         holdout_every,
+        scope,
     }))
 }
 
@@ -236,7 +243,7 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
         QuantMethodArg::Rtn => Method::Rtn,
         QuantMethodArg::Gptq => Method::Gptq,
         QuantMethodArg::Epmq => Method::Epmq {
-            // with `auto`, each linear's α is chosen from --alpha-grid
+            // with `auto` / `auto-model`, α is chosen from --alpha-grid
             alpha: args.q.alpha.fixed_or(0.0),
         },
         QuantMethodArg::Awq => Method::Awq(AwqOptions {

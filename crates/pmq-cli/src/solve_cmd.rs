@@ -214,8 +214,8 @@ pub fn run(args: SolveArgs) -> Result<()> {
         SolveMethod::Epmq => Method::Epmq {
             alpha: match args.q.alpha {
                 crate::quant_flags::AlphaArg::Fixed(a) => a,
-                crate::quant_flags::AlphaArg::Auto => anyhow::bail!(
-                    "--alpha auto needs held-out calibration batches: use it with `pmq quantize`; `pmq solve` takes a fixed α"
+                crate::quant_flags::AlphaArg::Auto | crate::quant_flags::AlphaArg::AutoModel => anyhow::bail!(
+                    "--alpha auto / auto-model needs held-out calibration batches: use it with `pmq quantize`; `pmq solve` takes a fixed α"
                 ),
             },
         },

@@ -282,9 +282,7 @@ fn the_deviation_split_adds_up_per_task() {
         &["--format", "fake", "--deviation", "per-task"],
     ));
     assert!(ok, "{err}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap())
-            .unwrap();
+    let report = read_report(&out);
     for l in report["linears"].as_array().unwrap() {
         let d = &l["deviation"];
         let tasks = d["per_task"].as_array().unwrap();
@@ -537,22 +535,58 @@ fn speed_and_memory_flags_run_and_are_recorded() {
     }
 }
 
+/// A 2-expert merged BERT with calibration data, for the `--alpha auto` tests.
+struct AlphaFixture {
+    tmp: tempfile::TempDir,
+    merged: PathBuf,
+    experts: Vec<PathBuf>,
+    cal: Vec<String>,
+}
+
+impl AlphaFixture {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let (base, experts) = family(tmp.path(), false, 2);
+        let merged = merged_with_pmq(tmp.path(), &base, &experts);
+        let cal = calib(tmp.path(), 2);
+        Self {
+            tmp,
+            merged,
+            experts,
+            cal,
+        }
+    }
+
+    /// `pmq quantize --method epmq --format fake` into `name` with `extra` flags:
+    /// (success, stderr, output directory).
+    fn epmq(&self, name: &str, extra: &[&str]) -> (bool, String, PathBuf) {
+        let out = self.tmp.path().join(name);
+        let mut args = vec!["--format", "fake"];
+        args.extend_from_slice(extra);
+        let (ok, _, err) = pmq(&quantize_args(
+            &self.merged,
+            "epmq",
+            &self.experts,
+            &self.cal,
+            &out,
+            &args,
+        ));
+        (ok, err, out)
+    }
+}
+
+/// The `pmq_report.json` of an output directory.
+fn read_report(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap()).unwrap()
+}
+
 /// `--alpha auto` scores every α of the grid on held-out batches and keeps the best per
 /// linear; with a one-value grid it is the fixed-α run (refitted on all batches); misuse is
 /// refused.
 #[test]
 fn alpha_auto_picks_the_best_held_out_alpha_per_linear() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (base, experts) = family(tmp.path(), false, 2);
-    let merged = merged_with_pmq(tmp.path(), &base, &experts);
-    let cal = calib(tmp.path(), 2);
-    let run = |name: &str, extra: &[&str]| {
-        let out = tmp.path().join(name);
-        let mut args = vec!["--format", "fake"];
-        args.extend_from_slice(extra);
-        let (ok, _, err) = pmq(&quantize_args(&merged, "epmq", &experts, &cal, &out, &args));
-        (ok, err, out)
-    };
+    let f = AlphaFixture::new();
+    let run = |name: &str, extra: &[&str]| f.epmq(name, extra);
     // 12 samples in batches of 5: batches 0, 1 fit, batch 2 held out
     let (ok, err, out) = run(
         "auto",
@@ -566,14 +600,10 @@ fn alpha_auto_picks_the_best_held_out_alpha_per_linear() {
         ],
     );
     assert!(ok, "{err}");
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("pmq_report.json")).unwrap())
-            .unwrap();
+    let report = read_report(&out);
     let (fixed_ok, err, fixed) = run("fixed", &["--alpha", "0.1"]);
     assert!(fixed_ok, "{err}");
-    let fixed_report: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixed.join("pmq_report.json")).unwrap())
-            .unwrap();
+    let fixed_report = read_report(&fixed);
     let mut chosen = std::collections::BTreeSet::new();
     for (l, f) in report["linears"]
         .as_array()
@@ -638,12 +668,96 @@ fn alpha_auto_picks_the_best_held_out_alpha_per_linear() {
         assert!(!ok && err.contains(want), "{extra:?}: {err}");
     }
     let (ok, _, err) = pmq(&quantize_args(
-        &merged,
+        &f.merged,
         "gptq",
         &[],
-        &cal,
-        &tmp.path().join("g"),
+        &f.cal,
+        &f.tmp.path().join("g"),
         &["--alpha", "auto"],
+    ));
+    assert!(!ok && err.contains("applies to --method epmq"), "{err}");
+}
+
+/// `--alpha auto-model` runs E-PMQ once per candidate on the fit batches, scores each by the
+/// held-out last-block error against the experts, and quantizes with the winner on all
+/// batches: the result is the fixed-α run with the chosen α, bit for bit.
+#[test]
+fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
+    let f = AlphaFixture::new();
+    let run = |name: &str, extra: &[&str]| f.epmq(name, extra);
+    // 12 samples in batches of 5: batches 0, 1 fit, batch 2 held out
+    let (ok, err, out) = run(
+        "auto-model",
+        &[
+            "--alpha",
+            "auto-model",
+            "--alpha-grid",
+            "0,0.1,1000",
+            "--alpha-holdout-every",
+            "3",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report = read_report(&out);
+    let search = &report["alpha_search"];
+    let candidates = search["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 3);
+    let loss = |c: &Value| c["loss"].as_f64().unwrap();
+    for c in candidates {
+        let per_task: Vec<f64> = c["per_task"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(per_task.len(), 2);
+        assert!(per_task.iter().all(|v| v.is_finite() && *v > 0.0), "{c}");
+        assert!((loss(c) - (per_task[0] + per_task[1]) / 2.0).abs() <= 1e-12 * loss(c));
+    }
+    // the anchor changes the model: the candidates' losses differ
+    assert_ne!(loss(&candidates[0]), loss(&candidates[2]));
+    let best = candidates
+        .iter()
+        .min_by(|x, y| loss(x).total_cmp(&loss(y)))
+        .unwrap();
+    assert_eq!(search["alpha"], best["alpha"]);
+    assert!(report["linears"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|l| l.get("alpha").is_none()));
+    let markdown = std::fs::read_to_string(out.join("pmq_report.md")).unwrap();
+    assert!(markdown.contains("--alpha auto-model"), "{markdown}");
+
+    let chosen = best["alpha"].as_f64().unwrap().to_string();
+    let (ok, err, fixed) = run("fixed", &["--alpha", &chosen]);
+    assert!(ok, "{err}");
+    let (same, total) = equal_elements(&out, &fixed, |_| true);
+    assert_eq!(
+        same, total,
+        "the final model is the fixed-α run (α = {chosen})"
+    );
+
+    for (extra, want) in [
+        (
+            vec!["--alpha", "auto-model", "--alpha-holdout-every", "4"],
+            "too few to hold out",
+        ),
+        (
+            vec!["--alpha", "auto-model", "--alpha-grid", "nan"],
+            "--alpha-grid",
+        ),
+    ] {
+        let (ok, err, _) = run("bad", &extra);
+        assert!(!ok && err.contains(want), "{extra:?}: {err}");
+    }
+    let (ok, _, err) = pmq(&quantize_args(
+        &f.merged,
+        "gptq",
+        &f.experts,
+        &f.cal,
+        &f.tmp.path().join("gptq"),
+        &["--alpha", "auto-model"],
     ));
     assert!(!ok && err.contains("applies to --method epmq"), "{err}");
 }

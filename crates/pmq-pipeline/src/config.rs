@@ -67,7 +67,8 @@ pub struct PipelineConfig {
     pub alpha_auto: Option<AutoAlpha>,
 }
 
-/// `--alpha auto`: the α grid and which calibration batches are held out to score it.
+/// `--alpha auto` / `auto-model`: the α grid, which calibration batches are held out to
+/// score it, and whether one α is chosen per linear or for the whole model.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct AutoAlpha {
     /// Candidate α values.
@@ -75,6 +76,21 @@ pub struct AutoAlpha {
     /// Every `holdout_every`-th batch of each task (the last of every run of that many) is
     /// held out for scoring; the final solve uses all batches.
     pub holdout_every: usize,
+    /// Per linear ([`pmq_core::alpha_selection`], one extra solve per candidate) or per model
+    /// ([`crate::alpha_model`], one extra quantization run per candidate).
+    pub scope: AlphaScope,
+}
+
+/// What one chosen α applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AlphaScope {
+    /// Each linear's α minimises its own held-out loss `Σ_i ‖QX_i − W_iX_i‖²`.
+    #[default]
+    Linear,
+    /// One α for the model: the one whose quantized model's last-block outputs on the
+    /// held-out batches are closest to the experts' own.
+    Model,
 }
 
 impl Default for AutoAlpha {
@@ -84,6 +100,7 @@ impl Default for AutoAlpha {
         Self {
             grid: vec![0.0, 0.01, 0.1, 1.0, 10.0],
             holdout_every: 4,
+            scope: AlphaScope::Linear,
         }
     }
 }

@@ -16,6 +16,7 @@
 //! A run can keep a checkpoint of its finished blocks and a killed run continue from it with a
 //! bit-identical result ([`resume`]).
 
+pub mod alpha_model;
 pub mod awq_fold;
 pub mod awq_strategy;
 pub mod calib;
@@ -35,7 +36,7 @@ pub mod sequential;
 mod strategy;
 
 pub use calib::CalibSpec;
-pub use config::{solver_settings, AutoAlpha, DEFAULT_FORWARD_CACHE_BYTES};
+pub use config::{solver_settings, AlphaScope, AutoAlpha, DEFAULT_FORWARD_CACHE_BYTES};
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};
 pub use method::{AwqOptions, Method};

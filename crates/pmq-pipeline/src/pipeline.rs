@@ -4,6 +4,7 @@
 //! or [`crate::awq_strategy`] (AWQ).
 
 use crate::calib::{read_samples, Batcher};
+use crate::config::AlphaScope;
 pub use crate::config::{PipelineConfig, PipelineInputs};
 use crate::experts::Experts;
 use crate::job::{BlockJob, Results};
@@ -14,7 +15,7 @@ use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_formats::{PackedLinear, ReplacedTensors};
-use pmq_models::{load_model, BlockModel, MemoBudget, OutputMemo, State};
+use pmq_models::{load_model, Batch, BlockModel, MemoBudget, OutputMemo, State};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -112,12 +113,47 @@ pub fn run(
 /// `checkpoint.resume`, continuing from the blocks a checkpoint of the same inputs and
 /// settings holds ([`crate::resume`]); the result is bit for bit that of an uninterrupted
 /// run. The checkpoint is left in place (the caller removes it once the result is stored).
+///
+/// With `--alpha auto-model` ([`crate::AlphaScope::Model`]) the α search runs first
+/// ([`crate::alpha_model`]); the checkpoint serves the final run.
 pub fn run_checkpointed(
     inputs: &PipelineInputs,
     cfg: &PipelineConfig,
     progress: &dyn Progress,
     checkpoint: Option<&Checkpointing>,
 ) -> Result<PipelineOutput> {
+    if let Some(auto) = cfg
+        .alpha_auto
+        .as_ref()
+        .filter(|a| a.scope == AlphaScope::Model)
+    {
+        return crate::alpha_model::run(inputs, cfg, auto, progress, checkpoint);
+    }
+    Ok(run_inner(inputs, cfg, progress, checkpoint, None)?.0)
+}
+
+/// Calibration batches held out of a run (every `k`-th of each task, the last of every run of
+/// `k`): not used to fit anything, propagated through the quantized blocks as they are
+/// finished.
+pub(crate) struct HeldOut {
+    /// Per task, the held-out batches.
+    pub batches: Vec<Vec<Batch>>,
+    /// Per task and batch, the state after the last block (after the run).
+    pub states: Vec<Vec<State>>,
+}
+
+/// The pipeline, with `holdout_every = Some(k)` holding every `k`-th calibration batch of each
+/// task out of the fit and returning its last-block states ([`HeldOut`]).
+pub(crate) fn run_inner(
+    inputs: &PipelineInputs,
+    cfg: &PipelineConfig,
+    progress: &dyn Progress,
+    checkpoint: Option<&Checkpointing>,
+    holdout_every: Option<usize>,
+) -> Result<(PipelineOutput, Option<HeldOut>)> {
+    if holdout_every.is_some() && checkpoint.is_some() {
+        bail!("a run with held-out batches keeps no checkpoint");
+    }
     let t0 = Instant::now();
     let method = cfg.method;
     check_inputs(inputs, cfg)?;
@@ -155,6 +191,14 @@ pub fn run_checkpointed(
                 .with_context(|| format!("preparing calibration task {:?}", spec.task))
         })
         .collect::<Result<Vec<_>>>()?;
+    let (task_batches, mut held) = match holdout_every {
+        None => (task_batches, None),
+        Some(k) => {
+            let (fit, batches) = split_holdout(task_batches, k, inputs)?;
+            let states = embed_all(&*model, &batches, DType::F32)?;
+            (fit, Some(HeldOut { batches, states }))
+        }
+    };
     let mut checkpoint = checkpoint
         .map(|c| Checkpoint::open(c, inputs, cfg, family, model.num_blocks()))
         .transpose()?;
@@ -175,15 +219,7 @@ pub fn run_checkpointed(
         ..Phases::default()
     };
     let t_embed = Instant::now();
-    let mut states: Vec<Vec<State>> = task_batches
-        .iter()
-        .map(|batches| {
-            batches
-                .iter()
-                .map(|b| model.embed(b)?.with_hidden_dtype(cfg.state_dtype))
-                .collect::<pmq_models::Result<Vec<_>>>()
-        })
-        .collect::<pmq_models::Result<_>>()?;
+    let mut states = embed_all(&*model, &task_batches, cfg.state_dtype)?;
     timing.embed_s = t_embed.elapsed().as_secs_f64();
     let strategy = strategy::for_method(method);
     let mut results = Results::default();
@@ -241,6 +277,11 @@ pub fn run_checkpointed(
             .quantize_block(&mut job, &mut results)
             .inspect_err(|_| progress.finish())?;
         states = advance(&*model, block, &states, next, cfg, &mut memos, &mut timing)?;
+        if let Some(h) = held.as_mut() {
+            let t = Instant::now();
+            h.states = forward_block(&*model, block, &h.states)?;
+            timing.propagate_s += t.elapsed().as_secs_f64();
+        }
         if let Some(ckpt) = checkpoint.as_mut() {
             let wall = wall_before + t0.elapsed().as_secs_f64();
             ckpt.save_block(block, &*model, &results, first_record, &timing, wall)
@@ -296,17 +337,85 @@ pub fn run_checkpointed(
         warnings,
         peak_rss_mib: peak_rss_mib(),
         phases: timing,
+        alpha_search: None,
     };
     let mut tensors = ReplacedTensors::new();
     for name in &results.changed {
         let t = model.tensor(name)?;
         tensors.insert(name.clone(), t.flatten_all()?.to_vec1::<f32>()?);
     }
-    Ok(PipelineOutput {
+    let output = PipelineOutput {
         layers: results.layers,
         tensors,
         report,
-    })
+    };
+    Ok((output, held))
+}
+
+/// Every batch embedded, stored as `dtype`.
+fn embed_all(
+    model: &dyn BlockModel,
+    task_batches: &[Vec<Batch>],
+    dtype: DType,
+) -> Result<Vec<Vec<State>>> {
+    Ok(task_batches
+        .iter()
+        .map(|batches| {
+            batches
+                .iter()
+                .map(|b| model.embed(b)?.with_hidden_dtype(dtype))
+                .collect::<pmq_models::Result<Vec<_>>>()
+        })
+        .collect::<pmq_models::Result<_>>()?)
+}
+
+/// `block` run plainly (no capture, no cache) on every state, batches in parallel.
+pub(crate) fn forward_block(
+    model: &dyn BlockModel,
+    block: usize,
+    states: &[Vec<State>],
+) -> Result<Vec<Vec<State>>> {
+    Ok(states
+        .iter()
+        .map(|task| {
+            task.par_iter()
+                .map(|s| model.block_forward(block, s, None))
+                .collect::<pmq_models::Result<Vec<_>>>()
+        })
+        .collect::<pmq_models::Result<_>>()?)
+}
+
+/// Per task, its calibration batches.
+type TaskBatches = Vec<Vec<Batch>>;
+
+/// Splits each task's batches into the fit batches and the held-out ones (every `k`-th, the
+/// last of every run of `k`); each task must keep at least one of each.
+fn split_holdout(
+    task_batches: TaskBatches,
+    k: usize,
+    inputs: &PipelineInputs,
+) -> Result<(TaskBatches, TaskBatches)> {
+    if k < 2 {
+        bail!("holding out every {k}th batch leaves nothing to fit: give at least 2");
+    }
+    let mut fit = Vec::with_capacity(task_batches.len());
+    let mut held = Vec::with_capacity(task_batches.len());
+    for (batches, spec) in task_batches.into_iter().zip(&inputs.calib) {
+        let n = batches.len();
+        let (h, f): (Vec<_>, Vec<_>) = batches
+            .into_iter()
+            .enumerate()
+            .partition(|(j, _)| j % k == k - 1);
+        if h.is_empty() || f.is_empty() {
+            bail!(
+                "task {:?} has {n} calibration batch(es): too few to hold out every {k}th and fit on the rest (give more samples per task or a smaller --batch-size)",
+                spec.task
+            );
+        }
+        fit.push(f.into_iter().map(|(_, b)| b).collect());
+        held.push(h.into_iter().map(|(_, b)| b).collect());
+    }
+    Ok((fit, held))
 }
 
 /// One empty forward cache per calibration state (same layout), drawing on `budget`.

@@ -141,6 +141,9 @@ pub struct Report {
     /// with dead input columns), also logged as warnings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// `--alpha auto-model`: the model-wide α chosen and the held-out loss of every candidate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alpha_search: Option<crate::alpha_model::ModelAlphaSearch>,
 }
 
 fn is_zero(v: &f64) -> bool {
@@ -168,6 +171,9 @@ impl Report {
                 s.push_str(&format!("- {w}\n"));
             }
             s.push('\n');
+        }
+        if let Some(a) = &self.alpha_search {
+            s.push_str(&a.to_markdown());
         }
         if let Some(b) = self.resumed_at_block {
             s.push_str(&format!(

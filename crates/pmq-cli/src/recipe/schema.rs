@@ -17,7 +17,7 @@
 //!   lambda: 0.3
 //! quantize:                           # pmq quantize's flags
 //!   method: epmq
-//!   alpha: auto
+//!   alpha: auto-model                # a number, auto (per linear) or auto-model (per model)
 //!   samples_per_task: 128
 //! outputs: [fake, gptq, gguf:q4_0]    # default [fake]
 //! evaluate: {max_examples: 500}       # optional; evaluates experts with `eval` data
