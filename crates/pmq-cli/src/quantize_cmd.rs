@@ -13,7 +13,8 @@ use pmq_core::{GridKind, ScalePrecision};
 use pmq_formats::gguf::{GgufOptions, Unquantized};
 use pmq_pipeline::{
     quantize_and_write, AlphaScope, AutoAlpha, AwqOptions, CalibSpec, Checkpointing, DeviationMode,
-    Method, OutputFormat, PipelineConfig, PipelineInputs, Progress, QuantizeOptions,
+    Method, ModelAlphaCriterion, OutputFormat, PipelineConfig, PipelineInputs, Progress,
+    QuantizeOptions,
 };
 use std::path::{Path, PathBuf};
 
@@ -139,6 +140,13 @@ pub struct QuantizeArgs {
     /// the α grid (the final quantization uses all batches) [default: 4].
     #[arg(long)]
     alpha_holdout_every: Option<usize>,
+    /// --alpha auto-model: what the candidates are scored by on the held-out batches —
+    /// `head-kl` (each expert's classification head: KL of its predictions on the quantized
+    /// model's embeddings from those on the expert's; BERT experts with pmq_head.safetensors)
+    /// or `hidden-state` (relative error of the last block's output) [default: head-kl where
+    /// every expert has a head, else hidden-state].
+    #[arg(long, value_enum)]
+    alpha_criterion: Option<AlphaCriterionArg>,
     /// Benchmark aid: time one extra plain forward pass of the first block, so that the
     /// report gives the time outside the solver in block-forward units.
     #[arg(long)]
@@ -204,6 +212,13 @@ pub enum DeviationArg {
     PerTask,
 }
 
+/// `--alpha-criterion`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum AlphaCriterionArg {
+    HeadKl,
+    HiddenState,
+}
+
 /// `--alpha auto` / `auto-model`: the grid, hold-out and scope, checked.
 fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>> {
     let scope = match args.q.alpha {
@@ -213,9 +228,12 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
     };
     let default = AutoAlpha::default();
     let Some(scope) = scope else {
-        if args.alpha_grid.is_some() || args.alpha_holdout_every.is_some() {
+        if args.alpha_grid.is_some()
+            || args.alpha_holdout_every.is_some()
+            || args.alpha_criterion.is_some()
+        {
             bail!(
-                "--alpha-grid and --alpha-holdout-every only apply with --alpha auto or auto-model"
+                "--alpha-grid, --alpha-holdout-every and --alpha-criterion only apply with --alpha auto or auto-model"
             );
         }
         return Ok(None);
@@ -227,6 +245,13 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
     if grid.is_empty() || grid.iter().any(|a| !(a.is_finite() && *a >= 0.0)) {
         bail!("--alpha-grid must list finite values ≥ 0; got {grid:?}");
     }
+    if args.alpha_criterion.is_some() && scope != AlphaScope::Model {
+        bail!("--alpha-criterion applies to --alpha auto-model");
+    }
+    let criterion = args.alpha_criterion.map(|c| match c {
+        AlphaCriterionArg::HeadKl => ModelAlphaCriterion::HeadKl,
+        AlphaCriterionArg::HiddenState => ModelAlphaCriterion::HiddenState,
+    });
     let holdout_every = args.alpha_holdout_every.unwrap_or(default.holdout_every);
     if holdout_every < 2 {
         bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
@@ -235,6 +260,7 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
         grid,
         holdout_every,
         scope,
+        criterion,
     }))
 }
 

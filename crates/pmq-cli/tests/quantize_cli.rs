@@ -686,20 +686,24 @@ fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
     let f = AlphaFixture::new();
     let run = |name: &str, extra: &[&str]| f.epmq(name, extra);
     // 12 samples in batches of 5: batches 0, 1 fit, batch 2 held out
-    let (ok, err, out) = run(
-        "auto-model",
-        &[
+    let auto_model = |name: &str, extra: &[&str]| {
+        let mut args = vec![
             "--alpha",
             "auto-model",
             "--alpha-grid",
             "0,0.1,1000",
             "--alpha-holdout-every",
             "3",
-        ],
-    );
-    assert!(ok, "{err}");
-    let report = read_report(&out);
+        ];
+        args.extend_from_slice(extra);
+        let (ok, err, out) = run(name, &args);
+        assert!(ok, "{name}: {err}");
+        let report = read_report(&out);
+        (out, report)
+    };
+    let (out, report) = auto_model("auto-model", &[]);
     let search = &report["alpha_search"];
+    let first_candidates = search["candidates"].clone();
     let candidates = search["candidates"].as_array().unwrap();
     assert_eq!(candidates.len(), 3);
     let loss = |c: &Value| c["loss"].as_f64().unwrap();
@@ -747,6 +751,15 @@ fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
             vec!["--alpha", "auto-model", "--alpha-grid", "nan"],
             "--alpha-grid",
         ),
+        // the experts have no heads yet
+        (
+            vec!["--alpha", "auto-model", "--alpha-criterion", "head-kl"],
+            "classification heads",
+        ),
+        (
+            vec!["--alpha", "auto", "--alpha-criterion", "head-kl"],
+            "applies to --alpha auto-model",
+        ),
     ] {
         let (ok, err, _) = run("bad", &extra);
         assert!(!ok && err.contains(want), "{extra:?}: {err}");
@@ -760,4 +773,57 @@ fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
         &["--alpha", "auto-model"],
     ));
     assert!(!ok && err.contains("applies to --method epmq"), "{err}");
+    assert_eq!(
+        search["criterion"], "hidden-state",
+        "the experts have no heads"
+    );
+
+    // experts with classification heads (as `pmq finetune` writes them): the candidates are
+    // scored by the heads' KL divergence, and the winner is still refitted on all batches
+    for (i, dir) in f.experts.iter().enumerate() {
+        let config: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let hidden = config["hidden_size"].as_u64().unwrap() as usize;
+        let weight: Vec<f32> = (0..3 * hidden)
+            .map(|j| (((j * 7 + i * 3) % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let labels = vec!["a".into(), "b".into(), "c".into()];
+        let head = pmq_eval::Head::new(
+            format!("t{i}"),
+            labels,
+            hidden,
+            weight,
+            vec![0.1, 0.0, -0.1],
+        )
+        .unwrap();
+        head.save(&dir.join(pmq_eval::HEAD_FILE)).unwrap();
+    }
+    let (heads_out, report) = auto_model("auto-model-heads", &[]);
+    let search = &report["alpha_search"];
+    assert_eq!(search["criterion"], "head-kl");
+    let candidates = search["candidates"].as_array().unwrap();
+    for c in candidates {
+        let per_task = c["per_task"].as_array().unwrap();
+        assert_eq!(per_task.len(), 2);
+        // a KL divergence: finite and ≥ 0 (> 0: the quantized model is not the expert)
+        assert!(per_task.iter().all(|v| v.as_f64().unwrap() > 0.0), "{c}");
+    }
+    let best = candidates
+        .iter()
+        .min_by(|x, y| loss(x).total_cmp(&loss(y)))
+        .unwrap();
+    assert_eq!(search["alpha"], best["alpha"]);
+    let chosen = best["alpha"].as_f64().unwrap().to_string();
+    let (ok, err, fixed) = run("fixed-heads", &["--alpha", &chosen]);
+    assert!(ok, "{err}");
+    let (same, total) = equal_elements(&heads_out, &fixed, |_| true);
+    assert_eq!(same, total, "α = {chosen}");
+    // the hidden-state criterion on request, heads or not: the first search's scores again
+    let (_, forced) = auto_model("auto-model-hidden", &["--alpha-criterion", "hidden-state"]);
+    assert_eq!(forced["alpha_search"]["criterion"], "hidden-state");
+    assert_eq!(
+        forced["alpha_search"]["candidates"], first_candidates,
+        "same runs, same scores"
+    );
 }

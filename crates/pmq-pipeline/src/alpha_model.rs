@@ -10,19 +10,33 @@
 //! `i`, both read at the output of the last block on the real tokens of task `i`'s held-out
 //! batches. The final model is then quantized with α* on all batches.
 //!
+//! When every expert is a BERT encoder with its classification head next to it (what
+//! `pmq finetune` writes, `pmq_head.safetensors`), the score is what the head sees instead:
+//!
+//! ```text
+//! α* = argmin_{α ∈ grid} (1/K) Σ_i mean_x KL( softmax(h_i(ē_i(x))) ‖ softmax(h_i(ē_α(x))) )
+//! ```
+//!
+//! with `ē` the mean-pooled last hidden state (the sentence embedding evaluation uses) and
+//! `h_i` expert `i`'s head, over the held-out texts `x` of task `i`: how far the quantized
+//! model's predictive distribution is from the expert's. The hidden-state error weighs every
+//! direction of the embedding alike; the head only the ones it reads (under WUDI the two
+//! disagree: bench/README.md).
+//!
 //! Why not only per linear ([`pmq_core::alpha_selection`])? A linear's held-out loss
 //! `Σ_i ‖QX_i − W_iX_i‖²` sees neither the merge's other tensors (norms, biases, embeddings)
 //! nor how errors compound across blocks: it favours small α under every merge, while under
 //! WUDI the accuracy is best at α = 10 (bench/README.md). The model's output sees both, at the
 //! price of one quantization run per candidate.
 
-use crate::config::{AutoAlpha, PipelineConfig, PipelineInputs};
+use crate::config::{AutoAlpha, ModelAlphaCriterion, PipelineConfig, PipelineInputs};
 use crate::method::Method;
 use crate::pipeline::{forward_block, run_inner, HeldOut, PipelineOutput};
 use crate::progress::Progress;
 use crate::resume::Checkpointing;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
+use pmq_eval::{Head, HEAD_FILE};
 use pmq_models::{load_model, State};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +58,8 @@ pub struct ModelAlphaCandidate {
 pub struct ModelAlphaSearch {
     /// The α the final model was quantized with.
     pub alpha: f64,
+    /// What the candidates were scored by.
+    pub criterion: ModelAlphaCriterion,
     pub holdout_every: usize,
     pub candidates: Vec<ModelAlphaCandidate>,
     /// Seconds spent on the candidates' runs and the experts' forward passes.
@@ -54,8 +70,11 @@ impl ModelAlphaSearch {
     /// A markdown section: one row per candidate, the chosen one marked.
     pub fn to_markdown(&self) -> String {
         let mut s = format!(
-            "## α per model (--alpha auto-model)\n\nchosen α = {} (every {}th calibration batch held out; search {:.1} s)\n\n| α | held-out relative error of the last block vs the experts |\n|---|---|\n",
-            self.alpha, self.holdout_every, self.search_seconds
+            "## α per model (--alpha auto-model)\n\nchosen α = {} (every {}th calibration batch held out; search {:.1} s)\n\n| α | {} |\n|---|---|\n",
+            self.alpha,
+            self.holdout_every,
+            self.search_seconds,
+            self.criterion.describe()
         );
         for c in &self.candidates {
             let mark = if c.alpha == self.alpha { " ←" } else { "" };
@@ -100,6 +119,20 @@ fn search_then_quantize(
     let t0 = Instant::now();
     let mut run_cfg = cfg.clone();
     run_cfg.alpha_auto = None;
+    let heads = match auto.criterion {
+        Some(ModelAlphaCriterion::HiddenState) => None,
+        Some(ModelAlphaCriterion::HeadKl) => Some(expert_heads(inputs)?.context(
+            "--alpha-criterion head-kl needs BERT experts with their classification heads \
+             (pmq_head.safetensors, as pmq finetune writes them) in every expert directory",
+        )?),
+        None => expert_heads(inputs)?,
+    };
+    let criterion = if heads.is_some() {
+        ModelAlphaCriterion::HeadKl
+    } else {
+        ModelAlphaCriterion::HiddenState
+    };
+    tracing::info!(?criterion, "--alpha auto-model: scoring the candidates");
     let mut experts_out: Option<Vec<Vec<Tensor>>> = None;
     let mut candidates = Vec::with_capacity(auto.grid.len());
     for &alpha in &auto.grid {
@@ -111,7 +144,11 @@ fn search_then_quantize(
         if experts_out.is_none() {
             experts_out = Some(expert_outputs(inputs, &held)?);
         }
-        let per_task = relative_errors(&held.states, experts_out.as_deref().unwrap_or(&[]))?;
+        let expert_states = experts_out.as_deref().unwrap_or(&[]);
+        let per_task = match &heads {
+            Some(heads) => head_divergences(&held.states, expert_states, heads)?,
+            None => relative_errors(&held.states, expert_states)?,
+        };
         let loss = per_task.iter().sum::<f64>() / per_task.len().max(1) as f64;
         tracing::info!(alpha, loss, "--alpha auto-model: held-out loss");
         candidates.push(ModelAlphaCandidate {
@@ -129,6 +166,7 @@ fn search_then_quantize(
     out.report.wall_seconds += search_seconds;
     out.report.alpha_search = Some(ModelAlphaSearch {
         alpha: best,
+        criterion,
         holdout_every: auto.holdout_every,
         candidates,
         search_seconds,
@@ -151,6 +189,97 @@ fn choose(candidates: &[ModelAlphaCandidate]) -> Result<f64> {
         .min_by(|a, b| a.loss.total_cmp(&b.loss))
         .map(|c| c.alpha)
         .context("no candidate α")
+}
+
+/// Every expert's classification head, when each expert is a BERT encoder with a
+/// `pmq_head.safetensors` of its width beside it; `None` when any lacks one.
+fn expert_heads(inputs: &PipelineInputs) -> Result<Option<Vec<Head>>> {
+    let mut heads = Vec::with_capacity(inputs.experts.len());
+    for dir in &inputs.experts {
+        if !dir.join(HEAD_FILE).is_file() {
+            return Ok(None);
+        }
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", path.display()))?;
+        let Some(width) = bert_width(&config) else {
+            return Ok(None);
+        };
+        let head = Head::load(dir)
+            .with_context(|| format!("loading the head of expert {}", dir.display()))?;
+        if head.hidden != width {
+            bail!(
+                "expert {}: its head reads embeddings of width {} but the model's hidden size is {width}",
+                dir.display(),
+                head.hidden
+            );
+        }
+        heads.push(head);
+    }
+    Ok(Some(heads))
+}
+
+/// The hidden size of a BERT `config.json`; `None` for other architectures.
+fn bert_width(config: &serde_json::Value) -> Option<usize> {
+    (config.get("model_type")?.as_str()? == "bert")
+        .then(|| config.get("hidden_size")?.as_u64())
+        .flatten()
+        .map(|w| w as usize)
+}
+
+/// Per task, the mean over its held-out texts of `KL(softmax(h(ē_e)) ‖ softmax(h(ē_q)))`: `h`
+/// the task's head, `ē` the mean-pooled last hidden states of the expert (`e`) and of the
+/// quantized model (`q`).
+fn head_divergences(
+    quantized: &[Vec<State>],
+    experts: &[Vec<Tensor>],
+    heads: &[Head],
+) -> Result<Vec<f64>> {
+    quantized
+        .iter()
+        .zip(experts)
+        .zip(heads)
+        .enumerate()
+        .map(|(t, ((q_states, e_hidden), head))| {
+            let (mut sum, mut n) = (0.0f64, 0usize);
+            for (q, e) in q_states.iter().zip(e_hidden) {
+                let pq =
+                    mean_pool(q.hidden(), q.token_mask()).with_context(|| format!("task {t}"))?;
+                let pe = mean_pool(e, q.token_mask()).with_context(|| format!("task {t}"))?;
+                for (eq, ee) in pq.iter().zip(&pe) {
+                    sum += kl_divergence(&head.logits(ee), &head.logits(eq));
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                bail!("task {t} has no held-out texts");
+            }
+            Ok(sum / n as f64)
+        })
+        .collect()
+}
+
+/// `Σ_t m_t h_t / Σ_t m_t` per sequence of a `[b, s, h]` batch (`m`: the `[b, s]` token mask),
+/// as `b` rows.
+fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Vec<Vec<f32>>> {
+    let hidden = hidden.to_dtype(DType::F32)?;
+    let mask = mask.to_dtype(DType::F32)?;
+    let sums = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
+    let counts = mask.sum_keepdim(1)?.clamp(1f32, f32::MAX)?;
+    Ok(sums.broadcast_div(&counts)?.to_vec2::<f32>()?)
+}
+
+/// `KL(softmax(p) ‖ softmax(q))` of two logit vectors, in f64.
+fn kl_divergence(p_logits: &[f32], q_logits: &[f32]) -> f64 {
+    let log_softmax = |l: &[f32]| {
+        let m = l.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v as f64));
+        let lse = m + l.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
+        l.iter().map(|&v| v as f64 - lse).collect::<Vec<f64>>()
+    };
+    let (lp, lq) = (log_softmax(p_logits), log_softmax(q_logits));
+    lp.iter().zip(&lq).map(|(a, b)| a.exp() * (a - b)).sum()
 }
 
 /// Every expert's last-block hidden states on its own task's held-out batches.
@@ -297,6 +426,46 @@ mod tests {
         let c = [cand(0.0, 0.3), cand(10.0, f64::NAN)];
         let e = choose(&c).unwrap_err().to_string();
         assert!(e.contains("α = 10"), "{e}");
+    }
+
+    #[test]
+    fn kl_of_logits_against_a_hand_computation() {
+        // softmax(0, 0) = (½, ½), softmax(ln 3, 0) = (¾, ¼):
+        // KL = ½ ln(½ / ¾) + ½ ln(½ / ¼) = ½ ln(4/3)
+        let kl = kl_divergence(&[0.0, 0.0], &[3f32.ln(), 0.0]);
+        assert!((kl - 0.5 * (4.0f64 / 3.0).ln()).abs() < 1e-7, "{kl}");
+        assert_eq!(kl_divergence(&[1.0, -2.0, 0.5], &[1.0, -2.0, 0.5]), 0.0);
+        // shifting all logits changes nothing
+        let a = kl_divergence(&[1.0, 2.0], &[0.0, 3.0]);
+        let b = kl_divergence(&[11.0, 12.0], &[-5.0, -2.0]);
+        assert!((a - b).abs() < 1e-6, "{a} {b}");
+    }
+
+    #[test]
+    fn mean_pool_averages_real_tokens_only() {
+        let h = Tensor::from_vec(
+            vec![1f32, 2., 3., 4., 100., 100., 5., 6., 7., 8., 9., 10.],
+            (2, 3, 2),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let mask = Tensor::from_vec(
+            vec![1f32, 1., 0., 1., 1., 1.],
+            (2, 3),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        let rows = mean_pool(&h, &mask).unwrap();
+        assert_eq!(rows, vec![vec![2.0, 3.0], vec![7.0, 8.0]]);
+    }
+
+    #[test]
+    fn only_bert_configs_have_a_width_for_heads() {
+        let bert = serde_json::json!({"model_type": "bert", "hidden_size": 384});
+        assert_eq!(bert_width(&bert), Some(384));
+        let llama = serde_json::json!({"model_type": "llama", "hidden_size": 384});
+        assert_eq!(bert_width(&llama), None);
+        assert_eq!(bert_width(&serde_json::json!({})), None);
     }
 
     #[test]

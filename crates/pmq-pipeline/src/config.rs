@@ -79,6 +79,31 @@ pub struct AutoAlpha {
     /// Per linear ([`pmq_core::alpha_selection`], one extra solve per candidate) or per model
     /// ([`crate::alpha_model`], one extra quantization run per candidate).
     pub scope: AlphaScope,
+    /// Per model: what the candidates are scored by; `None` = each expert's classification
+    /// head where every expert has one (BERT with `pmq_head.safetensors`), else the hidden
+    /// states.
+    pub criterion: Option<ModelAlphaCriterion>,
+}
+
+/// What `--alpha auto-model` scores a candidate α by ([`crate::alpha_model`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelAlphaCriterion {
+    /// Relative error of the last block's output against the expert's.
+    HiddenState,
+    /// KL divergence of the expert's head on the quantized model's embeddings from the same
+    /// head on the expert's own.
+    HeadKl,
+}
+
+impl ModelAlphaCriterion {
+    /// The column heading of the report's candidate table.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::HiddenState => "held-out relative error of the last block vs the experts",
+            Self::HeadKl => "held-out KL of each expert's head: expert ‖ quantized model",
+        }
+    }
 }
 
 /// What one chosen α applies to.
@@ -88,8 +113,8 @@ pub enum AlphaScope {
     /// Each linear's α minimises its own held-out loss `Σ_i ‖QX_i − W_iX_i‖²`.
     #[default]
     Linear,
-    /// One α for the model: the one whose quantized model's last-block outputs on the
-    /// held-out batches are closest to the experts' own.
+    /// One α for the model: the one whose quantized model is closest to the experts on the
+    /// held-out batches ([`ModelAlphaCriterion`]).
     Model,
 }
 
@@ -101,6 +126,7 @@ impl Default for AutoAlpha {
             grid: vec![0.0, 0.01, 0.1, 1.0, 10.0],
             holdout_every: 4,
             scope: AlphaScope::Linear,
+            criterion: None,
         }
     }
 }

@@ -36,7 +36,9 @@ pub mod sequential;
 mod strategy;
 
 pub use calib::CalibSpec;
-pub use config::{solver_settings, AlphaScope, AutoAlpha, DEFAULT_FORWARD_CACHE_BYTES};
+pub use config::{
+    solver_settings, AlphaScope, AutoAlpha, ModelAlphaCriterion, DEFAULT_FORWARD_CACHE_BYTES,
+};
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};
 pub use method::{AwqOptions, Method};
