@@ -118,7 +118,8 @@ fn every_method_on_bert_and_llama_writes_loadable_matching_checkpoints() {
             let args = inline_merge_args(method, &base, &experts, &cal, &out, sym);
             let (ok, stdout, stderr) = pmq(&args);
             assert!(ok, "llama={llama} {method}: {stderr}");
-            let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+            let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+            let summary: Value = serde_json::from_str(last).unwrap();
             let n_linears = if llama { 14 } else { 12 };
             assert_eq!(summary["linears"], n_linears, "{stdout}");
             assert_gptq_matches_fake(&out.join("gptq"), &out.join("fake"));
@@ -560,10 +561,16 @@ impl AlphaFixture {
     /// `pmq quantize --method epmq --format fake` into `name` with `extra` flags:
     /// (success, stderr, output directory).
     fn epmq(&self, name: &str, extra: &[&str]) -> (bool, String, PathBuf) {
+        let (ok, _, err, out) = self.epmq_with_stdout(name, extra);
+        (ok, err, out)
+    }
+
+    /// [`Self::epmq`] with the command's standard output (its JSON summary).
+    fn epmq_with_stdout(&self, name: &str, extra: &[&str]) -> (bool, String, String, PathBuf) {
         let out = self.tmp.path().join(name);
         let mut args = vec!["--format", "fake"];
         args.extend_from_slice(extra);
-        let (ok, _, err) = pmq(&quantize_args(
+        let (ok, stdout, err) = pmq(&quantize_args(
             &self.merged,
             "epmq",
             &self.experts,
@@ -571,7 +578,7 @@ impl AlphaFixture {
             &out,
             &args,
         ));
-        (ok, err, out)
+        (ok, stdout, err, out)
     }
 }
 
@@ -696,9 +703,16 @@ fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
             "3",
         ];
         args.extend_from_slice(extra);
-        let (ok, err, out) = run(name, &args);
+        let (ok, stdout, err, out) = f.epmq_with_stdout(name, &args);
         assert!(ok, "{name}: {err}");
         let report = read_report(&out);
+        // the summary names the α the model was quantized with
+        let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
+        let summary: Value = serde_json::from_str(last).unwrap();
+        assert_eq!(
+            summary["method"]["alpha"], report["alpha_search"]["alpha"],
+            "{stdout}"
+        );
         (out, report)
     };
     let (out, report) = auto_model("auto-model", &[]);

@@ -170,7 +170,13 @@ pub fn quantize_and_write(
     };
     let summary = QuantizeSummary {
         out: opts.out.clone(),
-        method: opts.config.method,
+        // with --alpha auto-model, the α the model was quantized with
+        method: r
+            .alpha_search
+            .as_ref()
+            .map_or(opts.config.method, |s| crate::Method::Epmq {
+                alpha: s.alpha,
+            }),
         linears: r.linears.len(),
         replaced_tensors: replaced.len(),
         tasks: r.tasks.clone(),
