@@ -118,8 +118,7 @@ fn every_method_on_bert_and_llama_writes_loadable_matching_checkpoints() {
             let args = inline_merge_args(method, &base, &experts, &cal, &out, sym);
             let (ok, stdout, stderr) = pmq(&args);
             assert!(ok, "llama={llama} {method}: {stderr}");
-            let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
-            let summary: Value = serde_json::from_str(last).unwrap();
+            let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
             let n_linears = if llama { 14 } else { 12 };
             assert_eq!(summary["linears"], n_linears, "{stdout}");
             assert_gptq_matches_fake(&out.join("gptq"), &out.join("fake"));
@@ -707,8 +706,7 @@ fn alpha_auto_model_picks_one_alpha_by_the_held_out_model_error() {
         assert!(ok, "{name}: {err}");
         let report = read_report(&out);
         // the summary names the α the model was quantized with
-        let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap();
-        let summary: Value = serde_json::from_str(last).unwrap();
+        let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
         assert_eq!(
             summary["method"]["alpha"], report["alpha_search"]["alpha"],
             "{stdout}"

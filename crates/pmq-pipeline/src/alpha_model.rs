@@ -37,7 +37,8 @@ use crate::resume::Checkpointing;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use pmq_eval::{Head, HEAD_FILE};
-use pmq_models::{load_model, State};
+use pmq_models::config::ConfigObject;
+use pmq_models::{detect_family, load_model, BertModel, Family, Pooling, State};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -47,9 +48,9 @@ use std::time::Instant;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelAlphaCandidate {
     pub alpha: f64,
-    /// Mean over the tasks of the relative last-block error (the equation above).
+    /// Mean over the tasks of the criterion's score (the equations above).
     pub loss: f64,
-    /// Each task's relative error, in the order of the calibration tasks.
+    /// Each task's score, in the order of the calibration tasks.
     pub per_task: Vec<f64>,
 }
 
@@ -199,12 +200,9 @@ fn expert_heads(inputs: &PipelineInputs) -> Result<Option<Vec<Head>>> {
         if !dir.join(HEAD_FILE).is_file() {
             return Ok(None);
         }
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let config: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not JSON", path.display()))?;
-        let Some(width) = bert_width(&config) else {
+        let config = ConfigObject::read(&dir.join("config.json"))
+            .with_context(|| format!("reading the config of expert {}", dir.display()))?;
+        let Some(width) = bert_width(&config)? else {
             return Ok(None);
         };
         let head = Head::load(dir)
@@ -221,12 +219,13 @@ fn expert_heads(inputs: &PipelineInputs) -> Result<Option<Vec<Head>>> {
     Ok(Some(heads))
 }
 
-/// The hidden size of a BERT `config.json`; `None` for other architectures.
-fn bert_width(config: &serde_json::Value) -> Option<usize> {
-    (config.get("model_type")?.as_str()? == "bert")
-        .then(|| config.get("hidden_size")?.as_u64())
-        .flatten()
-        .map(|w| w as usize)
+/// The hidden size of a BERT `config.json` (the family as [`load_model`] detects it); `None`
+/// for other or unknown architectures.
+fn bert_width(config: &ConfigObject) -> Result<Option<usize>> {
+    if !matches!(detect_family(config), Ok(Family::Bert)) {
+        return Ok(None);
+    }
+    Ok(Some(config.usize_req("hidden_size")?))
 }
 
 /// Per task, the mean over its held-out texts of `KL(softmax(h(ē_e)) ‖ softmax(h(ē_q)))`: `h`
@@ -261,14 +260,11 @@ fn head_divergences(
         .collect()
 }
 
-/// `Σ_t m_t h_t / Σ_t m_t` per sequence of a `[b, s, h]` batch (`m`: the `[b, s]` token mask),
-/// as `b` rows.
+/// The sentence embeddings evaluation computes (mean pooling over the `[b, s]` token mask,
+/// [`BertModel::pool`]) of a `[b, s, h]` batch, as `b` rows.
 fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let hidden = hidden.to_dtype(DType::F32)?;
-    let mask = mask.to_dtype(DType::F32)?;
-    let sums = hidden.broadcast_mul(&mask.unsqueeze(2)?)?.sum(1)?;
-    let counts = mask.sum_keepdim(1)?.clamp(1f32, f32::MAX)?;
-    Ok(sums.broadcast_div(&counts)?.to_vec2::<f32>()?)
+    let pooled = BertModel::pool(&hidden.to_dtype(DType::F32)?, mask, Pooling::Mean)?;
+    Ok(pooled.to_vec2::<f32>()?)
 }
 
 /// `KL(softmax(p) ‖ softmax(q))` of two logit vectors, in f64.
@@ -461,11 +457,14 @@ mod tests {
 
     #[test]
     fn only_bert_configs_have_a_width_for_heads() {
-        let bert = serde_json::json!({"model_type": "bert", "hidden_size": 384});
-        assert_eq!(bert_width(&bert), Some(384));
-        let llama = serde_json::json!({"model_type": "llama", "hidden_size": 384});
-        assert_eq!(bert_width(&llama), None);
-        assert_eq!(bert_width(&serde_json::json!({})), None);
+        let config = |v: serde_json::Value| {
+            ConfigObject::from_value("config.json".into(), String::new(), v).unwrap()
+        };
+        let bert = config(serde_json::json!({"model_type": "bert", "hidden_size": 384}));
+        assert_eq!(bert_width(&bert).unwrap(), Some(384));
+        let llama = config(serde_json::json!({"model_type": "llama", "hidden_size": 384}));
+        assert_eq!(bert_width(&llama).unwrap(), None);
+        assert_eq!(bert_width(&config(serde_json::json!({}))).unwrap(), None);
     }
 
     #[test]
