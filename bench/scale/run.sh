@@ -28,7 +28,7 @@ case "$shape" in
     imgs=$(python3 bench/scale/fetch_images.py "$work" "$k" "$samples")
     for ((i = 0; i < k; i++)); do calib+=(--calib "fmnist$i=$imgs/task-$i"); done
     seq=64 ;;
-  tinyllama)
+  tinyllama*)
     "$pmq" testbed fetch >&2
     backbone=$("$pmq" testbed list | python3 -c 'import json,sys; print(json.load(sys.stdin)["backbone"])')
     export PMQ_TOKENIZER="$backbone/tokenizer.json"

@@ -6,6 +6,7 @@
 //!   SHAPE: vit-b32 (CLIP ViT-B/32 vision tower, 88M) | vit-l14 (ViT-L/14, 304M)
 //!          | tinyllama (TinyLlama-1.1B: hidden 2048, 22 layers, 5632, 32 heads, 4 KV heads)
 //!          | llama-1024x8 (hidden 1024, 8 layers, 2816, 16 heads, 4 KV heads: the peer benchmark)
+//!          | tinyllama-2l (TinyLlama's widths with 2 layers: per-layer costs in minutes)
 //! ```
 //!
 //! writes `OUT/base` and `OUT/expert-1 … OUT/expert-K`. The base's weights are Gaussian with
@@ -309,14 +310,19 @@ fn write_checkpoint(
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
-        bail!("usage: scale_models vit-b32|vit-l14|tinyllama|llama-1024x8 K OUT [SEED]");
+        bail!(
+            "usage: scale_models vit-b32|vit-l14|tinyllama|tinyllama-2l|llama-1024x8 K OUT [SEED]"
+        );
     }
     let (config, tensors) = match args[0].as_str() {
         "vit-b32" => vit(768, 12, 12, 3072, 32),
         "vit-l14" => vit(1024, 24, 16, 4096, 14),
         "tinyllama" => llama(2048, 22, 5632, 32, 4),
         "llama-1024x8" => llama(1024, 8, 2816, 16, 4),
-        other => bail!("unknown shape {other:?}: vit-b32, vit-l14, tinyllama or llama-1024x8"),
+        "tinyllama-2l" => llama(2048, 2, 5632, 32, 4),
+        other => bail!(
+            "unknown shape {other:?}: vit-b32, vit-l14, tinyllama, tinyllama-2l or llama-1024x8"
+        ),
     };
     let k: u64 = args[1].parse().context("K")?;
     let out = PathBuf::from(&args[2]);

@@ -53,6 +53,12 @@ enum Command {
     Run(recipe::RunArgs),
 }
 
+/// mimalloc keeps freed large buffers (Hessians, weights, activations: tens to hundreds of
+/// MiB, freed and reallocated per linear and batch) mapped for reuse; glibc unmaps every
+/// buffer over 32 MiB, so each reuse page-faults and zeroes it again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

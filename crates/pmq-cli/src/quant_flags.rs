@@ -39,6 +39,12 @@ pub struct QuantFlags {
     /// the reference code, or f64. Factorisations and Hessians are f64 either way.
     #[arg(long, value_enum, default_value_t = WorkPrecision::F32)]
     pub work_precision: WorkPrecision,
+    /// Precision of the expert fold's products `(W_i − W_m) H_i` (E-PMQ's target and the
+    /// report's expert figures): f32 GEMMs (about twice as fast; the offsets from the merged
+    /// weight are small, so their rounding stays far below the quantization step) or f64.
+    /// Sums over tasks are f64 either way.
+    #[arg(long, value_enum, default_value_t = WorkPrecision::F32)]
+    pub fold_precision: WorkPrecision,
     /// The grid codes are chosen on: `uniform` (GPTQ's b-bit grid: --bits, --group-size,
     /// --sym) or one of GGUF's block grids `q4_0`, `q4_1`, `q8_0` (blocks of 32 input columns,
     /// f16 scales, fitted as llama.cpp fits them; --bits, --group-size and --sym do not apply),
@@ -93,6 +99,14 @@ pub enum WorkPrecision {
 }
 
 impl QuantFlags {
+    /// `--fold-precision`.
+    pub fn fold_precision(&self) -> pmq_core::epmq::FoldPrecision {
+        match self.fold_precision {
+            WorkPrecision::F32 => pmq_core::epmq::FoldPrecision::F32,
+            WorkPrecision::F64 => pmq_core::epmq::FoldPrecision::F64,
+        }
+    }
+
     /// The solver settings; `epmq` selects E-PMQ's default damping (0: λ damps); `kind` is
     /// the grid (see [`QuantFlags::grid`]).
     pub fn gptq_config(

@@ -328,6 +328,7 @@ fn pipeline_config(args: &QuantizeArgs) -> Result<PipelineConfig> {
             })?,
         time_block_forward: args.time_block_forward,
         alpha_auto: alpha_auto(args, &method)?,
+        fold_precision: args.q.fold_precision(),
     })
 }
 

@@ -190,10 +190,11 @@ pub fn run(args: SolveArgs) -> Result<()> {
         ScalePrecision::F32,
         args.q.grid.map_or(GridKind::Uniform, |g| g.kind()),
     )?;
-    // Tasks are read and folded one at a time: memory holds ΣH_i (and, for E-PMQ, R = ΣW_iH_i),
+    // Tasks are read and folded one at a time: memory holds ΣH_i (and, for E-PMQ, D = Σ(W_i − W_m)H_i),
     // never all K Hessians. Only the E-PMQ fold's GEMMs count as solve time.
     let mut h_sum = (tasks > 0).then(|| Mat::<f64>::zeros(cols, cols));
-    let mut fold = (args.method == SolveMethod::Epmq).then(|| ExpertFold::new(rows, cols));
+    let mut fold = (args.method == SolveMethod::Epmq)
+        .then(|| ExpertFold::with_precision(merged.as_ref(), args.q.fold_precision()));
     let mut fold_s = 0.0;
     for (i, name) in hessian_names.iter().enumerate() {
         let h_i = read_matrix(&store, name, Some((cols, cols)))?;

@@ -72,6 +72,31 @@ fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
         assert!(r["objective"].as_f64().unwrap().is_finite(), "{method}");
         assert_eq!(r["tasks"], 2);
     }
+    // E-PMQ's fold in f32 (the default) and in f64 solve the same problem
+    let objective = |precision: &str| {
+        let (ok, stdout, err) = pmq(&[
+            "solve",
+            "--layer",
+            ls,
+            "--method",
+            "epmq",
+            "--group-size",
+            "32",
+            "--fold-precision",
+            precision,
+            "--out",
+            os,
+            "--overwrite",
+        ]);
+        assert!(ok, "{precision}: {err}");
+        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        r["objective"].as_f64().unwrap()
+    };
+    let (f32_obj, f64_obj) = (objective("f32"), objective("f64"));
+    assert!(
+        (f32_obj - f64_obj).abs() <= 1e-6 * f64_obj,
+        "{f32_obj} vs {f64_obj}"
+    );
     // an existing output without --overwrite, and the input itself, are refused
     let (ok, _, err) = pmq(&["solve", "--layer", ls, "--method", "gptq", "--out", os]);
     assert!(!ok && err.contains("pass --overwrite"), "{err}");

@@ -6,7 +6,8 @@
 //! ```text
 //! Q_α = argmin_Q Σ_i ‖Q X_i^F − W_i X_i^F‖² + λ_α ‖Q − W_m‖²,   λ_α = α · mean(diag Σ_i H_i^F)
 //! α̂   = argmin_α L_V(Q_α),   L_V(Q) = Σ_i ‖Q X_i^V − W_i X_i^V‖²
-//!     = ⟨Q H^V, Q⟩ − 2⟨Q, R₀^V⟩ + c₀^V      (H^V = Σ H_i^V, R₀^V = Σ W_i H_i^V, c₀^V = Σ⟨W_i H_i^V, W_i⟩)
+//!     = ⟨E H^V, E⟩ − 2⟨E, D^V⟩ + c^V      (E = Q − W_m, H^V = Σ H_i^V, D^V = Σ Δ_i H_i^V,
+//!                                          c^V = Σ⟨Δ_i H_i^V, Δ_i⟩, Δ_i = W_i − W_m)
 //! ```
 //!
 //! The anchor term is left out of the score: it is the regulariser being tuned, and scoring
@@ -16,7 +17,7 @@
 use crate::epmq::{epmq_solve, ExpertFold};
 use crate::gptq::GptqConfig;
 use crate::CoreError;
-use faer::{Mat, MatRef};
+use faer::Mat;
 use serde::{Deserialize, Serialize};
 
 /// One α tried: its held-out loss `L_V(Q_α)`.
@@ -33,10 +34,9 @@ pub struct AlphaChoice {
     pub scores: Vec<AlphaScore>,
 }
 
-/// One layer's E-PMQ problem split into fit and held-out samples (`R₀`, `c₀` and `H_q` folded
-/// over the tasks for each part).
+/// One layer's E-PMQ problem split into fit and held-out samples (`D`, `c` and `H_q` folded
+/// over the tasks for each part, around the same merged weight).
 pub struct SplitProblem<'a> {
-    pub merged: MatRef<'a, f64>,
     pub fit: &'a ExpertFold,
     pub h_fit: &'a Mat<f64>,
     pub held: &'a ExpertFold,
@@ -62,10 +62,10 @@ pub fn select_alpha(
         ));
     }
     // the held-out loss, as the α = 0 objective of the held-out fold
-    let held = p.held.clone().finish(p.merged, p.h_held.clone(), 0.0)?;
+    let held = p.held.clone().finish(p.h_held.clone(), 0.0)?;
     let mut scores = Vec::with_capacity(grid.len());
     for &alpha in grid {
-        let obj = p.fit.clone().finish(p.merged, p.h_fit.clone(), alpha)?;
+        let obj = p.fit.clone().finish(p.h_fit.clone(), alpha)?;
         let out = epmq_solve(&obj, cfg)?;
         let loss = held.eval(out.gptq.layer.dequant.as_ref());
         tracing::debug!(alpha, held_out_loss = loss, "α candidate");
@@ -101,8 +101,8 @@ mod tests {
         Mat::from_fn(rows, cols, |_, _| (r.random::<f64>() - 0.5) * 2.0 * s)
     }
 
-    fn fold(experts: &[Mat<f64>], hs: &[Mat<f64>]) -> ExpertFold {
-        let mut f = ExpertFold::new(experts[0].nrows(), experts[0].ncols());
+    fn fold(merged: &Mat<f64>, experts: &[Mat<f64>], hs: &[Mat<f64>]) -> ExpertFold {
+        let mut f = ExpertFold::new(merged.as_ref());
         for (w, h) in experts.iter().zip(hs) {
             f.add(w.as_ref(), h.as_ref()).unwrap();
         }
@@ -126,14 +126,13 @@ mod tests {
         let hf: Vec<Mat<f64>> = xf.iter().map(gram).collect();
         let hv: Vec<Mat<f64>> = xv.iter().map(gram).collect();
         let sum = |hs: &[Mat<f64>]| hs.iter().fold(Mat::zeros(cols, cols), |a, h| a + h);
-        let (fit, held) = (fold(&experts, &hf), fold(&experts, &hv));
+        let (fit, held) = (fold(&merged, &experts, &hf), fold(&merged, &experts, &hv));
         let (h_fit, h_held) = (sum(&hf), sum(&hv));
         let mut cfg =
             GptqConfig::new(QuantGrid::new(4, false, 16, crate::ScalePrecision::F16).unwrap());
         cfg.damping = crate::damping::Damping::gptq(0.0);
         let grid = [0.0, 0.01, 0.1, 1.0, 10.0];
         let p = SplitProblem {
-            merged: merged.as_ref(),
             fit: &fit,
             h_fit: &h_fit,
             held: &held,
@@ -142,10 +141,7 @@ mod tests {
         let choice = select_alpha(&p, &grid, &cfg).unwrap();
         assert_eq!(choice.scores.len(), grid.len());
         for s in &choice.scores {
-            let obj = fit
-                .clone()
-                .finish(merged.as_ref(), h_fit.clone(), s.alpha)
-                .unwrap();
+            let obj = fit.clone().finish(h_fit.clone(), s.alpha).unwrap();
             let q = epmq_solve(&obj, &cfg).unwrap().gptq.layer.dequant;
             let direct: f64 = experts
                 .iter()
@@ -176,12 +172,15 @@ mod tests {
         let mut all = fit.clone();
         all.absorb(&held).unwrap();
         let both: Vec<Mat<f64>> = hf.iter().zip(&hv).map(|(a, b)| a + b).collect();
-        let direct = fold(&experts, &both)
-            .finish(merged.as_ref(), sum(&both), 0.0)
+        let direct = fold(&merged, &experts, &both)
+            .finish(sum(&both), 0.0)
             .unwrap();
-        let via = all.finish(merged.as_ref(), sum(&both), 0.0).unwrap();
-        assert!((via.r0.clone() - direct.r0.clone()).norm_max() <= 1e-9 * direct.r0.norm_max());
-        assert!((via.c0 - direct.c0).abs() <= 1e-9 * direct.c0.abs());
+        let via = all.finish(sum(&both), 0.0).unwrap();
+        assert!((via.d.clone() - direct.d.clone()).norm_max() <= 1e-9 * direct.d.norm_max());
+        assert!((via.c - direct.c).abs() <= 1e-9 * direct.c.abs());
+        // folds around another merged weight do not add up
+        let mut other = fold(&experts[0], &experts, &hv);
+        assert!(other.absorb(&fit).is_err());
 
         assert!(select_alpha(&p, &[], &cfg).is_err());
         assert!(select_alpha(&p, &[-1.0], &cfg).is_err());

@@ -13,16 +13,18 @@
 //! ```
 //!
 //! so E-PMQ is the unmodified GPTQ rounding loop run on target `W*` with Hessian `H_E`; `λ`
-//! plays the role of GPTQ's damping. `W*` is obtained by a Cholesky solve `H_E W*ᵀ = Rᵀ`, never
-//! an explicit inverse. With `α = 0` (the paper's ablation) `H_E` may be singular: then GPTQ's
+//! plays the role of GPTQ's damping. The experts enter through their offsets from the merged
+//! weight, `D = Σ_i (W_i − W_m) H_i` (so `R = W_m H_E + D`), and `W* = W_m + D H_E⁻¹` is
+//! computed from the inverse Cholesky factor GPTQ needs anyway, never an explicit inverse: the
+//! correction is small next to `W_m`, so neither the products nor the solve carry large
+//! cancelling terms, and both may run in f32 ([`FoldPrecision`]). With `α = 0` (the paper's ablation) `H_E` may be singular: then GPTQ's
 //! automatic damping path adds `δI` to `H_E` (R unchanged, as GPTQ damps `H` without touching
 //! its target), and the damping used is reported.
 
 use crate::damping::Damping;
 use crate::gptq::{gptq_prepared, prepare_hessian, GptqConfig, GptqOutput, PreparedHessian};
 use crate::inverse_factor::right_solve;
-use crate::matrix::{check_finite, check_shape, frobenius_dot, mean_diag, par};
-use crate::objective::squared_distance;
+use crate::matrix::{check_finite, check_shape, frobenius_dot, mean_diag, par, par_from_fn};
 use crate::CoreError;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -38,26 +40,96 @@ pub struct EpmqProblem<'a> {
     pub hessians: &'a [MatRef<'a, f64>],
 }
 
+/// `W_i − W_m` in the fold's precision (column-major), tile by tile so that a row-major
+/// `W_i` is read without striding through memory.
+fn offsets<T>(
+    expert: MatRef<'_, f64>,
+    merged: MatRef<'_, f64>,
+    cast: impl Fn(f64) -> T + Sync,
+) -> Mat<T>
+where
+    T: faer::traits::ComplexField + Copy + Send,
+{
+    par_from_fn(merged.nrows(), merged.ncols(), |r, c| {
+        cast(expert[(r, c)] - merged[(r, c)])
+    })
+}
+
+/// `m` in f32, column by column in parallel (contiguous columns convert as slices).
+fn to_f32(m: MatRef<'_, f64>) -> Mat<f32> {
+    use rayon::prelude::*;
+    let mut out = Mat::<f32>::zeros(m.nrows(), m.ncols());
+    out.par_col_iter_mut().enumerate().for_each(|(c, mut dst)| {
+        let src = m.col(c);
+        match src.try_as_col_major() {
+            Some(col) => {
+                for (r, &v) in col.as_slice().iter().enumerate() {
+                    dst[r] = v as f32;
+                }
+            }
+            None => {
+                for r in 0..m.nrows() {
+                    dst[r] = src[r] as f32;
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Whether every entry of a column-major f32 matrix is finite.
+fn all_finite(m: &Mat<f32>) -> bool {
+    use rayon::prelude::*;
+    (0..m.ncols())
+        .into_par_iter()
+        .all(|c| m.col_as_slice(c).iter().all(|v| v.is_finite()))
+}
+
+/// Precision of the fold's products `Δ_i H_i` (always summed over tasks in f64).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FoldPrecision {
+    /// f32 GEMMs (twice the speed): `Δ_i` is a correction to `W_m`, so its relative ~1e-7
+    /// rounding stays far below the quantization step.
+    #[default]
+    F32,
+    /// f64 GEMMs: the reference.
+    F64,
+}
+
 /// The expert terms of the objective folded task by task, so that memory does not grow with
-/// the number of tasks: `R₀ = Σ_i W_i H_i` and `c₀ = Σ_i ⟨W_i H_i, W_i⟩` (one GEMM per task);
-/// `H_q = Σ_i H_i` is summed by the caller, who may share it between linears reading the same
-/// input.
+/// the number of tasks. With `Δ_i = W_i − W_m` (the experts' offsets from the merged weight,
+/// small next to `W_m`, which keeps the sums free of cancellation):
+///
+/// ```text
+/// D = Σ_i Δ_i H_i,    c = Σ_i ⟨Δ_i H_i, Δ_i⟩ = Σ_i ‖W_m X_i − W_i X_i‖²
+/// ```
+///
+/// one GEMM per task, so that `R₀ = Σ_i W_i H_i = W_m H_q + D`. `H_q = Σ_i H_i` is summed by
+/// the caller, who may share it between linears reading the same input.
 #[derive(Clone, Debug)]
 pub struct ExpertFold {
-    r0: Mat<f64>,
-    c0: f64,
+    merged: Mat<f64>,
+    d: Mat<f64>,
+    c: f64,
     tasks: usize,
-    product: Mat<f64>,
+    precision: FoldPrecision,
 }
 
 impl ExpertFold {
-    /// An empty fold for `[rows, cols]` weights.
-    pub fn new(rows: usize, cols: usize) -> Self {
+    /// An empty fold around the merged weight `W_m` (`[out, in]`), with f64 products.
+    pub fn new(merged: MatRef<'_, f64>) -> Self {
+        Self::with_precision(merged, FoldPrecision::F64)
+    }
+
+    /// An empty fold around `W_m` whose products `Δ_i H_i` are computed in `precision`.
+    pub fn with_precision(merged: MatRef<'_, f64>, precision: FoldPrecision) -> Self {
         Self {
-            r0: Mat::zeros(rows, cols),
-            c0: 0.0,
+            merged: merged.to_owned(),
+            d: Mat::zeros(merged.nrows(), merged.ncols()),
+            c: 0.0,
             tasks: 0,
-            product: Mat::zeros(0, 0),
+            precision,
         }
     }
 
@@ -66,33 +138,96 @@ impl ExpertFold {
         self.tasks
     }
 
-    /// Folds task `i`'s expert weight `W_i` and Hessian `H_i` (validated; named by the task
-    /// index in errors).
+    /// The merged weight the offsets are taken from.
+    pub fn merged(&self) -> MatRef<'_, f64> {
+        self.merged.as_ref()
+    }
+
+    /// Folds task `i`'s expert weight `W_i` (any strides, e.g. a row-major view of a
+    /// checkpoint's tensor) and Hessian `H_i` (validated; named by the task index in errors).
     pub fn add(&mut self, expert: MatRef<'_, f64>, h: MatRef<'_, f64>) -> Result<(), CoreError> {
-        let (rows, cols) = (self.r0.nrows(), self.r0.ncols());
+        let (rows, cols) = (self.d.nrows(), self.d.ncols());
         let i = self.tasks;
         check_shape(&format!("expert {i} weight"), expert, rows, cols)?;
         check_shape(&format!("Hessian {i}"), h, cols, cols)?;
-        check_finite(&format!("expert {i} weight"), expert)?;
-        check_finite(&format!("Hessian {i}"), h)?;
-        if self.product.nrows() != rows || self.product.ncols() != cols {
-            self.product = Mat::zeros(rows, cols);
+        match self.precision {
+            FoldPrecision::F64 => {
+                check_finite(&format!("expert {i} weight"), expert)?;
+                check_finite(&format!("Hessian {i}"), h)?;
+                let delta = offsets::<f64>(expert, self.merged.as_ref(), |v| v);
+                let mut product = Mat::<f64>::zeros(rows, cols);
+                matmul(
+                    product.as_mut(),
+                    Accum::Replace,
+                    delta.as_ref(),
+                    h,
+                    1.0,
+                    par(),
+                );
+                self.c += frobenius_dot(product.as_ref(), delta.as_ref());
+                self.d += &product;
+            }
+            FoldPrecision::F32 => {
+                // the inputs are validated through their f32 copies (one pass each); the
+                // f64 checks only run to name what is wrong
+                let delta = offsets::<f32>(expert, self.merged.as_ref(), |v| v as f32);
+                if !all_finite(&delta) {
+                    check_finite(&format!("expert {i} weight"), expert)?;
+                    check_finite("merged weight", self.merged.as_ref())?;
+                    return Err(CoreError::Config(format!(
+                        "expert {i} weight: its offset from the merged weight exceeds the f32 \
+                         range; fold in f64"
+                    )));
+                }
+                let h32 = to_f32(h);
+                if !all_finite(&h32) {
+                    check_finite(&format!("Hessian {i}"), h)?;
+                    return Err(CoreError::Config(format!(
+                        "Hessian {i} exceeds the f32 range; fold in f64"
+                    )));
+                }
+                let mut product = Mat::<f32>::zeros(rows, cols);
+                matmul(
+                    product.as_mut(),
+                    Accum::Replace,
+                    delta.as_ref(),
+                    h32.as_ref(),
+                    1.0f32,
+                    par(),
+                );
+                drop(h32);
+                // D += Δ_i H_i and c += ⟨Δ_i H_i, Δ_i⟩ in f64, column by column in parallel
+                // (the partial sums of c added in column order: independent of the threads)
+                use rayon::prelude::*;
+                let sums: Vec<f64> = self
+                    .d
+                    .par_col_iter_mut()
+                    .enumerate()
+                    .map(|(c, mut dst)| {
+                        let (p, dl) = (product.col_as_slice(c), delta.col_as_slice(c));
+                        let mut s = 0.0f64;
+                        for (r, (&pv, &dv)) in p.iter().zip(dl).enumerate() {
+                            dst[r] += pv as f64;
+                            s += pv as f64 * dv as f64;
+                        }
+                        s
+                    })
+                    .collect();
+                self.c += sums.iter().sum::<f64>();
+            }
         }
-        matmul(self.product.as_mut(), Accum::Replace, expert, h, 1.0, par());
-        self.c0 += frobenius_dot(self.product.as_ref(), expert);
-        self.r0 += &self.product;
         self.tasks += 1;
         Ok(())
     }
 
-    /// Adds `other`, a fold of the same tasks on other samples (`R₀` and `c₀` summed, the task
-    /// count kept): the fold of all the samples.
+    /// Adds `other`, a fold of the same tasks on other samples around the same merged weight
+    /// (`D` and `c` summed, the task count kept): the fold of all the samples.
     pub fn absorb(&mut self, other: &ExpertFold) -> Result<(), CoreError> {
         check_shape(
             "expert fold",
-            other.r0.as_ref(),
-            self.r0.nrows(),
-            self.r0.ncols(),
+            other.d.as_ref(),
+            self.d.nrows(),
+            self.d.ncols(),
         )?;
         if other.tasks != self.tasks {
             return Err(CoreError::Config(format!(
@@ -100,19 +235,19 @@ impl ExpertFold {
                 self.tasks, other.tasks
             )));
         }
-        self.r0 += &other.r0;
-        self.c0 += other.c0;
+        if other.merged != self.merged {
+            return Err(CoreError::Config(
+                "expert folds around different merged weights cannot be summed".into(),
+            ));
+        }
+        self.d += &other.d;
+        self.c += other.c;
         Ok(())
     }
 
     /// The objective with `H_q = Σ_i H_i` and `λ = α · mean(diag H_q)`.
-    pub fn finish(
-        self,
-        merged: MatRef<'_, f64>,
-        h_q: Mat<f64>,
-        alpha: f64,
-    ) -> Result<EpmqObjective, CoreError> {
-        let (rows, cols) = (self.r0.nrows(), self.r0.ncols());
+    pub fn finish(self, h_q: Mat<f64>, alpha: f64) -> Result<EpmqObjective, CoreError> {
+        let (rows, cols) = (self.d.nrows(), self.d.ncols());
         if self.tasks == 0 {
             return Err(CoreError::Config("E-PMQ needs at least one expert".into()));
         }
@@ -121,36 +256,51 @@ impl ExpertFold {
                 "alpha must be finite and ≥ 0, got {alpha}"
             )));
         }
-        check_shape("merged weight", merged, rows, cols)?;
-        check_finite("merged weight", merged)?;
+        check_shape("merged weight", self.merged.as_ref(), rows, cols)?;
+        check_finite("merged weight", self.merged.as_ref())?;
         check_shape("Hessian sum", h_q.as_ref(), cols, cols)?;
         let lambda = alpha * mean_diag(h_q.as_ref());
         Ok(EpmqObjective {
             h_q,
-            r0: self.r0,
-            c0: self.c0,
+            d: self.d,
+            c: self.c,
             lambda,
-            merged: merged.to_owned(),
+            merged: self.merged,
+            precision: self.precision,
         })
     }
 }
 
 /// The E-PMQ objective `Σ_i tr((Q − W_i) H_i (Q − W_i)ᵀ) + λ‖Q − W_m‖²`, precomputed so that
-/// evaluating it costs one product: `⟨Q H_q, Q⟩ − 2⟨Q, R₀⟩ + c₀ + λ‖Q − W_m‖²` with
-/// `H_q = Σ H_i`, `R₀ = Σ W_i H_i`, `c₀ = Σ ⟨W_i H_i, W_i⟩`.
+/// evaluating it costs one product: with `E = Q − W_m`,
+/// `⟨E H_q, E⟩ − 2⟨E, D⟩ + c + λ‖E‖²` (`H_q = Σ H_i`, `D = Σ Δ_i H_i`, `c = Σ ⟨Δ_i H_i, Δ_i⟩`,
+/// `Δ_i = W_i − W_m`; see [`ExpertFold`]).
 #[derive(Clone, Debug)]
 pub struct EpmqObjective {
     pub h_q: Mat<f64>,
-    pub r0: Mat<f64>,
-    pub c0: f64,
+    pub d: Mat<f64>,
+    pub c: f64,
     pub lambda: f64,
     pub merged: Mat<f64>,
+    /// The precision of the fold's products, also used for the correction
+    /// `(D − δW_m) H_E⁻¹` of the target (two triangular products; factorisations stay f64).
+    pub precision: FoldPrecision,
 }
 
 impl EpmqObjective {
-    /// Validates the problem and precomputes `H_q`, `R₀`, `c₀`; `λ = α · mean(diag H_q)`.
+    /// Validates the problem and precomputes `H_q`, `D`, `c` (f64 products);
+    /// `λ = α · mean(diag H_q)`.
     pub fn new(problem: &EpmqProblem<'_>, alpha: f64) -> Result<Self, CoreError> {
-        let (rows, cols) = (problem.merged.nrows(), problem.merged.ncols());
+        Self::with_precision(problem, alpha, FoldPrecision::F64)
+    }
+
+    /// [`EpmqObjective::new`] with the fold's products in `precision`.
+    pub fn with_precision(
+        problem: &EpmqProblem<'_>,
+        alpha: f64,
+        precision: FoldPrecision,
+    ) -> Result<Self, CoreError> {
+        let cols = problem.merged.ncols();
         let k = problem.experts.len();
         if k == 0 {
             return Err(CoreError::Config("E-PMQ needs at least one expert".into()));
@@ -162,35 +312,36 @@ impl EpmqObjective {
             )));
         }
         check_finite("merged weight", problem.merged)?;
-        let mut fold = ExpertFold::new(rows, cols);
+        let mut fold = ExpertFold::with_precision(problem.merged, precision);
         let mut h_q = Mat::<f64>::zeros(cols, cols);
         for (w_i, h_i) in problem.experts.iter().zip(problem.hessians) {
             fold.add(*w_i, *h_i)?;
             h_q += *h_i;
         }
-        fold.finish(problem.merged, h_q, alpha)
+        fold.finish(h_q, alpha)
     }
 
-    /// The objective of the unquantized merged weight, `Σ_i ‖W_m X_i − W_i X_i‖²` (one
+    /// The objective of the unquantized merged weight, `Σ_i ‖W_m X_i − W_i X_i‖² = c` (no
     /// product).
     pub fn at_merged(&self) -> f64 {
-        self.eval(self.merged.as_ref())
+        self.c
     }
 
     /// The objective at `q`.
     pub fn eval(&self, q: MatRef<'_, f64>) -> f64 {
-        let mut qh = Mat::<f64>::zeros(q.nrows(), q.ncols());
+        let e = q - &self.merged;
+        let mut eh = Mat::<f64>::zeros(q.nrows(), q.ncols());
         matmul(
-            qh.as_mut(),
+            eh.as_mut(),
             Accum::Replace,
-            q,
+            e.as_ref(),
             self.h_q.as_ref(),
             1.0,
             par(),
         );
-        frobenius_dot(qh.as_ref(), q) - 2.0 * frobenius_dot(q, self.r0.as_ref())
-            + self.c0
-            + self.lambda * squared_distance(q, self.merged.as_ref())
+        frobenius_dot(eh.as_ref(), e.as_ref()) - 2.0 * frobenius_dot(e.as_ref(), self.d.as_ref())
+            + self.c
+            + self.lambda * frobenius_dot(e.as_ref(), e.as_ref())
     }
 
     /// `H_E = H_q + λI`.
@@ -202,10 +353,18 @@ impl EpmqObjective {
         h
     }
 
-    /// `R = R₀ + λ W_m`.
+    /// `R = R₀ + λ W_m = W_m H_E + D`.
     pub fn r(&self) -> Mat<f64> {
-        let mut r = self.r0.clone();
-        r += faer::Scale(self.lambda) * &self.merged;
+        let mut r = Mat::<f64>::zeros(self.merged.nrows(), self.merged.ncols());
+        matmul(
+            r.as_mut(),
+            Accum::Replace,
+            self.merged.as_ref(),
+            self.h_e().as_ref(),
+            1.0,
+            par(),
+        );
+        r += &self.d;
         r
     }
 }
@@ -240,13 +399,26 @@ fn target_and_factor(
     )?;
     tracing::debug!(seconds = t.elapsed().as_secs_f64(), "E-PMQ factor of H_E");
     let t = std::time::Instant::now();
-    let r = objective.r();
-    let (rows, cols) = (r.nrows(), r.ncols());
-    let target = match &prepared.perm {
-        None => right_solve(r.as_ref(), prepared.u.as_ref()),
+    // W* = R (H_E + δI)⁻¹ with R = W_m (H_E + δI) − δW_m + D, i.e. W_m plus the correction
+    // (D − δW_m)(H_E + δI)⁻¹, which carries no large cancelling terms
+    let merged = objective.merged.as_ref();
+    let mut rhs = objective.d.clone();
+    if prepared.damping != 0.0 {
+        rhs -= faer::Scale(prepared.damping) * merged;
+    }
+    let (rows, cols) = (rhs.nrows(), rhs.ncols());
+    let solve = |w: MatRef<'_, f64>| match objective.precision {
+        FoldPrecision::F64 => right_solve(w, prepared.u.as_ref()),
+        FoldPrecision::F32 => {
+            let x = right_solve(to_f32(w).as_ref(), to_f32(prepared.u.as_ref()).as_ref());
+            par_from_fn(rows, cols, |r, c| x[(r, c)] as f64)
+        }
+    };
+    let correction = match &prepared.perm {
+        None => solve(rhs.as_ref()),
         Some(p) => {
-            let r_perm = Mat::from_fn(rows, cols, |i, j| r[(i, p[j])]);
-            let t_perm = right_solve(r_perm.as_ref(), prepared.u.as_ref());
+            let r_perm = Mat::from_fn(rows, cols, |i, j| rhs[(i, p[j])]);
+            let t_perm = solve(r_perm.as_ref());
             let mut t = Mat::<f64>::zeros(rows, cols);
             for (j, &c) in p.iter().enumerate() {
                 t.col_mut(c).copy_from(t_perm.col(j));
@@ -254,6 +426,8 @@ fn target_and_factor(
             t
         }
     };
+    drop(rhs);
+    let target = merged + &correction;
     check_finite("E-PMQ target W*", target.as_ref())?;
     tracing::debug!(seconds = t.elapsed().as_secs_f64(), "E-PMQ target W*");
     let t = EpmqTarget {
@@ -318,15 +492,12 @@ pub fn epmq_solve(obj: &EpmqObjective, cfg: &GptqConfig) -> Result<EpmqOutput, C
     }
     let out = gptq_prepared(target.target.as_ref(), &prepared, cfg)?;
     drop(prepared);
-    // Completing the square: E(Q) = tr((Q − W*) H_E (Q − W*)ᵀ) + E(W*), and at the optimum
-    // E(W*) = c₀ + λ‖W_m‖² − ⟨R, W*⟩ (since W* H_E = R). Exact only without extra damping;
-    // otherwise evaluate directly (one product each).
-    let merged = obj.merged.as_ref();
+    // Completing the square: E(Q) = tr((Q − W*) H_E (Q − W*)ᵀ) + E(W*), and at the optimum,
+    // with Z = W* − W_m (so that Z H_E = D), E(W*) = ⟨Z H_E, Z⟩ − 2⟨Z, D⟩ + c = c − ⟨D, Z⟩.
+    // Exact only without extra damping; otherwise evaluate directly (one product each).
     let (objective, objective_target) = if target.extra_damping == 0.0 {
-        let r = obj.r();
-        let merged_sq = frobenius_dot(merged, merged);
-        let at_target =
-            obj.c0 + obj.lambda * merged_sq - frobenius_dot(r.as_ref(), target.target.as_ref());
+        let z = &target.target - &obj.merged;
+        let at_target = obj.c - frobenius_dot(obj.d.as_ref(), z.as_ref());
         (out.objective + at_target, at_target)
     } else {
         (

@@ -73,11 +73,11 @@ pub fn inverse_upper_factor_shifted(h: MatRef<'_, f64>, shift: f64) -> Option<Ma
 /// `W H⁻¹ = (W Uᵀ) U` for the factor `U` of [`inverse_upper_factor`]: two triangular
 /// products, each as dense GEMMs over column panels (`U`'s explicit zeros make the panels
 /// exact; faer's dense GEMM is several times faster here than its triangular product).
-pub fn right_solve(w: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Mat<f64> {
+pub fn right_solve<T: faer::traits::ComplexField>(w: MatRef<'_, T>, u: MatRef<'_, T>) -> Mat<T> {
     const PANEL: usize = 512;
     let (rows, n) = (w.nrows(), w.ncols());
     // T = W Uᵀ: T[:, j0..j1] = W[:, j0..] · Uᵀ[j0.., j0..j1]   (Uᵀ is lower triangular)
-    let mut t = Mat::<f64>::zeros(rows, n);
+    let mut t = Mat::<T>::zeros(rows, n);
     for j0 in (0..n).step_by(PANEL) {
         let j1 = (j0 + PANEL).min(n);
         matmul(
@@ -85,12 +85,12 @@ pub fn right_solve(w: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Mat<f64> {
             Accum::Replace,
             w.subcols(j0, n - j0),
             u.transpose().submatrix(j0, j0, n - j0, j1 - j0),
-            1.0,
+            T::one_impl(),
             par(),
         );
     }
     // W H⁻¹ = T U: out[:, j0..j1] = T[:, ..j1] · U[..j1, j0..j1]   (U is upper triangular)
-    let mut out = Mat::<f64>::zeros(rows, n);
+    let mut out = Mat::<T>::zeros(rows, n);
     for j0 in (0..n).step_by(PANEL) {
         let j1 = (j0 + PANEL).min(n);
         matmul(
@@ -98,7 +98,7 @@ pub fn right_solve(w: MatRef<'_, f64>, u: MatRef<'_, f64>) -> Mat<f64> {
             Accum::Replace,
             t.subcols(0, j1),
             u.submatrix(0, j0, j1, j1 - j0),
-            1.0,
+            T::one_impl(),
             par(),
         );
     }

@@ -9,16 +9,26 @@ pub fn par() -> Par {
     Par::rayon(0)
 }
 
-/// Builds a `rows × cols` matrix from a row-major buffer.
+/// Builds a `rows × cols` matrix from a row-major buffer (tile by tile).
 pub fn from_row_major(rows: usize, cols: usize, data: &[f64]) -> Mat<f64> {
-    assert_eq!(data.len(), rows * cols, "row-major buffer length");
-    Mat::from_fn(rows, cols, |i, j| data[i * cols + j])
+    from_row_major_with(rows, cols, data, |v| v)
 }
 
-/// Builds a `rows × cols` matrix from a row-major f32 buffer.
+/// Builds a `rows × cols` matrix from a row-major f32 buffer (tile by tile).
 pub fn from_row_major_f32(rows: usize, cols: usize, data: &[f32]) -> Mat<f64> {
+    from_row_major_with(rows, cols, data, |v| v as f64)
+}
+
+fn from_row_major_with<T: Copy>(
+    rows: usize,
+    cols: usize,
+    data: &[T],
+    f: impl Fn(T) -> f64,
+) -> Mat<f64> {
     assert_eq!(data.len(), rows * cols, "row-major buffer length");
-    Mat::from_fn(rows, cols, |i, j| data[i * cols + j] as f64)
+    let mut m = Mat::<f64>::zeros(rows, cols);
+    tiles(rows, cols, |r, c| m[(r, c)] = f(data[r * cols + c]));
+    m
 }
 
 /// Visits every `(r, c)` of a `rows × cols` index space in 64 × 64 tiles, so that row-major
@@ -34,6 +44,30 @@ pub fn tiles(rows: usize, cols: usize, mut f: impl FnMut(usize, usize)) {
             }
         }
     }
+}
+
+/// The `rows × cols` matrix of `f(r, c)`, built in parallel over 64-column chunks and tile by
+/// tile inside each (so that `f` may read row-major and column-major sources together).
+pub fn par_from_fn<T>(rows: usize, cols: usize, f: impl Fn(usize, usize) -> T + Sync) -> Mat<T>
+where
+    T: faer::traits::ComplexField + Copy + Send,
+{
+    use rayon::prelude::*;
+    const T: usize = 64;
+    let mut m = Mat::<T>::zeros(rows, cols);
+    m.par_col_chunks_mut(T)
+        .enumerate()
+        .for_each(|(k, mut chunk)| {
+            let c0 = k * T;
+            for r0 in (0..rows).step_by(T) {
+                for c in 0..chunk.ncols() {
+                    for r in r0..(r0 + T).min(rows) {
+                        chunk[(r, c)] = f(r, c0 + c);
+                    }
+                }
+            }
+        });
+    m
 }
 
 /// Row-major copy of a matrix, each value mapped by `f` (tile by tile).
@@ -103,8 +137,17 @@ pub fn mean_diag(h: MatRef<'_, f64>) -> f64 {
 pub fn frobenius_dot(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
     let mut s = 0.0;
     for j in 0..a.ncols() {
-        for i in 0..a.nrows() {
-            s += a[(i, j)] * b[(i, j)];
+        let (ca, cb) = (a.col(j), b.col(j));
+        match (ca.try_as_col_major(), cb.try_as_col_major()) {
+            // the same order as element by element, without the index checks
+            (Some(x), Some(y)) => {
+                s = x
+                    .as_slice()
+                    .iter()
+                    .zip(y.as_slice())
+                    .fold(s, |s, (p, q)| s + p * q)
+            }
+            _ => s = (0..a.nrows()).fold(s, |s, i| s + ca[i] * cb[i]),
         }
     }
     s

@@ -208,14 +208,14 @@ fn quantize_linear(
             let terms = if job.experts.is_empty() {
                 None
             } else {
-                let mut fold = ExpertFold::new(spec.out_features, spec.in_features);
+                let mut fold = ExpertFold::with_precision(w0.as_ref(), job.cfg.fold_precision);
                 for i in 0..job.experts.len() {
                     fold.add(
                         job.experts.weight(i, spec)?.as_ref(),
                         x.task_hessian(i).as_ref(),
                     )?;
                 }
-                Some(expert_terms(fold, w0, h, &effective)?)
+                Some(expert_terms(fold, h, &effective)?)
             };
             deviation_total(&effective, w0, h, None, &terms)
         }

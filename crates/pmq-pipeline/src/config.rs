@@ -5,6 +5,7 @@ use crate::deviation::DeviationMode;
 use crate::method::Method;
 use candle_core::DType;
 use pmq_core::damping::Damping;
+use pmq_core::epmq::FoldPrecision;
 use pmq_core::gptq::GptqConfig;
 use pmq_core::QuantGrid;
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ pub struct PipelineConfig {
     /// E-PMQ only: choose α per linear from held-out calibration batches
     /// ([`pmq_core::alpha_selection`]) instead of the method's fixed α.
     pub alpha_auto: Option<AutoAlpha>,
+    /// Precision of the expert fold's products `Δ_i H_i` (E-PMQ's target, the report's
+    /// expert figures); sums are f64 either way.
+    pub fold_precision: FoldPrecision,
 }
 
 /// `--alpha auto` / `auto-model`: the α grid, which calibration batches are held out to
@@ -138,7 +142,7 @@ impl PipelineConfig {
     /// `pmq quantize`'s defaults for `method` on `grid`: GPTQ's lazy blocks of 128 with 1 %
     /// damping (E-PMQ: none, λ damps), 256 samples per task in batches of 32 truncated to 128
     /// tokens, true-sequential groups, the total deviation split, f32 calibration states, a
-    /// forward cache of [`DEFAULT_FORWARD_CACHE_BYTES`].
+    /// forward cache of [`DEFAULT_FORWARD_CACHE_BYTES`], f32 fold products.
     pub fn new(method: Method, grid: QuantGrid) -> Self {
         let mut gptq = GptqConfig::new(grid);
         gptq.damping = Damping::gptq(method.default_percdamp());
@@ -154,6 +158,7 @@ impl PipelineConfig {
             forward_cache_bytes: DEFAULT_FORWARD_CACHE_BYTES,
             time_block_forward: false,
             alpha_auto: None,
+            fold_precision: FoldPrecision::F32,
         }
     }
 }

@@ -83,6 +83,13 @@ impl Experts {
 
     /// Expert `i`'s weight of `linear`, `[out, in]`.
     pub fn weight(&self, i: usize, linear: &LinearSpec) -> Result<Mat<f64>> {
+        let (r, c, data) = self.weight_rows(i, linear)?;
+        Ok(from_row_major(r, c, &data))
+    }
+
+    /// Expert `i`'s weight of `linear` as `(out, in, row-major values)`, for a zero-copy view
+    /// (`MatRef::from_row_major_slice`).
+    pub fn weight_rows(&self, i: usize, linear: &LinearSpec) -> Result<(usize, usize, Vec<f64>)> {
         let (s, dir) = (&self.stores[i], &self.dirs[i]);
         let (r, c, data) = s
             .read_matrix_f64(&linear.weight_name())
@@ -100,6 +107,6 @@ impl Experts {
                 data[pos]
             );
         }
-        Ok(from_row_major(r, c, &data))
+        Ok((r, c, data))
     }
 }

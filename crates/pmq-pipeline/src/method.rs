@@ -137,20 +137,24 @@ pub struct EpmqDetails {
     pub extra_percdamp: f64,
 }
 
-/// `Σ_i ‖W_mX_i − W_iX_i‖²` and `Σ_i ‖QX_i − W_iX_i‖²` from the fold (two f64 products).
-pub(crate) fn expert_terms(
-    fold: ExpertFold,
-    merged: &Mat<f64>,
-    h_q: &Mat<f64>,
-    q: &Mat<f64>,
-) -> Result<ExpertTerms> {
+/// `Σ_i ‖W_mX_i − W_iX_i‖²` (the fold's `c`) and `Σ_i ‖QX_i − W_iX_i‖²` (one f64 product)
+/// from the fold.
+pub(crate) fn expert_terms(fold: ExpertFold, h_q: &Mat<f64>, q: &Mat<f64>) -> Result<ExpertTerms> {
     let tasks = fold.tasks();
-    let obj = fold.finish(merged.as_ref(), h_q.clone(), 0.0)?;
+    let obj = fold.finish(h_q.clone(), 0.0)?;
     Ok(ExpertTerms {
         tasks,
         merge_sq: obj.at_merged(),
         expert_sq: obj.eval(q.as_ref()),
     })
+}
+
+/// The fold, once it is known to be taken around `merged` (the weight being quantized).
+fn checked(fold: ExpertFold, merged: &Mat<f64>) -> Result<ExpertFold> {
+    if fold.merged() != merged.as_ref() {
+        bail!("internal: the experts were folded around another merged weight");
+    }
+    Ok(fold)
 }
 
 /// Refuses a Hessian without any calibration signal (all-zero diagonal: every input the linear
@@ -185,7 +189,7 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
                 QuadraticFormF32::new(h.as_ref()).error(base.dequant.as_ref(), merged.as_ref())
             });
             let terms = match (p.experts, p.h_q) {
-                (Some(f), Some(h)) => Some(expert_terms(f, merged, h, &base.dequant)?),
+                (Some(f), Some(h)) => Some(expert_terms(checked(f, merged)?, h, &base.dequant)?),
                 _ => None,
             };
             LinearSolution {
@@ -212,7 +216,7 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
             let objective_rtn =
                 QuadraticFormF32::new(h.as_ref()).error(base.dequant.as_ref(), merged.as_ref());
             let terms = match p.experts {
-                Some(f) => Some(expert_terms(f, merged, h, &out.layer.dequant)?),
+                Some(f) => Some(expert_terms(checked(f, merged)?, h, &out.layer.dequant)?),
                 None => None,
             };
             LinearSolution {
@@ -238,24 +242,23 @@ pub fn solve(method: Method, p: LinearProblem<'_>, cfg: &GptqConfig) -> Result<L
                 .h_q
                 .ok_or_else(|| anyhow::anyhow!("E-PMQ needs calibration inputs"))?;
             check_signal(h)?;
+            let fold = checked(fold, merged)?;
             let tasks = fold.tasks();
-            let obj = fold.finish(merged.as_ref(), h.clone(), alpha)?;
+            let obj = fold.finish(h.clone(), alpha)?;
             let out = epmq_solve(&obj, cfg)?;
             let t = Instant::now();
             let lambda = out.target.lambda;
             let q = &out.gptq.layer.dequant;
-            // E(X) = tr((X − W*) H_E (X − W*)ᵀ) + E(W*): positive forms, computed in f32,
-            // when W* is the exact optimum (no extra damping); directly otherwise.
-            let (before, merge_sq) = if out.target.extra_damping == 0.0 {
+            // E(X) = tr((X − W*) H_E (X − W*)ᵀ) + E(W*): a positive form, computed in f32,
+            // when W* is the exact optimum (no extra damping); directly otherwise. At the
+            // merged weight it is the fold's `c`.
+            let before = if out.target.extra_damping == 0.0 {
                 let form = QuadraticFormF32::new(obj.h_e().as_ref());
-                let w_star = out.target.target.as_ref();
-                (
-                    form.error(base.dequant.as_ref(), w_star) + out.objective_target,
-                    form.error(merged.as_ref(), w_star) + out.objective_target,
-                )
+                form.error(base.dequant.as_ref(), out.target.target.as_ref()) + out.objective_target
             } else {
-                (obj.eval(base.dequant.as_ref()), obj.at_merged())
+                obj.eval(base.dequant.as_ref())
             };
+            let merge_sq = obj.at_merged();
             let expert_sq = out.objective - lambda * squared_distance(q.as_ref(), merged.as_ref());
             LinearSolution {
                 objective_rtn: Some(before),

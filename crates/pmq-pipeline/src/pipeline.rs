@@ -316,6 +316,7 @@ pub(crate) fn run_inner(
         "true_sequential": cfg.true_sequential,
         "deviation": cfg.deviation,
         "state_dtype": format!("{:?}", cfg.state_dtype).to_lowercase(),
+        "fold_precision": cfg.fold_precision,
         "experts": inputs.experts.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
     });
     if let (Some(s), serde_json::Value::Object(r)) = (settings.as_object_mut(), run_settings) {

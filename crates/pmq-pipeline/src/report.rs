@@ -87,7 +87,8 @@ pub struct Phases {
     pub forward_s: f64,
     /// Hessian accumulation `Σ x xᵀ` inside the capture callback.
     pub hessian_s: f64,
-    /// Folding tasks: `H_q += H_i`, and with experts `R₀ += W_i H_i` (reading expert weights).
+    /// Folding tasks: `H_q += H_i`, and with experts `D += (W_i − W_m) H_i` (reading expert
+    /// weights).
     pub fold_s: f64,
     /// The solvers (RTN, GPTQ, E-PMQ; AWQ's searches and rounding).
     pub solve_s: f64,

@@ -270,6 +270,7 @@ fn fingerprint(
         forward_cache_bytes: _,
         time_block_forward: _,
         alpha_auto,
+        fold_precision,
     } = cfg;
     for (k, v) in [
         ("method", format!("{method:?}")),
@@ -281,6 +282,7 @@ fn fingerprint(
         ("deviation", format!("{deviation:?}")),
         ("state_dtype", format!("{state_dtype:?}")),
         ("alpha_auto", format!("{alpha_auto:?}")),
+        ("fold_precision", format!("{fold_precision:?}")),
     ] {
         e.insert(format!("setting {k}"), v);
     }

@@ -4,8 +4,8 @@
 //!
 //! Per linear input (linears fed the same tensor share it) and per task `i`, the capture
 //! accumulates `H_i = X_i X_iᵀ`, which is folded at once into `H_q = Σ_i H_i` and, when the
-//! experts are given, into `R₀ = Σ_i W_i H_i` and `c₀ = Σ_i ⟨W_i H_i, W_i⟩`
-//! ([`pmq_core::epmq::ExpertFold`]); then `H_i` is dropped. So memory holds one task's Hessian
+//! experts are given, into the expert sums
+//! (`D = Σ_i (W_i − W_m) H_i` and `c`, [`pmq_core::epmq::ExpertFold`]); then `H_i` is dropped. So memory holds one task's Hessian
 //! at a time, whatever the number of tasks — unless the per-task deviation split is asked for
 //! ([`DeviationMode::PerTask`]), which keeps every `H_i`.
 //!
@@ -19,11 +19,12 @@ use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::{solve, LinearProblem, Method};
 use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
-use faer::Mat;
+use faer::{Mat, MatRef};
 use pmq_core::alpha_selection::{select_alpha, SplitProblem};
 use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
 use pmq_models::{BlockModel, LinearSpec, OutputMemo, State};
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -165,7 +166,8 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                 .or_default()
                 .push(*n + n_held);
             if !job.experts.is_empty() {
-                let w_t = job.experts.weight(t, spec)?;
+                let (rows, cols, w_t) = job.experts.weight_rows(t, spec)?;
+                let w_t = MatRef::from_row_major_slice(&w_t, rows, cols);
                 // the fit batches' fold, and with `--alpha auto` the held-out batches' beside it
                 let parts = [
                     (&mut folded.experts, Some(h_t)),
@@ -173,10 +175,17 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                 ];
                 for (folds, h) in parts {
                     let Some(h) = h else { continue };
-                    folds
-                        .entry(spec.name.clone())
-                        .or_insert_with(|| ExpertFold::new(spec.out_features, spec.in_features))
-                        .add(w_t.as_ref(), h.as_ref())
+                    let fold = match folds.entry(spec.name.clone()) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            let merged = tensor_to_mat(&job.model.linear_weight(&spec.name)?)?;
+                            e.insert(ExpertFold::with_precision(
+                                merged.as_ref(),
+                                job.cfg.fold_precision,
+                            ))
+                        }
+                    };
+                    fold.add(w_t, h.as_ref())
                         .with_context(|| format!("folding task {t} into {}", spec.name))?;
                 }
             }
@@ -266,7 +275,6 @@ pub(crate) fn quantize_block(job: &mut BlockJob<'_>, results: &mut Results) -> R
                 let h_fit = &folded.h_q[c] - h_held;
                 let choice = select_alpha(
                     &SplitProblem {
-                        merged: merged.as_ref(),
                         fit,
                         h_fit: &h_fit,
                         held: &held,

@@ -65,6 +65,7 @@ fn config(method: Method, bits: u32) -> PipelineConfig {
         forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
         time_block_forward: false,
         alpha_auto: None,
+        fold_precision: pmq_core::epmq::FoldPrecision::F32,
     }
 }
 

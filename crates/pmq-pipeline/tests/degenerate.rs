@@ -99,7 +99,7 @@ fn a_hessian_without_signal_is_refused_and_dead_columns_are_counted() {
     let zero = Mat::<f64>::zeros(16, 16);
     for method in [Method::Gptq, Method::Epmq { alpha: 0.01 }] {
         let experts = matches!(method, Method::Epmq { .. }).then(|| {
-            let mut f = pmq_core::epmq::ExpertFold::new(4, 16);
+            let mut f = pmq_core::epmq::ExpertFold::new(w.as_ref());
             f.add(w.as_ref(), zero.as_ref()).unwrap();
             f
         });

@@ -36,6 +36,7 @@ fn run(
         forward_cache_bytes: cache,
         time_block_forward: false,
         alpha_auto: None,
+        fold_precision: pmq_core::epmq::FoldPrecision::F32,
     };
     pmq_pipeline::run(inputs, &cfg, &pmq_pipeline::NoProgress).unwrap()
 }

@@ -115,6 +115,7 @@ fn config(method: Method, state_dtype: candle_core::DType) -> PipelineConfig {
         forward_cache_bytes: pmq_pipeline::DEFAULT_FORWARD_CACHE_BYTES,
         time_block_forward: false,
         alpha_auto: None,
+        fold_precision: pmq_core::epmq::FoldPrecision::F32,
     }
 }
 
