@@ -54,9 +54,11 @@ for method in $methods; do
   line=$("$pmq" quantize --model "$models/ta" --method "$method" "${calib[@]}" "${extra[@]}" \
     --samples-per-task "$samples" --max-seq-len "$seq" --batch-size 16 --format gptq \
     --out "$out" 2>"$work/$shape-k$k-$method.log" | tail -n1)
-  python3 - "$shape" "$k" "$samples" "$method" "$out" "$line" >>bench/scale/results.jsonl <<'PY'
+  build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+  git diff --quiet HEAD -- crates Cargo.toml Cargo.lock 2>/dev/null || build="$build+changes"
+  python3 - "$shape" "$k" "$samples" "$method" "$out" "$line" "$build" >>bench/scale/results.jsonl <<'PY'
 import json, os, sys
-shape, k, samples, method, out, line = sys.argv[1:7]
+shape, k, samples, method, out, line, build = sys.argv[1:8]
 s = json.loads(line)
 rep = json.load(open(os.path.join(out, "pmq_report.json")))
 size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
@@ -66,7 +68,7 @@ print(json.dumps({
     "calibration_tokens": tokens, "linears": s["linears"], "wall_seconds": s["wall_seconds"],
     "peak_rss_mib": s["peak_rss_mib"], "phases": s["phases"], "output_bytes": size,
     "mean_quant_deviation": s["mean_quant_deviation"], "rms_expert_error": s["rms_expert_error"],
-    "threads": os.cpu_count(),
+    "threads": os.cpu_count(), "build": build,
 }))
 PY
   tail -n1 bench/scale/results.jsonl >&2
