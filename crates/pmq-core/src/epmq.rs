@@ -196,6 +196,12 @@ impl ExpertFold {
                     par(),
                 );
                 drop(h32);
+                if !all_finite(&product) {
+                    return Err(CoreError::Config(format!(
+                        "expert {i}: the product of its offset from the merged weight and \
+                         Hessian {i} exceeds the f32 range; fold in f64"
+                    )));
+                }
                 // D += Δ_i H_i and c += ⟨Δ_i H_i, Δ_i⟩ in f64, column by column in parallel
                 // (the partial sums of c added in column order: independent of the threads)
                 use rayon::prelude::*;
