@@ -24,7 +24,10 @@
 use crate::damping::Damping;
 use crate::gptq::{gptq_prepared, prepare_hessian, GptqConfig, GptqOutput, PreparedHessian};
 use crate::inverse_factor::right_solve;
-use crate::matrix::{check_finite, check_shape, frobenius_dot, mean_diag, par, par_from_fn};
+use crate::matrix::{
+    check_finite, check_shape, frobenius_dot, mean_diag, par, par_from_fn, to_f32,
+};
+use crate::objective::QuadraticFormF32;
 use crate::CoreError;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
@@ -38,43 +41,6 @@ pub struct EpmqProblem<'a> {
     pub experts: &'a [MatRef<'a, f64>],
     /// Per-task Hessians `H_i = X_i X_iᵀ`, each `[in, in]`.
     pub hessians: &'a [MatRef<'a, f64>],
-}
-
-/// `W_i − W_m` in the fold's precision (column-major), tile by tile so that a row-major
-/// `W_i` is read without striding through memory.
-fn offsets<T>(
-    expert: MatRef<'_, f64>,
-    merged: MatRef<'_, f64>,
-    cast: impl Fn(f64) -> T + Sync,
-) -> Mat<T>
-where
-    T: faer::traits::ComplexField + Copy + Send,
-{
-    par_from_fn(merged.nrows(), merged.ncols(), |r, c| {
-        cast(expert[(r, c)] - merged[(r, c)])
-    })
-}
-
-/// `m` in f32, column by column in parallel (contiguous columns convert as slices).
-fn to_f32(m: MatRef<'_, f64>) -> Mat<f32> {
-    use rayon::prelude::*;
-    let mut out = Mat::<f32>::zeros(m.nrows(), m.ncols());
-    out.par_col_iter_mut().enumerate().for_each(|(c, mut dst)| {
-        let src = m.col(c);
-        match src.try_as_col_major() {
-            Some(col) => {
-                for (r, &v) in col.as_slice().iter().enumerate() {
-                    dst[r] = v as f32;
-                }
-            }
-            None => {
-                for r in 0..m.nrows() {
-                    dst[r] = src[r] as f32;
-                }
-            }
-        }
-    });
-    out
 }
 
 /// Whether every entry of a column-major f32 matrix is finite.
@@ -154,7 +120,8 @@ impl ExpertFold {
             FoldPrecision::F64 => {
                 check_finite(&format!("expert {i} weight"), expert)?;
                 check_finite(&format!("Hessian {i}"), h)?;
-                let delta = offsets::<f64>(expert, self.merged.as_ref(), |v| v);
+                let merged = self.merged.as_ref();
+                let delta = par_from_fn(rows, cols, |r, c| expert[(r, c)] - merged[(r, c)]);
                 let mut product = Mat::<f64>::zeros(rows, cols);
                 matmul(
                     product.as_mut(),
@@ -170,7 +137,8 @@ impl ExpertFold {
             FoldPrecision::F32 => {
                 // the inputs are validated through their f32 copies (one pass each); the
                 // f64 checks only run to name what is wrong
-                let delta = offsets::<f32>(expert, self.merged.as_ref(), |v| v as f32);
+                let form = QuadraticFormF32::new(h);
+                let (delta, product) = form.difference_product(expert, self.merged.as_ref());
                 if !all_finite(&delta) {
                     check_finite(&format!("expert {i} weight"), expert)?;
                     check_finite("merged weight", self.merged.as_ref())?;
@@ -179,23 +147,13 @@ impl ExpertFold {
                          range; fold in f64"
                     )));
                 }
-                let h32 = to_f32(h);
-                if !all_finite(&h32) {
+                if !form.is_finite() {
                     check_finite(&format!("Hessian {i}"), h)?;
                     return Err(CoreError::Config(format!(
                         "Hessian {i} exceeds the f32 range; fold in f64"
                     )));
                 }
-                let mut product = Mat::<f32>::zeros(rows, cols);
-                matmul(
-                    product.as_mut(),
-                    Accum::Replace,
-                    delta.as_ref(),
-                    h32.as_ref(),
-                    1.0f32,
-                    par(),
-                );
-                drop(h32);
+                drop(form);
                 if !all_finite(&product) {
                     return Err(CoreError::Config(format!(
                         "expert {i}: the product of its offset from the merged weight and \

@@ -70,6 +70,28 @@ where
     m
 }
 
+/// `m` in f32, column by column in parallel (contiguous columns convert as slices).
+pub fn to_f32(m: MatRef<'_, f64>) -> Mat<f32> {
+    use rayon::prelude::*;
+    let mut out = Mat::<f32>::zeros(m.nrows(), m.ncols());
+    out.par_col_iter_mut().enumerate().for_each(|(c, mut dst)| {
+        let src = m.col(c);
+        match src.try_as_col_major() {
+            Some(col) => {
+                for (r, &v) in col.as_slice().iter().enumerate() {
+                    dst[r] = v as f32;
+                }
+            }
+            None => {
+                for r in 0..m.nrows() {
+                    dst[r] = src[r] as f32;
+                }
+            }
+        }
+    });
+    out
+}
+
 /// Row-major copy of a matrix, each value mapped by `f` (tile by tile).
 pub fn to_row_major_with<T: Copy + Default>(m: MatRef<'_, f64>, f: impl Fn(f64) -> T) -> Vec<T> {
     let (rows, cols) = (m.nrows(), m.ncols());

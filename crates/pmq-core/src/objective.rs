@@ -1,7 +1,7 @@
 //! Quadratic layer errors. For a linear layer with inputs `X` and `H = X Xᵀ`,
 //! `‖A X − B X‖²_F = tr((A − B) H (A − B)ᵀ)`.
 
-use crate::matrix::par;
+use crate::matrix::{par, par_from_fn, to_f32};
 use faer::linalg::matmul::matmul;
 use faer::{Accum, Mat, MatRef};
 
@@ -40,14 +40,21 @@ pub struct QuadraticFormF32 {
 impl QuadraticFormF32 {
     /// Prepares `H` (`[n, n]`).
     pub fn new(h: MatRef<'_, f64>) -> Self {
-        Self {
-            h: Mat::from_fn(h.nrows(), h.ncols(), |i, j| h[(i, j)] as f32),
-        }
+        Self { h: to_f32(h) }
     }
 
-    /// `tr((A − B) H (A − B)ᵀ)`.
-    pub fn error(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
-        let d = Mat::<f32>::from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
+    /// Whether `H` is finite in f32.
+    pub fn is_finite(&self) -> bool {
+        (0..self.h.ncols()).all(|j| self.h.col_as_slice(j).iter().all(|v| v.is_finite()))
+    }
+
+    /// `D = A − B` in f32 (any strides; read tile by tile) and `D H`, both `[rows, n]`.
+    pub fn difference_product(
+        &self,
+        a: MatRef<'_, f64>,
+        b: MatRef<'_, f64>,
+    ) -> (Mat<f32>, Mat<f32>) {
+        let d = par_from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
         let mut dh = Mat::<f32>::zeros(d.nrows(), d.ncols());
         matmul(
             dh.as_mut(),
@@ -57,6 +64,12 @@ impl QuadraticFormF32 {
             1.0,
             par(),
         );
+        (d, dh)
+    }
+
+    /// `tr((A − B) H (A − B)ᵀ)`.
+    pub fn error(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
+        let (d, dh) = self.difference_product(a, b);
         let mut s = 0.0f64;
         for j in 0..d.ncols() {
             let (x, y) = (dh.col_as_slice(j), d.col_as_slice(j));
