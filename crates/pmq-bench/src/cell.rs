@@ -170,9 +170,41 @@ pub struct Cell {
     pub alpha: f64,
     /// Calibration samples per task (ignored for `Fp` and `Rtn`).
     pub samples: usize,
+    /// Auto-α cells: every `holdout_every`-th calibration batch of each task is held out to
+    /// score the candidates (`pmq quantize --alpha-holdout-every`; 4 for other cells).
+    #[serde(
+        default = "default_holdout",
+        skip_serializing_if = "is_default_holdout"
+    )]
+    pub holdout_every: usize,
+}
+
+/// `pmq quantize`'s default `--alpha-holdout-every`.
+pub const DEFAULT_HOLDOUT: usize = 4;
+
+fn default_holdout() -> usize {
+    DEFAULT_HOLDOUT
+}
+
+fn is_default_holdout(n: &usize) -> bool {
+    *n == DEFAULT_HOLDOUT
 }
 
 impl Cell {
+    /// Whether α is chosen on held-out calibration data.
+    pub fn is_auto(&self) -> bool {
+        matches!(self.quant, QuantKind::EpmqAuto | QuantKind::EpmqAutoModel)
+    }
+
+    /// The cell with `n` as its hold-out stride when it chooses α automatically (other cells
+    /// are returned unchanged).
+    pub fn with_holdout(mut self, n: usize) -> Self {
+        if self.is_auto() {
+            self.holdout_every = n;
+        }
+        self
+    }
+
     /// The full-precision merged model.
     pub fn fp(merge: MergeKind) -> Self {
         Self {
@@ -182,6 +214,7 @@ impl Cell {
             group_size: -1,
             alpha: 0.0,
             samples: 0,
+            holdout_every: DEFAULT_HOLDOUT,
         }
     }
 
@@ -204,6 +237,7 @@ impl Cell {
             group_size,
             alpha: if quant == QuantKind::Epmq { alpha } else { 0.0 },
             samples: if quant == QuantKind::Rtn { 0 } else { samples },
+            holdout_every: DEFAULT_HOLDOUT,
         }
     }
 
@@ -218,12 +252,17 @@ impl Cell {
                 self.group_size
             ),
             QuantKind::EpmqAuto | QuantKind::EpmqAutoModel => format!(
-                "{}-{}-b{}-g{}-n{}",
+                "{}-{}-b{}-g{}-n{}{}",
                 self.merge.id(),
                 self.quant.id(),
                 self.bits,
                 self.group_size,
-                self.samples
+                self.samples,
+                if self.holdout_every == DEFAULT_HOLDOUT {
+                    String::new()
+                } else {
+                    format!("-h{}", self.holdout_every)
+                }
             ),
             QuantKind::Epmq => format!(
                 "{}-epmq-b{}-g{}-a{}-n{}",
@@ -267,11 +306,15 @@ impl Cell {
             cfg.samples_per_task = self.samples;
         }
         if self.quant == QuantKind::EpmqAuto {
-            cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha::default());
+            cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha {
+                holdout_every: self.holdout_every,
+                ..pmq_pipeline::AutoAlpha::default()
+            });
         }
         if self.quant == QuantKind::EpmqAutoModel {
             cfg.alpha_auto = Some(pmq_pipeline::AutoAlpha {
                 scope: pmq_pipeline::AlphaScope::Model,
+                holdout_every: self.holdout_every,
                 ..pmq_pipeline::AutoAlpha::default()
             });
         }
@@ -288,6 +331,25 @@ impl fmt::Display for Cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_holdout_stride_is_part_of_auto_cells_only() {
+        let auto = Cell::quant(MergeKind::Ties, QuantKind::EpmqAutoModel, 4, 128, 0.0, 128);
+        assert_eq!(auto.key(), "ties-epmq-auto-model-b4-g128-n128");
+        let h2 = auto.with_holdout(2);
+        assert_eq!(h2.key(), "ties-epmq-auto-model-b4-g128-n128-h2");
+        let cfg = h2.pipeline_config().unwrap().unwrap();
+        assert_eq!(cfg.alpha_auto.unwrap().holdout_every, 2);
+        let fixed = Cell::quant(MergeKind::Ties, QuantKind::Epmq, 4, 128, 0.01, 128);
+        assert_eq!(fixed.with_holdout(2), fixed);
+        // results written before the field existed read as the default; it is not written then
+        let json = serde_json::to_value(auto).unwrap();
+        assert!(json.get("holdout_every").is_none());
+        let back: Cell = serde_json::from_value(json).unwrap();
+        assert_eq!(back, auto);
+        let json = serde_json::to_value(h2).unwrap();
+        assert_eq!(json["holdout_every"], 2);
+    }
 
     #[test]
     fn keys_are_unique_and_normalised() {

@@ -13,12 +13,14 @@ pub mod plan;
 pub mod plot;
 pub mod results;
 pub mod runner;
+pub mod suite;
 pub mod tables;
 
 pub use cell::{Cell, MergeKind, QuantKind};
 pub use plan::{plan, Defaults, Experiment, Selection};
 pub use results::{BenchResults, CellResult, Meta, RefRow};
 pub use runner::{Bench, BenchConfig};
+pub use suite::Suite;
 
 use anyhow::Result;
 use std::path::Path;

@@ -9,14 +9,16 @@
 
 use crate::cell::{Cell, QuantKind};
 use crate::results::{average, now, CellResult, RefRow};
+use crate::suite::{Suite, SuiteTask, TestSource, Train};
 use anyhow::{bail, Context, Result};
-use pmq_eval::{evaluate, EvalOptions, Head, TaskAccuracy};
-use pmq_finetune::{finetune, ExpertOutput, FinetuneConfig, Mode};
+use pmq_eval::tasks::{DataKind, TestTask};
+use pmq_eval::{evaluate_tasks, EvalOptions, EvalTask, Head, TaskAccuracy, HEAD_FILE};
+use pmq_finetune::{finetune, finetune_images, ExpertOutput, FinetuneConfig, Mode};
 use pmq_pipeline::report::reset_peak_rss;
 use pmq_pipeline::{
     quantize_and_write, CalibSpec, OutputFormat, PipelineInputs, QuantizeOptions, QuantizeSummary,
 };
-use pmq_testbed::{backbone_dir, load_task, write_calib_jsonl, SplitConfig, TaskData};
+use pmq_testbed::{backbone_dir, SplitConfig};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,10 +26,14 @@ use std::time::Instant;
 /// Everything a benchmark run needs.
 #[derive(Clone, Debug)]
 pub struct BenchConfig {
-    /// The testbed cache (fetched).
+    /// The testbed cache (fetched; also where testbed experts are cached).
     pub cache: PathBuf,
+    /// A suite file with the user's own tasks ([`crate::suite`]); `None`: the testbed
+    /// `tasks`.
+    pub suite: Option<PathBuf>,
     /// Where experts, merged models, quantized models and cell results are cached.
     pub work: PathBuf,
+    /// The testbed tasks (with a suite: its task names, filled in by [`Bench::prepare`]).
     pub tasks: Vec<String>,
     pub split: SplitConfig,
     /// Name of the fine-tuning preset (part of the experts' cache path).
@@ -65,77 +71,74 @@ impl BenchConfig {
 
     /// A short hash of [`Self::settings`].
     pub fn context(&self) -> String {
-        let h = Sha256::digest(self.settings().to_string().as_bytes());
-        h.iter().take(6).map(|b| format!("{b:02x}")).collect()
+        short_hash(&self.settings())
     }
 }
 
-/// A prepared benchmark: tasks loaded, experts trained, calibration files written.
+fn short_hash(v: &serde_json::Value) -> String {
+    let h = Sha256::digest(v.to_string().as_bytes());
+    h.iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A prepared benchmark: tasks loaded, experts trained (or given), heads ready, calibration
+/// files written.
 pub struct Bench {
     cfg: BenchConfig,
     context: String,
-    backbone: PathBuf,
-    tasks: Vec<TaskData>,
-    experts: Vec<ExpertOutput>,
-    heads: Vec<Head>,
-    calib: Vec<PathBuf>,
+    suite: Suite,
+    /// Every task's expert directory.
+    experts: Vec<PathBuf>,
+    /// Every task's test data with its expert's head.
+    tests: Vec<TestTask>,
 }
 
 impl Bench {
-    /// Loads the tasks, fine-tunes (or reuses) one expert per task and writes the calibration
-    /// files.
-    pub fn prepare(cfg: BenchConfig) -> Result<Self> {
-        if cfg.tasks.is_empty() {
-            bail!("no tasks selected");
-        }
-        let context = cfg.context();
-        let backbone = backbone_dir(&cfg.cache);
-        if !backbone.join("config.json").is_file() {
-            bail!(
-                "the backbone is not in the cache ({}): run `pmq testbed fetch` first",
-                backbone.display()
-            );
-        }
-        let mut tasks = Vec::new();
-        for name in &cfg.tasks {
-            tasks.push(
-                load_task(&cfg.cache, name, &cfg.split)
-                    .with_context(|| format!("loading task {name}"))?,
-            );
-        }
-        let mut experts = Vec::new();
-        let mut heads = Vec::new();
-        for t in &tasks {
-            let dir = expert_dir(&cfg, Mode::Full, &t.name);
-            let e = finetune(&backbone, t, Mode::Full, &cfg.finetune, &dir)
-                .with_context(|| format!("fine-tuning the {} expert", t.name))?;
-            tracing::info!(
-                task = %t.name,
-                cached = e.cached,
-                seconds = e.train_seconds,
-                "expert ready at {}",
-                e.dir.display()
-            );
-            heads.push(Head::load(&e.head).with_context(|| format!("head of {}", t.name))?);
-            experts.push(e);
-        }
-        let calib_dir = cfg.work.join("calib").join(&context);
-        let mut calib = Vec::new();
-        for t in &tasks {
-            let p = calib_dir.join(format!("{}.jsonl", t.name));
-            if !p.is_file() {
-                write_calib_jsonl(t, &p)?;
+    /// Loads the tasks (the testbed's, or a suite file's), fine-tunes (or reuses) the experts
+    /// pmq trains, readies every head and writes the testbed's calibration files.
+    pub fn prepare(mut cfg: BenchConfig) -> Result<Self> {
+        let (suite, context) = match &cfg.suite {
+            None => {
+                if cfg.tasks.is_empty() {
+                    bail!("no tasks selected");
+                }
+                let context = cfg.context();
+                let backbone = backbone_dir(&cfg.cache);
+                if !backbone.join("config.json").is_file() {
+                    bail!(
+                        "the backbone is not in the cache ({}): run `pmq testbed fetch` first",
+                        backbone.display()
+                    );
+                }
+                let calib_dir = cfg.work.join("calib").join(&context);
+                let suite =
+                    Suite::testbed(&cfg.cache, &backbone, &cfg.tasks, &cfg.split, &calib_dir)?;
+                (suite, context)
             }
-            calib.push(p);
+            Some(file) => {
+                let suite = Suite::load(file)?;
+                cfg.tasks = suite.names();
+                let mut settings = cfg.settings();
+                settings["suite"] = suite.identity.clone().unwrap_or_default();
+                (suite, short_hash(&settings))
+            }
+        };
+        let mut experts = Vec::new();
+        let mut tests = Vec::new();
+        for t in &suite.tasks {
+            let (dir, head) = ready_expert(&cfg, &context, &suite, t)?;
+            tests.push(match (&t.test, head) {
+                (TestSource::Testbed(td), Some(h)) => TestTask::Text(td.clone(), h),
+                (TestSource::Testbed(_), None) => bail!("testbed task {:?} has no head", t.name),
+                (TestSource::File(p), h) => TestTask::read(&t.name, p, h)?,
+            });
+            experts.push(dir);
         }
         Ok(Self {
             cfg,
             context,
-            backbone,
-            tasks,
+            suite,
             experts,
-            heads,
-            calib,
+            tests,
         })
     }
 
@@ -147,12 +150,15 @@ impl Bench {
         &self.context
     }
 
-    pub fn tasks(&self) -> &[TaskData] {
-        &self.tasks
+    /// The tasks.
+    pub fn suite(&self) -> &Suite {
+        &self.suite
     }
 
-    /// The experts on their own tasks ("Fine-tuned (STL)") and, with `probe`, the frozen
-    /// backbone with a linear head per task ("Pre-trained (linear probe)").
+    /// The experts on their own tasks ("Fine-tuned (STL)") and, with `probe`, the base model
+    /// with a linear head per task trained on its frozen embeddings ("Pre-trained (linear
+    /// probe)"; text-to-text tasks: the base model's own decoding). Without training data for
+    /// every classification task the probe row is left out.
     pub fn reference_rows(&self, probe: bool) -> Result<Vec<RefRow>> {
         let path = self.cfg.work.join("refs").join(format!(
             "{}{}.json",
@@ -168,30 +174,19 @@ impl Bench {
         }
         let mut rows = Vec::new();
         if probe {
-            let mut probe_heads = Vec::new();
-            for t in &self.tasks {
-                let dir = expert_dir(&self.cfg, Mode::LinearProbe, &t.name);
-                let e = finetune(
-                    &self.backbone,
-                    t,
-                    Mode::LinearProbe,
-                    &self.cfg.finetune,
-                    &dir,
-                )
-                .with_context(|| format!("training the {} linear probe", t.name))?;
-                probe_heads.push(Head::load(&e.head)?);
+            if let Some(tests) = self.probe_tests()? {
+                let all: Vec<EvalTask> = tests.iter().map(TestTask::as_eval).collect();
+                let acc = evaluate_tasks(&self.suite.base, &all, &self.cfg.eval)?;
+                rows.push(RefRow {
+                    name: "Pre-trained (linear probe)".into(),
+                    average: average(&acc),
+                    accuracies: acc,
+                });
             }
-            let pairs: Vec<_> = self.tasks.iter().zip(&probe_heads).collect();
-            let acc = evaluate(&self.backbone, &pairs, &self.cfg.eval)?;
-            rows.push(RefRow {
-                name: "Pre-trained (linear probe)".into(),
-                average: average(&acc),
-                accuracies: acc,
-            });
         }
         let mut acc = Vec::new();
-        for ((t, e), h) in self.tasks.iter().zip(&self.experts).zip(&self.heads) {
-            acc.extend(evaluate(&e.dir, &[(t, h)], &self.cfg.eval)?);
+        for (t, e) in self.tests.iter().zip(&self.experts) {
+            acc.extend(evaluate_tasks(e, &[t.as_eval()], &self.cfg.eval)?);
         }
         rows.push(RefRow {
             name: "Fine-tuned (STL)".into(),
@@ -200,6 +195,48 @@ impl Bench {
         });
         write_json(&path, &rows)?;
         Ok(rows)
+    }
+
+    /// The test tasks scored by linear probes on the base model, or `None` when a
+    /// classification task has no training data.
+    fn probe_tests(&self) -> Result<Option<Vec<TestTask>>> {
+        let mut out = Vec::new();
+        for (t, test) in self.suite.tasks.iter().zip(&self.tests) {
+            if test.head().is_none() {
+                out.push(test.clone());
+                continue;
+            }
+            let dir = head_dir(
+                &self.cfg,
+                &self.context,
+                &self.suite,
+                Mode::LinearProbe,
+                &t.name,
+            );
+            let e = match &t.train {
+                Some(Train::Text(td)) => finetune(
+                    &self.suite.base,
+                    td,
+                    Mode::LinearProbe,
+                    &self.cfg.finetune,
+                    &dir,
+                ),
+                Some(Train::Images(it)) => finetune_images(
+                    &self.suite.base,
+                    it,
+                    Mode::LinearProbe,
+                    &self.cfg.finetune,
+                    &dir,
+                ),
+                None => {
+                    tracing::warn!(task = %t.name, "no training data: no linear-probe row");
+                    return Ok(None);
+                }
+            }
+            .with_context(|| format!("training the {} linear probe", t.name))?;
+            out.push(test.with_head(Head::load(&e.head)?)?);
+        }
+        Ok(Some(out))
     }
 
     fn cell_path(&self, c: &Cell) -> PathBuf {
@@ -236,8 +273,8 @@ impl Bench {
             }
         };
         let t0 = Instant::now();
-        let pairs: Vec<_> = self.tasks.iter().zip(&self.heads).collect();
-        let accuracies = evaluate(&model, &pairs, &self.cfg.eval)
+        let all: Vec<EvalTask> = self.tests.iter().map(TestTask::as_eval).collect();
+        let accuracies = evaluate_tasks(&model, &all, &self.cfg.eval)
             .with_context(|| format!("evaluating {}", model.display()))?;
         let eval_seconds = t0.elapsed().as_secs_f64();
         let mut r = CellResult {
@@ -288,8 +325,8 @@ impl Bench {
             o.grams = self.regmean_grams()?;
         }
         let mut cfg = pmq_merge::MergeConfig::new(
-            self.backbone.clone(),
-            self.experts.iter().map(|e| e.dir.clone()).collect(),
+            self.suite.base.clone(),
+            self.experts.clone(),
             dir.clone(),
             method,
         );
@@ -310,14 +347,14 @@ impl Bench {
             max_seq_len: self.cfg.calib_max_seq_len,
         };
         let mut out = Vec::new();
-        for ((t, e), calib) in self.tasks.iter().zip(&self.experts).zip(&self.calib) {
+        for (t, e) in self.suite.tasks.iter().zip(&self.experts) {
             let path = dir.join(format!("{}-n{REGMEAN_SAMPLES}.safetensors", t.name));
             if !path.is_file() {
                 let spec = CalibSpec {
                     task: t.name.clone(),
-                    path: calib.clone(),
+                    path: t.calib.clone(),
                 };
-                let s = pmq_pipeline::grams::collect_grams(&e.dir, &spec, &settings, &path)
+                let s = pmq_pipeline::grams::collect_grams(e, &spec, &settings, &path)
                     .with_context(|| format!("RegMean Gram matrices of the {} expert", t.name))?;
                 tracing::info!(task = %t.name, seconds = s.seconds, "Gram matrices ready");
             }
@@ -337,12 +374,12 @@ impl Bench {
         let calib = if c.quant == QuantKind::Rtn {
             Vec::new()
         } else {
-            self.tasks
+            self.suite
+                .tasks
                 .iter()
-                .zip(&self.calib)
-                .map(|(t, p)| CalibSpec {
+                .map(|t| CalibSpec {
                     task: t.name.clone(),
-                    path: p.clone(),
+                    path: t.calib.clone(),
                 })
                 .collect()
         };
@@ -350,7 +387,7 @@ impl Bench {
             c.quant,
             QuantKind::Epmq | QuantKind::EpmqAuto | QuantKind::EpmqAutoModel
         ) {
-            self.experts.iter().map(|e| e.dir.clone()).collect()
+            self.experts.clone()
         } else {
             Vec::new()
         };
@@ -428,7 +465,78 @@ fn alpha_summary(report: &Path) -> Result<String> {
 /// budget).
 pub const REGMEAN_SAMPLES: usize = 128;
 
-/// Where an expert (or linear probe) of a task is cached.
+/// The expert directory of `t` and its head (`None` for text-to-text): pmq fine-tunes it from
+/// the base when the suite gives only training data; a given expert's head is `head:`, else
+/// its `pmq_head.safetensors`, else a linear probe on its own embeddings of `train`.
+fn ready_expert(
+    cfg: &BenchConfig,
+    context: &str,
+    suite: &Suite,
+    t: &SuiteTask,
+) -> Result<(PathBuf, Option<Head>)> {
+    let text_to_text = t.kind()? == DataKind::TextToText;
+    let Some(dir) = &t.expert else {
+        let Some(Train::Text(td)) = &t.train else {
+            bail!("task {:?}: no expert and no text training data", t.name);
+        };
+        let out_dir = head_dir(cfg, context, suite, Mode::Full, &t.name);
+        let e: ExpertOutput = finetune(&suite.base, td, Mode::Full, &cfg.finetune, &out_dir)
+            .with_context(|| format!("fine-tuning the {} expert", t.name))?;
+        tracing::info!(task = %t.name, cached = e.cached, seconds = e.train_seconds,
+            "expert ready at {}", e.dir.display());
+        let head = Head::load(&e.head).with_context(|| format!("head of {}", t.name))?;
+        return Ok((e.dir, Some(head)));
+    };
+    if text_to_text {
+        return Ok((dir.clone(), None));
+    }
+    let head_file = match &t.head {
+        Some(h) => Some(h.clone()),
+        None => Some(dir.join(HEAD_FILE)).filter(|p| p.is_file()),
+    };
+    let head_file = match (head_file, &t.train) {
+        (Some(h), _) => h,
+        (None, Some(train)) => {
+            let out_dir = head_dir(
+                cfg,
+                context,
+                suite,
+                Mode::LinearProbe,
+                &format!("{}-expert", t.name),
+            );
+            let e = match train {
+                Train::Text(td) => finetune(dir, td, Mode::LinearProbe, &cfg.finetune, &out_dir),
+                Train::Images(it) => {
+                    finetune_images(dir, it, Mode::LinearProbe, &cfg.finetune, &out_dir)
+                }
+            }
+            .with_context(|| format!("probing the {} expert for its head", t.name))?;
+            e.head
+        }
+        (None, None) => bail!(
+            "task {:?}: expert {} has no {HEAD_FILE}; give `head:`, or `train:` data to probe one",
+            t.name,
+            dir.display()
+        ),
+    };
+    let head = Head::load(&head_file).with_context(|| format!("head of {}", t.name))?;
+    Ok((dir.clone(), Some(head)))
+}
+
+/// Where pmq's expert (`Full`) or linear probe of a task is cached: the testbed's under the
+/// cache (shared by every bench run), a suite's under the work directory by context.
+fn head_dir(cfg: &BenchConfig, context: &str, suite: &Suite, mode: Mode, task: &str) -> PathBuf {
+    if suite.identity.is_none() {
+        return expert_dir(cfg, mode, task);
+    }
+    cfg.work
+        .join("experts")
+        .join(context)
+        .join(mode.name())
+        .join(task)
+}
+
+/// Where an expert (or linear probe) of a testbed task is cached.
 pub fn expert_dir(cfg: &BenchConfig, mode: Mode, task: &str) -> PathBuf {
     let m = match mode {
         Mode::Full => "full",

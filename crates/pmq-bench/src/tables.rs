@@ -281,28 +281,34 @@ pub fn auto_alpha_table(res: &BenchResults, d: &Defaults) -> Option<String> {
             (QuantKind::EpmqAuto, "per linear"),
             (QuantKind::EpmqAutoModel, "per model"),
         ] {
-            let Some(auto) = res
+            let mut autos: Vec<&CellResult> = res
                 .cells
                 .iter()
-                .find(|c| c.cell.merge == m && c.cell.quant == kind && at(c))
-            else {
-                continue;
-            };
-            rows.push(format!(
-                "| {} | {scope} | {} | {} | {} | {} | {} | {} |",
-                m.label(),
-                or_dash(gptq, &|c| pct(c.average)),
-                or_dash(best, &|c| format!(
-                    "{} (α = {}, of {})",
-                    pct(c.average),
-                    c.cell.alpha,
-                    fixed.len()
-                )),
-                pct(auto.average),
-                or_dash(best, &|b| difference(auto, b)),
-                or_dash(gptq, &|g| difference(auto, g)),
-                auto.alpha_summary.as_deref().unwrap_or("–"),
-            ));
+                .filter(|c| c.cell.merge == m && c.cell.quant == kind && at(c))
+                .collect();
+            autos.sort_by_key(|c| std::cmp::Reverse(c.cell.holdout_every));
+            for auto in autos {
+                let scope = if auto.cell.holdout_every == crate::cell::DEFAULT_HOLDOUT {
+                    scope.to_string()
+                } else {
+                    format!("{scope}, 1 in {} held out", auto.cell.holdout_every)
+                };
+                rows.push(format!(
+                    "| {} | {scope} | {} | {} | {} | {} | {} | {} |",
+                    m.label(),
+                    or_dash(gptq, &|c| pct(c.average)),
+                    or_dash(best, &|c| format!(
+                        "{} (α = {}, of {})",
+                        pct(c.average),
+                        c.cell.alpha,
+                        fixed.len()
+                    )),
+                    pct(auto.average),
+                    or_dash(best, &|b| difference(auto, b)),
+                    or_dash(gptq, &|g| difference(auto, g)),
+                    auto.alpha_summary.as_deref().unwrap_or("–"),
+                ));
+            }
         }
     }
     (!rows.is_empty()).then(|| {

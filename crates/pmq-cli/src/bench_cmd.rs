@@ -81,6 +81,12 @@ pub struct BenchArgs {
     /// Tasks (comma-separated) [default: all 8].
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<String>,
+    /// Your own tasks instead of the testbed's: a suite file (YAML) naming the base model and,
+    /// per task, the expert (or training data for pmq to fine-tune one), its head, and
+    /// calibration and test data — text classification, image folders (CLIP) or text-to-text
+    /// pairs (T5). See bench/README.md, "Your own tasks".
+    #[arg(long, value_name = "FILE", conflicts_with = "tasks")]
+    suite: Option<PathBuf>,
     /// Fine-tuning preset of the experts.
     #[arg(long, value_enum, default_value_t = PresetArg::Bench)]
     preset: PresetArg,
@@ -100,6 +106,11 @@ pub struct BenchArgs {
     /// Evaluate on at most this many test examples per task [default: the whole test split].
     #[arg(long, value_parser = crate::flag_values::positive)]
     eval_max_examples: Option<usize>,
+    /// Auto-α cells (epmq-auto, epmq-auto-model) hold out every N-th calibration batch of each
+    /// task to score the α candidates (pmq quantize --alpha-holdout-every); part of their key
+    /// when not 4.
+    #[arg(long, value_name = "N", default_value_t = pmq_bench::cell::DEFAULT_HOLDOUT, value_parser = crate::flag_values::positive)]
+    alpha_holdout_every: usize,
     /// Skip the linear-probe ("Pre-trained") reference row.
     #[arg(long)]
     no_probe: bool,
@@ -130,10 +141,22 @@ pub struct RunSpec {
     pub eval_max_examples: Option<usize>,
     pub force: bool,
     pub keep_models: bool,
+    /// A suite file of the user's own tasks (instead of `tasks`).
+    pub suite: Option<PathBuf>,
 }
 
 /// Fetches what the tasks need and prepares the experts.
 pub fn prepare(spec: &RunSpec) -> Result<Bench> {
+    let finetune = || {
+        let mut f = spec.preset.config();
+        if let Some(seed) = spec.seed {
+            f.seed = seed;
+        }
+        f
+    };
+    if spec.suite.is_some() {
+        return Bench::prepare(bench_config(spec, finetune()));
+    }
     for t in &spec.tasks {
         if !task_names().contains(&t.as_str()) {
             bail!(
@@ -150,12 +173,14 @@ pub fn prepare(spec: &RunSpec) -> Result<Bench> {
     for w in &report.warnings {
         tracing::warn!("{w}");
     }
-    let mut finetune = spec.preset.config();
-    if let Some(seed) = spec.seed {
-        finetune.seed = seed;
-    }
-    let cfg = BenchConfig {
+    Bench::prepare(bench_config(spec, finetune()))
+}
+
+/// The benchmark configuration of `spec` with the experts' training config `finetune`.
+fn bench_config(spec: &RunSpec, finetune: pmq_finetune::FinetuneConfig) -> BenchConfig {
+    BenchConfig {
         cache: spec.cache.clone(),
+        suite: spec.suite.clone(),
         work: spec.work.clone(),
         tasks: spec.tasks.clone(),
         split: spec.split.clone(),
@@ -164,14 +189,14 @@ pub fn prepare(spec: &RunSpec) -> Result<Bench> {
             max_examples: spec.eval_max_examples,
             max_seq_len: finetune.max_seq_len,
             batch_size: 32,
+            max_new_tokens: None,
         },
         calib_max_seq_len: finetune.max_seq_len,
         calib_batch_size: 32,
         finetune,
         force: spec.force,
         keep_models: spec.keep_models,
-    };
-    Bench::prepare(cfg)
+    }
 }
 
 /// The metadata block of a results file.
@@ -212,11 +237,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         wudi_alpha: args.wudi_alpha,
         samples: args.default_samples,
     };
-    let cells = plan(&experiments, &defaults, &sel);
+    if args.alpha_holdout_every < 2 {
+        bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
+    }
+    let cells: Vec<_> = plan(&experiments, &defaults, &sel)
+        .into_iter()
+        .map(|c| c.with_holdout(args.alpha_holdout_every))
+        .collect();
     if cells.is_empty() {
         bail!("the selection matches no cell of the chosen experiments");
     }
-    let tasks = if args.tasks.is_empty() {
+    let tasks = if args.suite.is_some() {
+        Vec::new()
+    } else if args.tasks.is_empty() {
         task_names().iter().map(|s| s.to_string()).collect()
     } else {
         args.tasks.clone()
@@ -224,6 +257,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let work = args.work.clone().unwrap_or_else(|| cache.join("bench"));
     let mut inputs = crate::output::testbed_inputs(&cache);
     inputs.push(cache.join("experts"));
+    if let Some(file) = &args.suite {
+        // nothing the suite reads may be overwritten
+        let suite = pmq_bench::Suite::load(file)?;
+        inputs.extend([file.clone(), suite.base.clone()]);
+        for t in &suite.tasks {
+            inputs.extend(t.expert.iter().chain(&t.head).cloned());
+            inputs.push(t.calib.clone());
+            if let pmq_bench::suite::TestSource::File(p) = &t.test {
+                inputs.push(p.clone());
+            }
+        }
+    }
     crate::output::prepare_work_dir(&work, &inputs, "--work")?;
     crate::output::prepare_work_dir(&args.results, &inputs, "--results")?;
     let spec = RunSpec {
@@ -239,6 +284,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         eval_max_examples: args.eval_max_examples,
         force: args.force,
         keep_models: args.keep_models,
+        suite: args.suite.clone(),
     };
     eprintln!(
         "pmq bench: {} cells: {}",

@@ -93,6 +93,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         eval_max_examples: eval_max,
         force: args.force,
         keep_models: false,
+        suite: None,
     };
     let bench = prepare(&spec)?;
     let refs = bench.reference_rows(false)?;

@@ -1,22 +1,26 @@
-//! `pmq eval`: test-split accuracy of a model directory (HF BERT or pmq GPTQ checkpoint) on
-//! testbed tasks, each with the head of its expert; prints a per-task table.
+//! `pmq eval`: test accuracy of a model directory (HF or pmq GPTQ checkpoint) on testbed tasks
+//! or the user's own (`--data`: text or image classification with the head of its expert,
+//! text-to-text by exact match); prints a per-task table.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pmq_eval::{evaluate, EvalOptions, Head};
-use pmq_testbed::{default_cache_dir, load_task, task_names, SplitConfig, TaskData};
+use pmq_eval::tasks::TestTask;
+use pmq_eval::{evaluate_tasks, EvalOptions, EvalTask, Head};
+use pmq_testbed::{default_cache_dir, load_task, task_names, SplitConfig};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// The model (HF BERT directory or pmq GPTQ checkpoint).
+    /// The model (HF directory or pmq GPTQ checkpoint): BERT for text classification, a CLIP
+    /// vision tower for images, T5 for text-to-text.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
     /// Testbed cache directory [default: $PMQ_CACHE, else $XDG_CACHE_HOME/pmq, else ~/.cache/pmq].
     #[arg(long, value_name = "DIR")]
     cache: Option<PathBuf>,
-    /// TASK=HEAD: a task and its head (an expert directory or a pmq_head.safetensors file); repeat.
-    #[arg(long = "task", value_name = "TASK=HEAD", required = true)]
+    /// TASK=HEAD: a classification task and its head (an expert directory or a
+    /// pmq_head.safetensors file); repeat. Text-to-text tasks (--data) need none.
+    #[arg(long = "task", value_name = "TASK=HEAD")]
     tasks: Vec<String>,
     /// Evaluate only the first N test examples of each task.
     #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
@@ -26,12 +30,18 @@ pub struct EvalArgs {
     max_seq_len: Option<usize>,
     #[arg(long, default_value_t = 32, value_parser = crate::flag_values::positive)]
     batch_size: usize,
+    /// Text-to-text: decoding steps [default: the longest tokenized target of the task].
+    #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
+    max_new_tokens: Option<usize>,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
-    /// Your own test data for a --task: TASK=FILE, JSONL {"text", "label"} lines (a label is
-    /// one of the head's classes, or its index); repeat. Tasks without --data are the testbed's.
-    #[arg(long = "data", value_name = "TASK=FILE")]
+    /// Your own test data: TASK=PATH; repeat. PATH is a JSONL file of {"text", "label"} lines
+    /// (a label is one of the head's classes, or its index), a directory with one folder of
+    /// images per class (a CLIP model), or a JSONL file of {"input", "target"} lines (a T5
+    /// model, scored by exact match of its greedy decoding; no --task needed). Tasks without
+    /// --data are the testbed's.
+    #[arg(long = "data", value_name = "TASK=PATH")]
     data: Vec<String>,
 }
 
@@ -73,14 +83,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .into_iter()
         .map(|s| (s.task, s.path))
         .collect();
-    for (t, _) in &own {
-        if !args
-            .tasks
-            .iter()
-            .any(|s| s.split_once('=').is_some_and(|(n, _)| n == t))
-        {
-            bail!("--data {t}=…: no --task {t}=HEAD gives its head");
-        }
+    if args.tasks.is_empty() && own.is_empty() {
+        bail!(
+            "nothing to evaluate: give --task TASK=HEAD (and --data TASK=PATH for your own data)"
+        );
     }
     if let Some(path) = &args.json {
         let mut inputs = vec![args.model.clone()];
@@ -93,31 +99,42 @@ pub fn run(args: EvalArgs) -> Result<()> {
         inputs.extend(own.iter().map(|(_, f)| f.clone()));
         crate::output::prepare_file(path, &inputs, "--json")?;
     }
-    let mut tasks: Vec<TaskData> = Vec::new();
-    let mut heads: Vec<Head> = Vec::new();
+    let mut loaded: Vec<TestTask> = Vec::new();
     for s in &args.tasks {
         let (name, head_path) = parse_pair(s, &own)?;
         let head = Head::load(&head_path)?;
-        let task = match own.iter().find(|(t, _)| *t == name) {
-            Some((_, file)) => crate::labelled::read_task(&name, file, &head)?,
-            None => load_task(&cache, &name, &SplitConfig::default()).with_context(|| {
-                format!(
-                    "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
-                    cache.display()
-                )
-            })?,
-        };
-        tasks.push(task);
-        heads.push(head);
+        loaded.push(match own.iter().find(|(t, _)| *t == name) {
+            Some((_, path)) => TestTask::read(&name, path, Some(head))?,
+            None => TestTask::Text(
+                load_task(&cache, &name, &SplitConfig::default()).with_context(|| {
+                    format!(
+                        "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
+                        cache.display()
+                    )
+                })?,
+                head,
+            ),
+        });
     }
+    for (t, path) in &own {
+        if !args
+            .tasks
+            .iter()
+            .any(|s| s.split_once('=').is_some_and(|(n, _)| n == t))
+        {
+            loaded.push(TestTask::read(t, path, None)?);
+        }
+    }
+    let heads: Vec<Head> = loaded.iter().filter_map(TestTask::head).cloned().collect();
     let max_seq_len = eval_max_seq_len(&heads, args.max_seq_len, "--max-seq-len")?;
     let opts = EvalOptions {
         max_examples: args.max_examples,
         max_seq_len,
         batch_size: args.batch_size,
+        max_new_tokens: args.max_new_tokens,
     };
-    let pairs: Vec<(&TaskData, &Head)> = tasks.iter().zip(&heads).collect();
-    let results = evaluate(&args.model, &pairs, &opts)?;
+    let tasks: Vec<EvalTask> = loaded.iter().map(TestTask::as_eval).collect();
+    let results = evaluate_tasks(&args.model, &tasks, &opts)?;
     let mean = results.iter().map(|r| r.accuracy).sum::<f64>() / results.len().max(1) as f64;
     println!("{:<22} {:>9} {:>13}", "task", "accuracy", "correct/total");
     for r in &results {

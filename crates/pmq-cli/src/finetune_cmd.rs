@@ -1,9 +1,11 @@
-//! `pmq finetune`: train (or reuse) one expert per testbed task from the backbone — full
-//! fine-tuning or a linear probe — and print a JSON summary.
+//! `pmq finetune`: train (or reuse) one expert per task — the testbed's or the user's own
+//! (`--data`: text classification JSONL, or an image folder per class probed on a CLIP model)
+//! — by full fine-tuning or a linear probe, and print a JSON summary.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pmq_finetune::{finetune, ExpertRecord, FinetuneConfig, Mode};
+use pmq_eval::tasks::{text, DataKind, ImageTask};
+use pmq_finetune::{finetune, finetune_images, ExpertRecord, FinetuneConfig, Mode};
 use pmq_testbed::{backbone_dir, default_cache_dir, load_task, task_names, SplitConfig};
 use std::path::PathBuf;
 
@@ -44,13 +46,15 @@ pub struct FinetuneArgs {
     /// Overrides the preset's seed (head initialisation and batch order).
     #[arg(long)]
     seed: Option<u64>,
-    /// Your own task instead of the testbed's: NAME=FILE, a JSONL training file of
-    /// {"text", "label"} lines (classes: the distinct labels); repeat. Needs --out.
-    #[arg(long = "data", value_name = "NAME=FILE", conflicts_with = "tasks")]
+    /// Your own task instead of the testbed's: NAME=PATH; repeat. Needs --out. PATH is a JSONL
+    /// training file of {"text", "label"} lines (classes: the distinct labels), or a directory
+    /// with one folder of images per class (classes: the folder names; --mode probe on a CLIP
+    /// --model).
+    #[arg(long = "data", value_name = "NAME=PATH", conflicts_with = "tasks")]
     data: Vec<String>,
     /// The model to fine-tune or probe [default: the testbed backbone]. With --mode probe and an
-    /// expert trained elsewhere (any HF BERT fine-tune of the base), this trains the head that
-    /// `pmq eval` and `pmq run` score it with, on the expert's own embeddings.
+    /// expert trained elsewhere (any HF BERT or CLIP fine-tune of the base), this trains the
+    /// head that `pmq eval` and `pmq run` score it with, on the expert's own embeddings.
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
 }
@@ -76,6 +80,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     // the user's tasks, read up front (bad files fail before any training)
     let data = crate::labelled::parse_data_flags(&args.data)?;
     let mut user_tasks: Vec<pmq_testbed::TaskData> = Vec::new();
+    let mut image_tasks: Vec<ImageTask> = Vec::new();
     for spec in &data {
         if spec.task.contains(['/', '\\']) || spec.task == "." || spec.task == ".." {
             bail!(
@@ -83,7 +88,35 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
                 spec.task
             );
         }
-        user_tasks.push(crate::labelled::read_train_task(&spec.task, &spec.path)?);
+        match DataKind::detect(&spec.path)? {
+            DataKind::TextClassification => {
+                user_tasks.push(text::read_train_task(&spec.task, &spec.path)?)
+            }
+            DataKind::ImageClassification => {
+                image_tasks.push(ImageTask::from_folder(&spec.task, &spec.path)?)
+            }
+            DataKind::TextToText => bail!(
+                "--data {}: {} holds text-to-text pairs; T5 experts need no head (pmq eval \
+                 scores their own decoding by exact match: `pmq eval --model EXPERT --data \
+                 {}=FILE`), and pmq does not fine-tune T5 — bring experts fine-tuned elsewhere",
+                spec.task,
+                spec.path.display(),
+                spec.task
+            ),
+        }
+    }
+    if !image_tasks.is_empty() {
+        if !user_tasks.is_empty() {
+            bail!("--data: image and text tasks need different models; train them in two runs");
+        }
+        return run_images(
+            &image_tasks,
+            args.model.as_deref(),
+            args.out,
+            mode,
+            &cfg,
+            &data,
+        );
     }
     if !user_tasks.is_empty() && args.out.is_none() {
         bail!("--data trains your own tasks: give --out DIR for their experts");
@@ -168,6 +201,71 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             "mode": mode.name(),
             "config": cfg,
             "backbone": backbone,
+            "experts": experts,
+            "seconds": start.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}
+
+/// Linear-probe heads for image folder tasks on the CLIP vision tower `model`.
+fn run_images(
+    tasks: &[ImageTask],
+    model: Option<&std::path::Path>,
+    out: Option<PathBuf>,
+    mode: Mode,
+    cfg: &FinetuneConfig,
+    data: &[crate::labelled::DataSpec],
+) -> Result<()> {
+    let Some(model) = model else {
+        bail!("--data with image folders: give --model, the CLIP checkpoint to probe");
+    };
+    if mode != Mode::LinearProbe {
+        bail!(
+            "image tasks are trained with --mode probe: pmq fine-tunes BERT experts only; bring \
+             CLIP experts fine-tuned elsewhere and probe each with --model EXPERT"
+        );
+    }
+    let Some(root) = out else {
+        bail!("--data trains your own tasks: give --out DIR for their experts");
+    };
+    let mut inputs = vec![model.to_path_buf()];
+    inputs.extend(data.iter().map(|s| s.path.clone()));
+    crate::output::prepare_work_dir(&root, &inputs, "--out")?;
+    let start = std::time::Instant::now();
+    let mut experts = Vec::new();
+    for task in tasks {
+        let out = finetune_images(model, task, mode, cfg, &root.join(&task.name))
+            .with_context(|| format!("training the probe of {:?}", task.name))?;
+        let rec = ExpertRecord::read(&out.dir)?
+            .with_context(|| format!("{} has no expert record", out.dir.display()))?;
+        eprintln!(
+            "{:>20}: probe in {:.1} s on {} images, train acc {:.3}{}",
+            task.name,
+            out.train_seconds,
+            rec.train_examples,
+            rec.train_accuracy,
+            if out.cached { " (cached)" } else { "" }
+        );
+        experts.push(serde_json::json!({
+            "task": task.name,
+            "labels": task.labels,
+            "dir": out.dir,
+            "head": out.head,
+            "cached": out.cached,
+            "train_seconds": out.train_seconds,
+            "steps": out.steps,
+            "final_loss": out.final_loss,
+            "train_accuracy": rec.train_accuracy,
+            "train_examples": rec.train_examples,
+        }));
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": mode.name(),
+            "config": cfg,
+            "backbone": model,
             "experts": experts,
             "seconds": start.elapsed().as_secs_f64(),
         })

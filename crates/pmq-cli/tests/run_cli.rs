@@ -214,3 +214,130 @@ fn bad_recipes_fail_with_the_file_and_the_reason() {
     let (ok, _, err) = pmq(&["run", &s(&root.join("missing.yaml"))]);
     assert!(!ok && err.contains("missing.yaml"), "{err}");
 }
+
+/// `(task, correct, total)` of one row of an accuracy table.
+type Scores = Vec<(String, u64, u64)>;
+
+/// The accuracy table of a finished run: every row's name and scores.
+fn accuracy_rows(root: &Path) -> Vec<(String, Scores)> {
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("out/accuracy.json")).unwrap())
+            .unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let tasks = r["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["task"].as_str().unwrap().to_string(),
+                        t["correct"].as_u64().unwrap(),
+                        t["total"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
+            (r["model"].as_str().unwrap().to_string(), tasks)
+        })
+        .collect()
+}
+
+/// A user's own image tasks (CLIP) and text-to-text tasks (T5) through a whole recipe: heads
+/// probed with `pmq finetune --data … --model EXPERT`, E-PMQ, every model scored; the expert
+/// row equals `pmq eval` of the expert.
+#[test]
+fn recipes_evaluate_image_folders_on_clip_and_pairs_on_t5() {
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    write_model(Fam::Clip, &root.join("base"), 2);
+    let colours = [
+        [("warm", [220, 60, 40]), ("cold", [40, 70, 220])],
+        [("light", [220, 220, 220]), ("dark", [30, 30, 30])],
+    ];
+    for (i, classes) in colours.iter().enumerate() {
+        let e = root.join(format!("e{i}"));
+        write_perturbed(Fam::Clip, &e, 2, 200 + i as u64, 0.05);
+        write_calib(Fam::Clip, root, &format!("t{i}"), 6, 30 + i as u64);
+        pmq_testkit::write_image_folder(&root.join(format!("t{i}-train")), classes, 6, 30, 1);
+        pmq_testkit::write_image_folder(&root.join(format!("t{i}-test")), classes, 4, 30, 2);
+        let (ok, _, err) = pmq(&[
+            "finetune",
+            "--mode",
+            "probe",
+            "--preset",
+            "ci",
+            "--model",
+            &s(&e),
+            "--data",
+            &format!("t{i}={}", s(&root.join(format!("t{i}-train")))),
+            "--out",
+            &s(&root.join("heads")),
+        ]);
+        assert!(ok, "{err}");
+    }
+    let recipe = "out: out
+base: base
+experts:
+  - {model: e0, task: t0, calib: t0-images, eval: t0-test, head: heads/t0}
+  - {model: e1, task: t1, calib: t1-images, eval: t1-test, head: heads/t1}
+merge: {method: task-arithmetic, lambda: 0.5}
+quantize: {method: epmq, alpha: 0.1, samples_per_task: 6, batch_size: 3}
+outputs: [fake, gptq]
+evaluate: {}
+";
+    std::fs::write(root.join("recipe.yaml"), recipe).unwrap();
+    let (ok, _, err) = pmq(&["run", &s(&root.join("recipe.yaml"))]);
+    assert!(ok, "{err}");
+    let rows = accuracy_rows(root);
+    assert_eq!(rows.len(), 3, "{rows:?}"); // experts, FP merged, E-PMQ (fake = gptq)
+    for (_, tasks) in &rows {
+        let names: Vec<(&str, u64)> = tasks.iter().map(|t| (t.0.as_str(), t.2)).collect();
+        assert_eq!(names, [("t0", 8), ("t1", 8)]);
+    }
+    let (ok, out, err) = pmq(&[
+        "eval",
+        "--model",
+        &s(&root.join("e1")),
+        "--task",
+        &format!("t1={}", s(&root.join("heads/t1"))),
+        "--data",
+        &format!("t1={}", s(&root.join("t1-test"))),
+    ]);
+    assert!(ok, "{err}");
+    let expert_t1 = &rows[0].1[1];
+    assert!(
+        out.contains(&format!("{}/{}", expert_t1.1, expert_t1.2)),
+        "{out} vs {rows:?}"
+    );
+
+    // T5: text-to-text pairs are scored by exact match, no head
+    let t5 = root.join("t5");
+    std::fs::create_dir_all(&t5).unwrap();
+    write_model(Fam::T5Gated, &t5.join("base"), 5);
+    for i in 0..2u64 {
+        write_perturbed(Fam::T5Gated, &t5.join(format!("e{i}")), 5, 300 + i, 0.05);
+        let spec = write_calib(Fam::T5Gated, &t5, &format!("t{i}"), 6, 40 + i);
+        let calib = spec.split_once('=').unwrap().1.to_string();
+        std::fs::copy(&calib, t5.join(format!("t{i}-test.jsonl"))).unwrap();
+    }
+    let recipe = "out: out
+base: base
+experts:
+  - {model: e0, task: t0, calib: t0.jsonl, eval: t0-test.jsonl}
+  - {model: e1, task: t1, calib: t1.jsonl, eval: t1-test.jsonl}
+merge: {method: task-arithmetic, lambda: 0.5}
+quantize: {method: gptq, samples_per_task: 6, batch_size: 3}
+outputs: [fake]
+evaluate: {}
+";
+    std::fs::write(t5.join("recipe.yaml"), recipe).unwrap();
+    let (ok, _, err) = pmq(&["run", &s(&t5.join("recipe.yaml"))]);
+    assert!(ok, "{err}");
+    let rows = accuracy_rows(&t5);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows
+        .iter()
+        .all(|(_, t)| t.len() == 2 && t.iter().all(|x| x.2 == 6)));
+}

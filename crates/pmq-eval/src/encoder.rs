@@ -6,23 +6,18 @@
 //! A pmq GPTQ checkpoint (a directory with `quantize_config.json`) is first dequantized into a
 //! temporary directory, which lives as long as the [`Encoder`].
 
+use crate::model_dir::ModelDir;
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use pmq_models::{load_model, BertModel, LoadedModel, Pooling, TextTokenizer};
+use pmq_models::{BertModel, LoadedModel, Pooling, TextTokenizer};
 use std::path::{Path, PathBuf};
-
-/// Whether `dir` is a GPTQ checkpoint (`quantize_config.json`, a `quantization_config` in
-/// `config.json`, or packed `*.qweight` tensors).
-pub fn is_gptq_dir(dir: &Path) -> bool {
-    pmq_io::gptq_evidence(dir).is_some()
-}
 
 /// A loaded BERT encoder with its tokenizer.
 pub struct Encoder {
     model: BertModel,
     tokenizer: TextTokenizer,
     source: PathBuf,
-    _scratch: Option<pmq_io::TempDir>,
+    _model_dir: ModelDir,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -38,40 +33,23 @@ impl Encoder {
     /// Loads the BERT model in `dir` (HF directory or pmq GPTQ checkpoint) and its
     /// `tokenizer.json` with truncation to `max_seq_len` tokens.
     pub fn open(dir: &Path, max_seq_len: usize) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!("model directory {} does not exist", dir.display());
-        }
-        let (load_dir, scratch) = if is_gptq_dir(dir) {
-            let tmp = pmq_io::TempDir::in_dir(&std::env::temp_dir(), "pmq-eval-")
-                .context("creating a scratch directory")?;
-            let out = tmp.path().join("dequantized");
-            tracing::info!(model = %dir.display(), "dequantizing GPTQ checkpoint");
-            pmq_formats::gptq_checkpoint::dequantize_checkpoint(dir, &out, false)
-                .with_context(|| format!("dequantizing GPTQ checkpoint {}", dir.display()))?;
-            (out, Some(tmp))
-        } else {
-            (dir.to_path_buf(), None)
-        };
-        let model = match load_model(&load_dir)
-            .with_context(|| format!("loading model {}", dir.display()))?
-        {
+        let md = ModelDir::open(dir)?;
+        let model = match md.load()? {
             LoadedModel::Bert(m) => m,
             _ => bail!(
-                "{}: task evaluation works on BERT sentence encoders only",
+                "{}: text classification works on BERT sentence encoders (images: a CLIP vision \
+                 tower; text-to-text: T5)",
                 dir.display()
             ),
         };
-        let tok_path = [load_dir.join("tokenizer.json"), dir.join("tokenizer.json")]
-            .into_iter()
-            .find(|p| p.is_file())
-            .with_context(|| format!("{} has no tokenizer.json", dir.display()))?;
+        let tok_path = md.tokenizer_file()?;
         let tokenizer = TextTokenizer::from_file(&tok_path, max_seq_len)
             .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
         Ok(Self {
             model,
             tokenizer,
             source: dir.to_path_buf(),
-            _scratch: scratch,
+            _model_dir: md,
         })
     }
 

@@ -1,10 +1,14 @@
-//! Per-task accuracy of a BERT model directory with linear task heads.
+//! Per-task accuracy of a model directory: text classification (BERT), image classification
+//! (CLIP vision tower) with linear task heads, and text-to-text (T5) by exact match.
 //!
-//! For every task, each test text is embedded by mean pooling over the attention mask
-//! ([`Encoder`]), classified by its task's [`Head`] (`argmax W·e + b`), and
-//! `accuracy = #(prediction = label) / #examples`. The model — an HF BERT directory (an expert,
+//! For a classification task each test example is embedded — a text by mean pooling over the
+//! attention mask ([`Encoder`]), an image by CLIP's image embedding ([`ImageEncoder`]) —,
+//! classified by its task's [`Head`] (`argmax W·e + b`), and
+//! `accuracy = #(prediction = label) / #examples`. A text-to-text task counts the inputs whose
+//! greedy decoding equals the target ([`Generator`]). The model — an HF directory (an expert,
 //! a merged model, a fake-quant model) or a pmq GPTQ checkpoint, which is dequantized into a
-//! temporary directory first — is loaded once for all tasks.
+//! temporary directory first — is loaded once for all tasks ([`evaluate_tasks`]). The tasks a
+//! user brings are read by [`tasks`].
 //!
 //! ```no_run
 //! use pmq_eval::{evaluate, EvalOptions, Head};
@@ -20,12 +24,20 @@
 //! ```
 
 mod encoder;
+mod generation;
 mod head;
 mod hits;
+mod image_encoder;
+mod model_dir;
+pub mod tasks;
 #[doc(hidden)]
-pub use encoder::{is_gptq_dir, Encoder};
+pub use encoder::Encoder;
+pub use generation::Generator;
 pub use head::{Head, EXPERT_FILE, HEAD_FILE};
 pub use hits::{decode_hits, encode_hits};
+pub use image_encoder::ImageEncoder;
+pub use model_dir::{is_gptq_dir, ModelDir};
+use tasks::{ImageTask, TextToTextTask};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -40,8 +52,10 @@ pub struct EvalOptions {
     pub max_examples: Option<usize>,
     /// Tokenizer truncation length; must match the one the heads were trained with.
     pub max_seq_len: usize,
-    /// Texts per forward pass.
+    /// Examples per forward pass.
     pub batch_size: usize,
+    /// Text-to-text: decoding steps [default: the longest tokenized target of the task].
+    pub max_new_tokens: Option<usize>,
 }
 
 impl Default for EvalOptions {
@@ -50,6 +64,7 @@ impl Default for EvalOptions {
             max_examples: None,
             max_seq_len: 128,
             batch_size: 32,
+            max_new_tokens: None,
         }
     }
 }
@@ -104,15 +119,13 @@ pub fn accuracy(head: &Head, embeddings: &[Vec<f32>], labels: &[usize]) -> (usiz
     (correct, labels.len())
 }
 
-/// Checks that `head` fits `task` and an encoder of width `hidden`.
-fn check_pair(task: &TaskData, head: &Head, hidden: usize) -> Result<()> {
-    if head.labels != task.labels {
+/// Checks that `head` fits a task `(name, labels)` and an encoder of width `hidden`.
+fn check_head(name: &str, labels: &[String], head: &Head, hidden: usize) -> Result<()> {
+    if head.labels != labels {
         bail!(
-            "head for task {:?} has labels {:?}, but task {:?} has labels {:?}",
+            "head for task {:?} has labels {:?}, but task {name:?} has labels {labels:?}",
             head.task,
             head.labels,
-            task.name,
-            task.labels
         );
     }
     if head.hidden != hidden {
@@ -122,16 +135,125 @@ fn check_pair(task: &TaskData, head: &Head, hidden: usize) -> Result<()> {
             head.hidden
         );
     }
-    if head.task != task.name {
-        tracing::warn!(head = %head.task, task = %task.name, "head was trained for another task name");
+    if head.task != name {
+        tracing::warn!(head = %head.task, task = %name, "head was trained for another task name");
     }
     Ok(())
 }
 
-/// Test-split accuracy of the model in `model_dir` on every `(task, head)` pair.
+/// Test-split accuracy of the BERT model in `model_dir` on every `(task, head)` pair.
 pub fn evaluate(
     model_dir: &Path,
     tasks: &[(&TaskData, &Head)],
+    opts: &EvalOptions,
+) -> Result<Vec<TaskAccuracy>> {
+    let tasks: Vec<EvalTask> = tasks.iter().map(|(t, h)| EvalTask::Text(t, h)).collect();
+    evaluate_tasks(model_dir, &tasks, opts)
+}
+
+/// A task to evaluate, with what scores it.
+#[derive(Clone, Copy, Debug)]
+pub enum EvalTask<'a> {
+    /// Text classification (BERT): the task's test split, scored by the head.
+    Text(&'a TaskData, &'a Head),
+    /// Image classification (CLIP vision tower), scored by the head.
+    Image(&'a ImageTask, &'a Head),
+    /// Text-to-text (T5), scored by exact match.
+    TextToText(&'a TextToTextTask),
+}
+
+impl EvalTask<'_> {
+    /// The task name.
+    pub fn name(&self) -> &str {
+        match self {
+            EvalTask::Text(t, _) => &t.name,
+            EvalTask::Image(t, _) => &t.name,
+            EvalTask::TextToText(t) => &t.name,
+        }
+    }
+
+    /// The kind of data.
+    pub fn kind(&self) -> tasks::DataKind {
+        match self {
+            EvalTask::Text(..) => tasks::DataKind::TextClassification,
+            EvalTask::Image(..) => tasks::DataKind::ImageClassification,
+            EvalTask::TextToText(_) => tasks::DataKind::TextToText,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            EvalTask::Text(t, _) => t.test.len(),
+            EvalTask::Image(t, _) => t.examples.len(),
+            EvalTask::TextToText(t) => t.examples.len(),
+        }
+    }
+}
+
+/// The model loaded for one kind of task.
+enum Scorer {
+    Text(Box<Encoder>),
+    Image(Box<ImageEncoder>),
+    Generate(Box<Generator>),
+}
+
+impl Scorer {
+    fn open(model_dir: &Path, kind: tasks::DataKind, opts: &EvalOptions) -> Result<Self> {
+        use tasks::DataKind::*;
+        Ok(match kind {
+            TextClassification => {
+                Scorer::Text(Box::new(Encoder::open(model_dir, opts.max_seq_len)?))
+            }
+            ImageClassification => Scorer::Image(Box::new(ImageEncoder::open(model_dir)?)),
+            TextToText => Scorer::Generate(Box::new(Generator::open(model_dir, opts.max_seq_len)?)),
+        })
+    }
+
+    fn hidden(&self) -> Option<usize> {
+        match self {
+            Scorer::Text(e) => Some(e.hidden()),
+            Scorer::Image(e) => Some(e.hidden()),
+            Scorer::Generate(_) => None,
+        }
+    }
+
+    /// Whether each of the first `n` examples of `task` is right.
+    fn outcomes(
+        &self,
+        task: &EvalTask,
+        n: usize,
+        opts: &EvalOptions,
+        pb: &ProgressBar,
+    ) -> Result<Vec<bool>> {
+        let bs = opts.batch_size;
+        Ok(match (self, task) {
+            (Scorer::Text(enc), EvalTask::Text(t, head)) => {
+                let ex = &t.test[..n];
+                let texts: Vec<&str> = ex.iter().map(|e| e.text.as_str()).collect();
+                let emb = enc.embed(&texts, bs, Some(pb))?;
+                let labels: Vec<usize> = ex.iter().map(|e| e.label).collect();
+                outcomes(head, &emb, &labels)
+            }
+            (Scorer::Image(enc), EvalTask::Image(t, head)) => {
+                let ex = &t.examples[..n];
+                let paths: Vec<&Path> = ex.iter().map(|e| e.path.as_path()).collect();
+                let emb = enc.embed(&paths, bs, Some(pb))?;
+                let labels: Vec<usize> = ex.iter().map(|e| e.label).collect();
+                outcomes(head, &emb, &labels)
+            }
+            (Scorer::Generate(g), EvalTask::TextToText(t)) => {
+                g.exact_matches(&t.examples[..n], bs, opts.max_new_tokens, Some(pb))?
+            }
+            _ => bail!("task {:?} does not fit the loaded model", task.name()),
+        })
+    }
+}
+
+/// Test accuracy of the model in `model_dir` on every task. All tasks must be of one kind
+/// (one model reads text, images, or input/target pairs); the model is loaded once.
+pub fn evaluate_tasks(
+    model_dir: &Path,
+    tasks: &[EvalTask],
     opts: &EvalOptions,
 ) -> Result<Vec<TaskAccuracy>> {
     if opts.max_seq_len == 0 {
@@ -143,40 +265,60 @@ pub fn evaluate(
     if opts.max_examples == Some(0) {
         bail!("max_examples must be at least 1 (or unset for the whole test split)");
     }
-    let encoder = Encoder::open(model_dir, opts.max_seq_len)?;
-    for (task, head) in tasks {
-        check_pair(task, head, encoder.hidden())?;
-        if let Some(m) = head.max_seq_len {
+    if opts.max_new_tokens == Some(0) {
+        bail!("max_new_tokens must be at least 1 (or unset for the longest target)");
+    }
+    if !model_dir.is_dir() {
+        bail!("model directory {} does not exist", model_dir.display());
+    }
+    let Some(first) = tasks.first() else {
+        return Ok(Vec::new());
+    };
+    if let Some(t) = tasks.iter().find(|t| t.kind() != first.kind()) {
+        bail!(
+            "tasks {:?} ({}) and {:?} ({}) cannot be evaluated on one model: each model reads \
+             one kind of data",
+            first.name(),
+            first.kind().name(),
+            t.name(),
+            t.kind().name()
+        );
+    }
+    let scorer = Scorer::open(model_dir, first.kind(), opts)?;
+    for task in tasks {
+        let (name, labels, head) = match task {
+            EvalTask::Text(t, h) => (&t.name, &t.labels, *h),
+            EvalTask::Image(t, h) => (&t.name, &t.labels, *h),
+            EvalTask::TextToText(_) => continue,
+        };
+        if let Some(hidden) = scorer.hidden() {
+            check_head(name, labels, head, hidden)?;
+        }
+        if let (EvalTask::Text(..), Some(m)) = (task, head.max_seq_len) {
             if m != opts.max_seq_len {
                 tracing::warn!(
-                    task = %task.name, head = m, eval = opts.max_seq_len,
+                    task = %name, head = m, eval = opts.max_seq_len,
                     "the head was trained with another max_seq_len than the evaluation uses"
                 );
             }
         }
     }
     let mut out = Vec::with_capacity(tasks.len());
-    for (task, head) in tasks {
-        let n = opts
-            .max_examples
-            .map_or(task.test.len(), |m| m.min(task.test.len()));
-        let examples = &task.test[..n];
-        if examples.is_empty() {
-            bail!("task {:?} has no test examples", task.name);
+    for task in tasks {
+        let n = opts.max_examples.map_or(task.len(), |m| m.min(task.len()));
+        if n == 0 {
+            bail!("task {:?} has no test examples", task.name());
         }
         let pb = ProgressBar::new(n as u64).with_style(
             ProgressStyle::with_template("{msg:>20} [{bar:30}] {pos}/{len} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        pb.set_message(format!("eval {}", task.name));
-        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
-        let emb = encoder.embed(&texts, opts.batch_size, Some(&pb))?;
+        pb.set_message(format!("eval {}", task.name()));
+        let right = scorer.outcomes(task, n, opts, &pb)?;
         pb.finish_and_clear();
-        let labels: Vec<usize> = examples.iter().map(|e| e.label).collect();
-        let right = outcomes(head, &emb, &labels);
         let (correct, total) = (right.iter().filter(|&&b| b).count(), right.len());
         let acc = TaskAccuracy {
-            task: task.name.clone(),
+            task: task.name().to_string(),
             accuracy: correct as f64 / total as f64,
             correct,
             total,

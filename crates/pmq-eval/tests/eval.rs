@@ -17,6 +17,7 @@ fn opts(max_examples: Option<usize>) -> EvalOptions {
         max_examples,
         max_seq_len: 16,
         batch_size: 3,
+        max_new_tokens: None,
     }
 }
 

@@ -46,6 +46,7 @@ fn main() -> Result<()> {
         max_examples: None,
         max_seq_len: cfg.max_seq_len,
         batch_size: 64,
+        max_new_tokens: None,
     };
     let t = std::time::Instant::now();
     let acc = evaluate(&model, &[(&task, &head)], &opts)?;

@@ -34,12 +34,36 @@ pub fn examples_sha256(examples: &[Example]) -> String {
     hex(&h.finalize())
 }
 
-/// The fingerprint of one training run.
+/// sha256 (hex) of image examples: per example the label and the sha256 of the file's bytes
+/// (so renaming a folder keeps the key; changing a pixel changes it).
+pub fn image_examples_sha256(examples: &[pmq_eval::tasks::ImageExample]) -> Result<String> {
+    let mut h = Sha256::new();
+    for e in examples {
+        h.update((e.label as u64).to_le_bytes());
+        h.update(sha256_file(&e.path)?.as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// The fingerprint of one training run on text examples.
 pub fn fingerprint(
     backbone: &Path,
     task: &str,
     labels: &[String],
     train: &[Example],
+    mode: Mode,
+    cfg: &FinetuneConfig,
+) -> Result<String> {
+    let digest = examples_sha256(train);
+    fingerprint_of(backbone, task, labels, (&digest, train.len()), mode, cfg)
+}
+
+/// The fingerprint of one training run whose examples hash to `train.0` (`train.1` of them).
+pub fn fingerprint_of(
+    backbone: &Path,
+    task: &str,
+    labels: &[String],
+    train: (&str, usize),
     mode: Mode,
     cfg: &FinetuneConfig,
 ) -> Result<String> {
@@ -59,8 +83,8 @@ pub fn fingerprint(
         "backbone_tokenizer": optional("tokenizer.json")?,
         "task": task,
         "labels": labels,
-        "train": examples_sha256(train),
-        "train_examples": train.len(),
+        "train": train.0,
+        "train_examples": train.1,
         "mode": mode,
         "config": cfg,
         "probe_epochs": (mode == Mode::LinearProbe).then(|| cfg.probe_epochs()),

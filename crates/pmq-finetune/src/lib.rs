@@ -6,7 +6,9 @@
 //!   model directory with the backbone's exact tensor names, shapes and dtypes, so `pmq merge`
 //!   accepts it with the backbone as base, plus `pmq_head.safetensors` and `pmq_expert.json`.
 //! * [`Mode::LinearProbe`] freezes the backbone and trains only the head ([`probe`]); it writes
-//!   the head and the record (the "pre-trained" baseline of the benchmark).
+//!   the head and the record (the "pre-trained" baseline of the benchmark, and the head of an
+//!   expert trained elsewhere). [`finetune_images`] probes a CLIP vision tower on an image
+//!   folder task the same way.
 //!
 //! Runs are cached: when `out_dir/pmq_expert.json` carries the same [`fingerprint`] the
 //! expert is returned without training.
@@ -34,11 +36,12 @@ mod output;
 pub mod probe;
 
 pub use config::{FinetuneConfig, Mode, MAX_GRAD_NORM};
-pub use fingerprint::fingerprint;
+pub use fingerprint::{fingerprint, fingerprint_of};
 pub use output::ExpertRecord;
 
 use anyhow::{Context, Result};
 use candle_core::DType;
+use pmq_eval::tasks::{ImageExample, ImageTask};
 use pmq_eval::HEAD_FILE;
 use pmq_models::TextTokenizer;
 use pmq_testbed::TaskData;
@@ -81,6 +84,29 @@ pub fn train_examples<'a>(task: &'a TaskData, cfg: &FinetuneConfig) -> &'a [pmq_
     &task.train[..n]
 }
 
+/// The cached expert in `out_dir` when its record carries `fp` and its files are complete.
+fn cached(out_dir: &Path, fp: &str, mode: Mode, task: &str) -> Option<ExpertOutput> {
+    match ExpertRecord::read(out_dir) {
+        Ok(Some(rec)) if rec.fingerprint == fp && out_dir.join(HEAD_FILE).is_file() => {
+            let complete = mode == Mode::LinearProbe || out_dir.join("model.safetensors").is_file();
+            if complete {
+                tracing::info!(task = %task, mode = %mode, dir = %out_dir.display(), "expert cached");
+                return Some(ExpertOutput::from_record(out_dir, &rec, true));
+            }
+            None
+        }
+        Ok(Some(_)) => {
+            tracing::info!(task = %task, dir = %out_dir.display(), "fingerprint changed; retraining");
+            None
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(dir = %out_dir.display(), "unreadable expert record ({e:#}); retraining");
+            None
+        }
+    }
+}
+
 /// Trains (or reuses) the expert of `task` in `out_dir`.
 pub fn finetune(
     backbone: &Path,
@@ -102,28 +128,15 @@ pub fn finetune(
         anyhow::bail!("task {:?} has no training examples", task.name);
     }
     let fp = fingerprint(backbone, &task.name, &task.labels, train, mode, cfg)?;
-    match ExpertRecord::read(out_dir) {
-        Ok(Some(rec)) if rec.fingerprint == fp && out_dir.join(HEAD_FILE).is_file() => {
-            let complete = mode == Mode::LinearProbe || out_dir.join("model.safetensors").is_file();
-            if complete {
-                tracing::info!(task = %task.name, mode = %mode, dir = %out_dir.display(), "expert cached");
-                return Ok(ExpertOutput::from_record(out_dir, &rec, true));
-            }
-        }
-        Ok(Some(_)) => {
-            tracing::info!(task = %task.name, dir = %out_dir.display(), "fingerprint changed; retraining")
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(dir = %out_dir.display(), "unreadable expert record ({e:#}); retraining")
-        }
+    if let Some(out) = cached(out_dir, &fp, mode, &task.name) {
+        return Ok(out);
     }
     output::check_replaceable(out_dir)?;
     tracing::info!(
         task = %task.name, mode = %mode, examples = train.len(), epochs = cfg.epochs,
         batch = cfg.batch_size, max_seq_len = cfg.max_seq_len, "training expert"
     );
-    let trained = match mode {
+    let mut trained = match mode {
         Mode::Full => {
             let tok =
                 TextTokenizer::from_file(&backbone.join("tokenizer.json"), cfg.max_seq_len)
@@ -135,32 +148,90 @@ pub fn finetune(
         }
         Mode::LinearProbe => probe::train_probe(backbone, train, &task.name, &task.labels, cfg)?,
     };
-    let mut head = trained.head;
-    head.max_seq_len = Some(cfg.max_seq_len);
-    let record = ExpertRecord {
-        format: fingerprint::FORMAT_VERSION,
-        task: task.name.clone(),
-        labels: task.labels.clone(),
+    trained.head.max_seq_len = Some(cfg.max_seq_len);
+    let head = &trained.head;
+    let record = ExpertRecord::of_run(
+        (&task.name, &task.labels),
         mode,
-        config: cfg.clone(),
-        seed: cfg.seed,
-        fingerprint: fp,
-        backbone: std::fs::canonicalize(backbone).unwrap_or_else(|_| backbone.to_path_buf()),
-        train_examples: train.len(),
-        train_seconds: trained.seconds,
-        steps: trained.steps,
-        final_train_loss: trained.final_loss,
-        train_accuracy: trained.train_accuracy,
-        created_by: format!("pmq-finetune {}", env!("CARGO_PKG_VERSION")),
-    };
+        cfg,
+        fp,
+        backbone,
+        train.len(),
+        &trained,
+    );
     match mode {
-        Mode::Full => output::write_full(backbone, &trained.tensors, &head, &record, out_dir)?,
-        Mode::LinearProbe => output::write_probe(&head, &record, out_dir)?,
+        Mode::Full => output::write_full(backbone, &trained.tensors, head, &record, out_dir)?,
+        Mode::LinearProbe => output::write_probe(head, &record, out_dir)?,
     }
     tracing::info!(
         task = %task.name, mode = %mode, seconds = record.train_seconds, steps = record.steps,
         loss = record.final_train_loss, train_accuracy = record.train_accuracy,
         dir = %out_dir.display(), "expert written"
+    );
+    Ok(ExpertOutput::from_record(out_dir, &record, false))
+}
+
+/// The training images a config uses: all of them, or with `max_train` a seeded random
+/// subset of that size (the folder order is by class, so a prefix would drop classes).
+pub fn train_images(task: &ImageTask, cfg: &FinetuneConfig) -> Vec<ImageExample> {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut v = task.examples.clone();
+    if let Some(m) = cfg.max_train.filter(|&m| m < v.len()) {
+        v.shuffle(&mut rand::rngs::StdRng::seed_from_u64(cfg.seed));
+        v.truncate(m);
+    }
+    v
+}
+
+/// Trains (or reuses) a linear-probe head for the image task `task` on the frozen CLIP vision
+/// tower in `model`, written to `out_dir` (head + record, as [`finetune`]'s probe mode).
+/// Full fine-tuning of CLIP is not implemented: bring CLIP experts fine-tuned elsewhere and
+/// probe each on its own embeddings.
+pub fn finetune_images(
+    model: &Path,
+    task: &ImageTask,
+    mode: Mode,
+    cfg: &FinetuneConfig,
+    out_dir: &Path,
+) -> Result<ExpertOutput> {
+    cfg.validate()?;
+    if mode != Mode::LinearProbe {
+        anyhow::bail!(
+            "task {:?}: pmq fine-tunes BERT experts only; for image tasks bring CLIP experts \
+             fine-tuned elsewhere and train their heads with --mode probe --model EXPERT",
+            task.name
+        );
+    }
+    let train = train_images(task, cfg);
+    let digest = fingerprint::image_examples_sha256(&train)?;
+    let fp = fingerprint_of(
+        model,
+        &task.name,
+        &task.labels,
+        (&digest, train.len()),
+        mode,
+        cfg,
+    )?;
+    if let Some(out) = cached(out_dir, &fp, mode, &task.name) {
+        return Ok(out);
+    }
+    output::check_replaceable(out_dir)?;
+    tracing::info!(task = %task.name, images = train.len(), "training image probe");
+    let trained = probe::train_image_probe(model, &train, &task.name, &task.labels, cfg)?;
+    let record = ExpertRecord::of_run(
+        (&task.name, &task.labels),
+        mode,
+        cfg,
+        fp,
+        model,
+        train.len(),
+        &trained,
+    );
+    output::write_probe(&trained.head, &record, out_dir)?;
+    tracing::info!(
+        task = %task.name, seconds = record.train_seconds, train_accuracy = record.train_accuracy,
+        dir = %out_dir.display(), "image probe written"
     );
     Ok(ExpertOutput::from_record(out_dir, &record, false))
 }

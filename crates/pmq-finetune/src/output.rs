@@ -45,6 +45,35 @@ pub struct ExpertRecord {
 }
 
 impl ExpertRecord {
+    /// The record of a finished run of `task` = `(name, labels)` from `backbone` on `examples`
+    /// training examples.
+    pub fn of_run(
+        task: (&str, &[String]),
+        mode: Mode,
+        cfg: &FinetuneConfig,
+        fingerprint: String,
+        backbone: &Path,
+        examples: usize,
+        trained: &crate::full::Trained,
+    ) -> Self {
+        Self {
+            format: crate::fingerprint::FORMAT_VERSION,
+            task: task.0.to_string(),
+            labels: task.1.to_vec(),
+            mode,
+            config: cfg.clone(),
+            seed: cfg.seed,
+            fingerprint,
+            backbone: std::fs::canonicalize(backbone).unwrap_or_else(|_| backbone.to_path_buf()),
+            train_examples: examples,
+            train_seconds: trained.seconds,
+            steps: trained.steps,
+            final_train_loss: trained.final_loss,
+            train_accuracy: trained.train_accuracy,
+            created_by: format!("pmq-finetune {}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+
     /// Reads `dir/pmq_expert.json`; `None` when it does not exist.
     pub fn read(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join(EXPERT_FILE);

@@ -1,5 +1,6 @@
-//! Linear probe: the frozen backbone embeds the training texts once (mean pooling, as
-//! evaluation does), then only a linear head is trained on them with AdamW and cross-entropy.
+//! Linear probe: the frozen backbone embeds the training examples once, as evaluation does
+//! (texts: BERT mean pooling; images: CLIP's image embedding), then only a linear head is
+//! trained on them with AdamW and cross-entropy.
 //!
 //! The features are standardised for the optimisation (`z = (e − μ) / σ` per dimension) and the
 //! standardisation is folded back into the head, so the saved head applies to raw embeddings:
@@ -10,7 +11,8 @@ use crate::full::{cross_entropy, progress, HeadVars, Trained};
 use crate::optim::{schedule, AdamW};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
-use pmq_eval::{Encoder, Head};
+use pmq_eval::tasks::ImageExample;
+use pmq_eval::{Encoder, Head, ImageEncoder};
 use pmq_testbed::Example;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -43,15 +45,57 @@ pub fn train_probe(
     let pb = progress(texts.len() as u64, format!("embed {task}"));
     let emb = encoder.embed(&texts, cfg.batch_size.max(32), Some(&pb))?;
     pb.finish_and_clear();
-    let (n, h) = (emb.len(), encoder.hidden());
+    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
+    train_head(emb, encoder.hidden(), &y, task, labels, cfg, start)
+}
+
+/// Trains a head on the frozen image embeddings of the CLIP vision tower in `model`.
+pub fn train_image_probe(
+    model: &Path,
+    train: &[ImageExample],
+    task: &str,
+    labels: &[String],
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    if train.is_empty() {
+        bail!("task {task:?} has no training images");
+    }
+    if let Some(e) = train.iter().find(|e| e.label >= labels.len()) {
+        bail!(
+            "task {task:?}: label {} is out of range for {} classes",
+            e.label,
+            labels.len()
+        );
+    }
+    let start = Instant::now();
+    let encoder = ImageEncoder::open(model)?;
+    let paths: Vec<&Path> = train.iter().map(|e| e.path.as_path()).collect();
+    let pb = progress(paths.len() as u64, format!("embed {task}"));
+    let emb = encoder.embed(&paths, cfg.batch_size.max(16), Some(&pb))?;
+    pb.finish_and_clear();
+    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
+    train_head(emb, encoder.hidden(), &y, task, labels, cfg, start)
+}
+
+/// The head trained on embeddings `emb` (width `h`) with class indices `y`.
+fn train_head(
+    emb: Vec<Vec<f32>>,
+    h: usize,
+    y: &[usize],
+    task: &str,
+    labels: &[String],
+    cfg: &FinetuneConfig,
+    start: Instant,
+) -> Result<Trained> {
+    let n = emb.len();
     let (mu, sigma) = moments(&emb, h);
     let z: Vec<f32> = emb
         .iter()
         .flat_map(|e| e.iter().zip(&mu).zip(&sigma).map(|((x, m), s)| (x - m) / s))
         .collect();
     let z = Tensor::from_vec(z, (n, h), &Device::Cpu)?;
-    let y = Tensor::from_vec(
-        train.iter().map(|e| e.label as u32).collect::<Vec<_>>(),
+    let y_t = Tensor::from_vec(
+        y.iter().map(|&l| l as u32).collect::<Vec<_>>(),
         n,
         &Device::Cpu,
     )?;
@@ -69,7 +113,7 @@ pub fn train_probe(
         for chunk in order.chunks(bs) {
             let idx = Tensor::from_slice(chunk, chunk.len(), &Device::Cpu)?;
             let logits = head.logits(&z.index_select(&idx, 0)?)?;
-            let loss = cross_entropy(&logits, &y.index_select(&idx, 0)?)?;
+            let loss = cross_entropy(&logits, &y_t.index_select(&idx, 0)?)?;
             let grads = loss.backward()?;
             opt.step(&grads, schedule(step, total, warmup), None)?;
             if epoch + 1 == epochs {
@@ -81,8 +125,7 @@ pub fn train_probe(
     }
     let std_head = head.to_head(task, labels)?;
     let head = fold_standardisation(&std_head, &mu, &sigma)?;
-    let labels_v: Vec<usize> = train.iter().map(|e| e.label).collect();
-    let (correct, seen) = pmq_eval::accuracy(&head, &emb, &labels_v);
+    let (correct, seen) = pmq_eval::accuracy(&head, &emb, y);
     Ok(Trained {
         head,
         tensors: HashMap::new(),

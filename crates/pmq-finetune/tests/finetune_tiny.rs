@@ -26,6 +26,7 @@ fn eval_opts() -> EvalOptions {
         max_examples: None,
         max_seq_len: 24,
         batch_size: 16,
+        max_new_tokens: None,
     }
 }
 

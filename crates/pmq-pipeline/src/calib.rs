@@ -59,31 +59,7 @@ impl Sample {
     }
 }
 
-/// The non-blank lines of a JSONL file with their 1-based line numbers, as UTF-8 text: a
-/// leading byte-order mark is skipped, `\r\n` line ends are accepted, and a line that is not
-/// valid UTF-8 is an error naming the file and line. `what` names the file in messages.
-pub fn read_jsonl_lines(path: &Path, what: &str) -> Result<Vec<(usize, String)>> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let mut out = Vec::new();
-    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let text = std::str::from_utf8(line).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: not valid UTF-8 (byte 0x{:02x} at column {}); {what}s must be UTF-8 text",
-                path.display(),
-                i + 1,
-                line[e.valid_up_to()],
-                e.valid_up_to() + 1
-            )
-        })?;
-        if !text.trim().is_empty() {
-            out.push((i + 1, text.to_string()));
-        }
-    }
-    Ok(out)
-}
+pub use pmq_eval::tasks::jsonl::read_lines as read_jsonl_lines;
 
 fn read_jsonl(path: &Path, limit: usize) -> Result<Vec<Sample>> {
     let mut out = Vec::new();

@@ -38,3 +38,29 @@ pub fn write_calib(fam: Fam, root: &Path, task: &str, n: usize, seed: u64) -> St
     };
     format!("{task}={}", path.display())
 }
+
+/// An image classification folder in `root`: one sub-folder per `(class, rgb)` with `n`
+/// 40×36 PNGs each, every pixel the class colour plus uniform noise of ±`noise` levels
+/// (clamped), drawn from `seed`. Classes with distinct colours are separable from pixels.
+pub fn write_image_folder(
+    root: &Path,
+    classes: &[(&str, [u8; 3])],
+    n: usize,
+    noise: i32,
+    seed: u64,
+) {
+    let mut r = StdRng::seed_from_u64(seed);
+    for (class, rgb) in classes {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let img =
+                image::RgbImage::from_fn(40, 36, |_, _| {
+                    image::Rgb(rgb.map(|c| {
+                        (i32::from(c) + r.random_range(-noise..=noise)).clamp(0, 255) as u8
+                    }))
+                });
+            img.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+}

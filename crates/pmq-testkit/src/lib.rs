@@ -22,7 +22,7 @@ pub mod fault;
 pub mod text;
 pub mod tiny_bert;
 
-pub use calib::write_calib;
+pub use calib::{write_calib, write_image_folder};
 pub use checkpoint::Ckpt;
 pub use compare::rel_err;
 pub use families::{write_model, write_perturbed, Fam, ALL};

@@ -9,7 +9,8 @@
 //!   - model: experts/spam
 //!     task: spam                      # default: its head's task, else the calib file's stem
 //!     calib: data/spam-calib.jsonl    # as pmq quantize --calib (JSONL, or an image folder)
-//!     eval: data/spam-test.jsonl      # optional: {"text", "label"} lines, scored with the head
+//!     eval: data/spam-test.jsonl      # optional, as pmq eval --data (text/image classification
+//!                                     # scored with the head; T5 input/target pairs by exact match)
 //!   - model: experts/news
 //!     calib: data/news-calib.jsonl
 //! merge:                              # pmq merge's flags; or mergekit's keys; or {mergekit: FILE}

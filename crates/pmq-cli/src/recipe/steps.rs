@@ -18,12 +18,12 @@
 //! checkpoint (`pmq quantize --resume`) when rerun with the same fingerprint.
 
 use super::schema::{Output, Recipe};
-use crate::labelled;
 use crate::merge_cmd::MergeArgs;
 use crate::quantize_cmd::QuantizeArgs;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use pmq_eval::{evaluate, EvalOptions, Head, TaskAccuracy};
+use pmq_eval::tasks::{DataKind, TestTask};
+use pmq_eval::{evaluate_tasks, EvalOptions, EvalTask, Head, TaskAccuracy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -282,8 +282,7 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
     // evaluate
     let mut accuracy = None;
     if let Some(ev) = &recipe.evaluate {
-        let mut tasks = Vec::new();
-        let mut heads = Vec::new();
+        let mut tasks: Vec<TestTask> = Vec::new();
         let mut files: Vec<&Path> = Vec::new();
         let mut experts = Vec::new();
         for e in &recipe.experts {
@@ -291,17 +290,23 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
                 continue;
             };
             let head_path = e.head.as_deref().unwrap_or(&e.model);
-            let head = Head::load(head_path).with_context(|| {
-                format!(
-                    "the head of expert {} (evaluation scores each task with its expert's classification head: train experts with `pmq finetune`, or give `head:`)",
-                    e.model.display()
-                )
-            })?;
-            tasks.push(labelled::read_task(&e.task, eval, &head)?);
-            heads.push(head);
-            files.extend([eval, head_path, e.model.as_path()]);
+            // text-to-text is scored by the model's own decoding; classification by a head
+            let head = if DataKind::detect(eval)? == DataKind::TextToText {
+                None
+            } else {
+                files.push(head_path);
+                Some(Head::load(head_path).with_context(|| {
+                    format!(
+                        "the head of expert {} (evaluation scores each classification task with its expert's head: train experts with `pmq finetune`, or give `head:`)",
+                        e.model.display()
+                    )
+                })?)
+            };
+            tasks.push(TestTask::read(&e.task, eval, head)?);
+            files.extend([eval, e.model.as_path()]);
             experts.push(e.model.clone());
         }
+        let heads: Vec<Head> = tasks.iter().filter_map(TestTask::head).cloned().collect();
         let json_path = out.join("accuracy.json");
         let mut cmd: Vec<String> = evaluated
             .iter()
@@ -319,17 +324,18 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
             max_examples: ev.max_examples,
             max_seq_len,
             batch_size: ev.batch_size,
+            max_new_tokens: None,
         };
         r.step("evaluate", &fp, &json_path, cmd, |_| {
             let mut rows: Vec<(String, Vec<TaskAccuracy>)> = Vec::new();
             let mut stl = Vec::new();
-            for ((t, h), e) in tasks.iter().zip(&heads).zip(&experts) {
-                stl.extend(evaluate(e, &[(t, h)], &opts)?);
+            for (t, e) in tasks.iter().zip(&experts) {
+                stl.extend(evaluate_tasks(e, &[t.as_eval()], &opts)?);
             }
             rows.push(("Fine-tuned (each expert on its task)".into(), stl));
-            let pairs: Vec<_> = tasks.iter().zip(&heads).collect();
+            let all: Vec<EvalTask> = tasks.iter().map(TestTask::as_eval).collect();
             for (label, dir, _) in &evaluated {
-                rows.push((label.clone(), evaluate(dir, &pairs, &opts)?));
+                rows.push((label.clone(), evaluate_tasks(dir, &all, &opts)?));
             }
             write_accuracy(out, &rows)
         })?;

@@ -1,0 +1,155 @@
+//! `pmq finetune` / `pmq eval` on a user's image folders (CLIP, linear probe) and text-to-text
+//! pairs (T5, exact match), as a user runs them, on tiny random checkpoints.
+
+mod common;
+use common::pmq;
+use pmq_testkit::{write_image_folder, write_model, Fam, WORDS};
+use serde_json::Value;
+
+#[test]
+fn image_folders_are_probed_and_scored_on_clip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("clip");
+    write_model(Fam::Clip, &model, 4);
+    let classes = [("0", [220, 50, 40]), ("1", [40, 60, 220])];
+    write_image_folder(&t.join("train"), &classes, 8, 30, 1);
+    write_image_folder(&t.join("test"), &classes, 5, 30, 2);
+    let experts = t.join("experts");
+    let (ok, out, err) = pmq(&[
+        "finetune",
+        "--mode",
+        "probe",
+        "--preset",
+        "ci",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &format!("colour={}", t.join("train").display()),
+        "--out",
+        experts.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        summary["experts"][0]["labels"],
+        serde_json::json!(["0", "1"])
+    );
+    let json = t.join("acc.json");
+    let (ok, out, err) = pmq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        &format!("colour={}", experts.join("colour").display()),
+        "--data",
+        &format!("colour={}", t.join("test").display()),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("colour"), "{out}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["tasks"][0]["total"], 10);
+    assert!(v["tasks"][0]["accuracy"].as_f64().unwrap() >= 0.9, "{v}");
+
+    // full fine-tuning, a missing model, a missing head: refused with the way out
+    let data = format!("colour={}", t.join("train").display());
+    let (ok, _, err) = pmq(&[
+        "finetune",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        "x",
+    ]);
+    assert!(!ok && err.contains("--mode probe"), "{err}");
+    let (ok, _, err) = pmq(&["finetune", "--mode", "probe", "--data", &data, "--out", "x"]);
+    assert!(!ok && err.contains("--model"), "{err}");
+    let test = format!("colour={}", t.join("test").display());
+    let (ok, _, err) = pmq(&["eval", "--model", model.to_str().unwrap(), "--data", &test]);
+    assert!(
+        !ok && err.contains("image classification") && err.contains("head"),
+        "{err}"
+    );
+    // a class folder the head does not know
+    write_image_folder(&t.join("test"), &[("7", [0, 0, 0])], 1, 0, 3);
+    let (ok, _, err) = pmq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        &format!("colour={}", experts.join("colour").display()),
+        "--data",
+        &test,
+    ]);
+    assert!(
+        !ok && err.contains("\"7\"") && err.contains("not one of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn text_to_text_pairs_are_scored_on_t5_without_a_head() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let model = t.join("t5");
+    write_model(Fam::T5Relu, &model, 8);
+    // targets no 2-step decoding can produce (3 words) and an empty one
+    let lines: Vec<String> = (0..5)
+        .map(|i| {
+            serde_json::json!({
+                "input": format!("{} {}", WORDS[i], WORDS[i + 5]),
+                "target": if i == 4 { String::new() } else { format!("{} {} {}", WORDS[i], WORDS[1], WORDS[2]) },
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(t.join("pairs.jsonl"), lines.join("\n")).unwrap();
+    let json = t.join("acc.json");
+    let data = format!("qa={}", t.join("pairs.jsonl").display());
+    let (ok, out, err) = pmq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &data,
+        "--max-new-tokens",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("qa"), "{out}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &v["tasks"][0];
+    assert_eq!(r["total"], 5);
+    assert!(r["correct"].as_u64().unwrap() <= 1, "{v}");
+    // a head for text-to-text, fine-tuning T5: refused with the reason
+    let (ok, _, err) = pmq(&[
+        "eval",
+        "--model",
+        model.to_str().unwrap(),
+        "--task",
+        "qa=somewhere",
+        "--data",
+        &data,
+    ]);
+    assert!(!ok, "{err}");
+    let (ok, _, err) = pmq(&[
+        "finetune",
+        "--mode",
+        "probe",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        &data,
+        "--out",
+        "x",
+    ]);
+    assert!(
+        !ok && err.contains("text-to-text") && err.contains("exact match"),
+        "{err}"
+    );
+}
