@@ -182,17 +182,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             rec.train_accuracy,
             if out.cached { " (cached)" } else { "" }
         );
-        experts.push(serde_json::json!({
-            "task": name,
-            "dir": out.dir,
-            "head": out.head,
-            "cached": out.cached,
-            "train_seconds": out.train_seconds,
-            "steps": out.steps,
-            "final_loss": out.final_loss,
-            "train_accuracy": rec.train_accuracy,
-            "train_examples": rec.train_examples,
-        }));
+        experts.push(expert_json(name, &rec.labels, &out, &rec));
     }
     println!(
         "{}",
@@ -247,18 +237,7 @@ fn run_images(
             rec.train_accuracy,
             if out.cached { " (cached)" } else { "" }
         );
-        experts.push(serde_json::json!({
-            "task": task.name,
-            "labels": task.labels,
-            "dir": out.dir,
-            "head": out.head,
-            "cached": out.cached,
-            "train_seconds": out.train_seconds,
-            "steps": out.steps,
-            "final_loss": out.final_loss,
-            "train_accuracy": rec.train_accuracy,
-            "train_examples": rec.train_examples,
-        }));
+        experts.push(expert_json(&task.name, &task.labels, &out, &rec));
     }
     println!(
         "{}",
@@ -271,4 +250,25 @@ fn run_images(
         })
     );
     Ok(())
+}
+
+/// One expert of the JSON summary.
+fn expert_json(
+    task: &str,
+    labels: &[String],
+    out: &pmq_finetune::ExpertOutput,
+    rec: &ExpertRecord,
+) -> serde_json::Value {
+    serde_json::json!({
+        "task": task,
+        "labels": labels,
+        "dir": out.dir,
+        "head": out.head,
+        "cached": out.cached,
+        "train_seconds": out.train_seconds,
+        "steps": out.steps,
+        "final_loss": out.final_loss,
+        "train_accuracy": rec.train_accuracy,
+        "train_examples": rec.train_examples,
+    })
 }

@@ -87,20 +87,8 @@ impl Encoder {
         }
         let ids = self.tokenizer.encode(texts)?;
         let pad = self.tokenizer.pad_id();
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| (ids[i].len(), i));
         let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let seqs: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&i| {
-                    if ids[i].is_empty() {
-                        vec![pad]
-                    } else {
-                        ids[i].clone()
-                    }
-                })
-                .collect();
+        for (chunk, seqs) in length_sorted_batches(&ids, batch_size, pad) {
             let batch = pmq_models::Batch::from_token_ids(&seqs, pad)?;
             let emb = self.model.sentence_embedding(&batch, Pooling::Mean)?;
             for (&i, row) in chunk.iter().zip(emb.to_vec2::<f32>()?) {
@@ -120,4 +108,32 @@ impl Encoder {
         }
         Ok(out)
     }
+}
+
+/// Batches of at most `batch_size` token sequences of similar length (sorted by length, then
+/// index), so little padding is computed: each batch's indices into `ids` and its sequences
+/// (an empty one replaced by a single `pad`).
+pub(crate) fn length_sorted_batches(
+    ids: &[Vec<u32>],
+    batch_size: usize,
+    pad: u32,
+) -> Vec<(Vec<usize>, Vec<Vec<u32>>)> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.sort_by_key(|&i| (ids[i].len(), i));
+    order
+        .chunks(batch_size.max(1))
+        .map(|chunk| {
+            let seqs = chunk
+                .iter()
+                .map(|&i| {
+                    if ids[i].is_empty() {
+                        vec![pad]
+                    } else {
+                        ids[i].clone()
+                    }
+                })
+                .collect();
+            (chunk.to_vec(), seqs)
+        })
+        .collect()
 }

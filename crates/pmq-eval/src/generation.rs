@@ -74,20 +74,8 @@ impl Generator {
         let inputs: Vec<&str> = pairs.iter().map(|p| p.input.as_str()).collect();
         let ids = self.inputs.encode(&inputs)?;
         let pad = self.inputs.pad_id();
-        let mut order: Vec<usize> = (0..pairs.len()).collect();
-        order.sort_by_key(|&i| (ids[i].len(), i));
         let mut out = vec![false; pairs.len()];
-        for chunk in order.chunks(batch_size.max(1)) {
-            let seqs: Vec<Vec<u32>> = chunk
-                .iter()
-                .map(|&i| {
-                    if ids[i].is_empty() {
-                        vec![pad]
-                    } else {
-                        ids[i].clone()
-                    }
-                })
-                .collect();
+        for (chunk, seqs) in crate::encoder::length_sorted_batches(&ids, batch_size, pad) {
             let generated = self
                 .model
                 .generate(&Batch::from_token_ids(&seqs, pad)?, steps)

@@ -29,23 +29,14 @@ pub fn train_probe(
     labels: &[String],
     cfg: &FinetuneConfig,
 ) -> Result<Trained> {
-    if train.is_empty() {
-        bail!("task {task:?} has no training examples");
-    }
-    if let Some(e) = train.iter().find(|e| e.label >= labels.len()) {
-        bail!(
-            "task {task:?}: label {} is out of range for {} classes",
-            e.label,
-            labels.len()
-        );
-    }
+    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
+    check_labels(task, &y, labels)?;
     let start = Instant::now();
     let encoder = Encoder::open(backbone, cfg.max_seq_len)?;
     let texts: Vec<&str> = train.iter().map(|e| e.text.as_str()).collect();
     let pb = progress(texts.len() as u64, format!("embed {task}"));
     let emb = encoder.embed(&texts, cfg.batch_size.max(32), Some(&pb))?;
     pb.finish_and_clear();
-    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
     train_head(emb, encoder.hidden(), &y, task, labels, cfg, start)
 }
 
@@ -57,24 +48,29 @@ pub fn train_image_probe(
     labels: &[String],
     cfg: &FinetuneConfig,
 ) -> Result<Trained> {
-    if train.is_empty() {
-        bail!("task {task:?} has no training images");
-    }
-    if let Some(e) = train.iter().find(|e| e.label >= labels.len()) {
-        bail!(
-            "task {task:?}: label {} is out of range for {} classes",
-            e.label,
-            labels.len()
-        );
-    }
+    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
+    check_labels(task, &y, labels)?;
     let start = Instant::now();
     let encoder = ImageEncoder::open(model)?;
     let paths: Vec<&Path> = train.iter().map(|e| e.path.as_path()).collect();
     let pb = progress(paths.len() as u64, format!("embed {task}"));
     let emb = encoder.embed(&paths, cfg.batch_size.max(16), Some(&pb))?;
     pb.finish_and_clear();
-    let y: Vec<usize> = train.iter().map(|e| e.label).collect();
     train_head(emb, encoder.hidden(), &y, task, labels, cfg, start)
+}
+
+/// Refuses an empty training set and class indices `y` beyond `labels`.
+fn check_labels(task: &str, y: &[usize], labels: &[String]) -> Result<()> {
+    if y.is_empty() {
+        bail!("task {task:?} has no training examples");
+    }
+    if let Some(l) = y.iter().find(|&&l| l >= labels.len()) {
+        bail!(
+            "task {task:?}: label {l} is out of range for {} classes",
+            labels.len()
+        );
+    }
+    Ok(())
 }
 
 /// The head trained on embeddings `emb` (width `h`) with class indices `y`.
