@@ -180,7 +180,7 @@ pub struct Cell {
 }
 
 /// `pmq quantize`'s default `--alpha-holdout-every`.
-pub const DEFAULT_HOLDOUT: usize = 4;
+pub const DEFAULT_HOLDOUT: usize = pmq_pipeline::DEFAULT_HOLDOUT_EVERY;
 
 fn default_holdout() -> usize {
     DEFAULT_HOLDOUT

@@ -125,7 +125,7 @@ impl Bench {
         let mut experts = Vec::new();
         let mut tests = Vec::new();
         for t in &suite.tasks {
-            let (dir, head) = ready_expert(&cfg, &context, &suite, t)?;
+            let (dir, head) = ready_expert(&cfg, &suite, t)?;
             tests.push(match (&t.test, head) {
                 (TestSource::Testbed(td), Some(h)) => TestTask::Text(td.clone(), h),
                 (TestSource::Testbed(_), None) => bail!("testbed task {:?} has no head", t.name),
@@ -206,13 +206,7 @@ impl Bench {
                 out.push(test.clone());
                 continue;
             }
-            let dir = head_dir(
-                &self.cfg,
-                &self.context,
-                &self.suite,
-                Mode::LinearProbe,
-                &t.name,
-            );
+            let dir = head_dir(&self.cfg, &self.suite, "probe", &t.name);
             let e = match &t.train {
                 Some(Train::Text(td)) => finetune(
                     &self.suite.base,
@@ -234,7 +228,12 @@ impl Bench {
                 }
             }
             .with_context(|| format!("training the {} linear probe", t.name))?;
-            out.push(test.with_head(Head::load(&e.head)?)?);
+            let head = Head::load(&e.head)?;
+            // the test labels are mapped to this head's classes, not the expert's
+            out.push(match &t.test {
+                TestSource::Testbed(td) => TestTask::Text(td.clone(), head),
+                TestSource::File(p) => TestTask::read(&t.name, p, Some(head))?,
+            });
         }
         Ok(Some(out))
     }
@@ -470,7 +469,6 @@ pub const REGMEAN_SAMPLES: usize = 128;
 /// its `pmq_head.safetensors`, else a linear probe on its own embeddings of `train`.
 fn ready_expert(
     cfg: &BenchConfig,
-    context: &str,
     suite: &Suite,
     t: &SuiteTask,
 ) -> Result<(PathBuf, Option<Head>)> {
@@ -479,7 +477,7 @@ fn ready_expert(
         let Some(Train::Text(td)) = &t.train else {
             bail!("task {:?}: no expert and no text training data", t.name);
         };
-        let out_dir = head_dir(cfg, context, suite, Mode::Full, &t.name);
+        let out_dir = head_dir(cfg, suite, "full", &t.name);
         let e: ExpertOutput = finetune(&suite.base, td, Mode::Full, &cfg.finetune, &out_dir)
             .with_context(|| format!("fine-tuning the {} expert", t.name))?;
         tracing::info!(task = %t.name, cached = e.cached, seconds = e.train_seconds,
@@ -497,13 +495,7 @@ fn ready_expert(
     let head_file = match (head_file, &t.train) {
         (Some(h), _) => h,
         (None, Some(train)) => {
-            let out_dir = head_dir(
-                cfg,
-                context,
-                suite,
-                Mode::LinearProbe,
-                &format!("{}-expert", t.name),
-            );
+            let out_dir = head_dir(cfg, suite, "expert-probe", &t.name);
             let e = match train {
                 Train::Text(td) => finetune(dir, td, Mode::LinearProbe, &cfg.finetune, &out_dir),
                 Train::Images(it) => {
@@ -523,17 +515,21 @@ fn ready_expert(
     Ok((dir.clone(), Some(head)))
 }
 
-/// Where pmq's expert (`Full`) or linear probe of a task is cached: the testbed's under the
-/// cache (shared by every bench run), a suite's under the work directory by context.
-fn head_dir(cfg: &BenchConfig, context: &str, suite: &Suite, mode: Mode, task: &str) -> PathBuf {
+/// Where what pmq trains for a task is cached — `kind` is `full` (its expert), `probe` (a
+/// head on the base model) or `expert-probe` (a head on a given expert): the testbed's under
+/// the cache (shared by every bench run), a suite's under the work directory. The directory
+/// does not depend on the suite's other inputs: the trained model's own fingerprint decides
+/// whether it is reused.
+fn head_dir(cfg: &BenchConfig, suite: &Suite, kind: &str, task: &str) -> PathBuf {
     if suite.identity.is_none() {
+        let mode = if kind == "full" {
+            Mode::Full
+        } else {
+            Mode::LinearProbe
+        };
         return expert_dir(cfg, mode, task);
     }
-    cfg.work
-        .join("experts")
-        .join(context)
-        .join(mode.name())
-        .join(task)
+    cfg.work.join("experts").join(kind).join(task)
 }
 
 /// Where an expert (or linear probe) of a testbed task is cached.

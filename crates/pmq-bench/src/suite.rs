@@ -13,8 +13,8 @@
 //!     expert: experts/cars          # an expert fine-tuned elsewhere (any HF fine-tune of base)
 //!     head: heads/cars              # optional: its head; else the expert's pmq_head.safetensors;
 //!     train: data/cars-train        #   else a linear probe on the expert's embeddings of `train`
-//!     calib: data/cars-calib        # (an image folder per class: a CLIP model)
-//!     test: data/cars-test
+//!     calib: data/cars-calib        # a directory of images (CLIP calibration reads no labels)
+//!     test: data/cars-test          # a folder of images per class
 //! ```
 //!
 //! Paths are relative to the suite file. Test data is text classification JSONL, an image
@@ -56,6 +56,8 @@ pub struct SuiteTask {
     /// The expert's head (a directory with `pmq_head.safetensors`, or the file).
     pub head: Option<PathBuf>,
     pub train: Option<Train>,
+    /// Where `train` was read from (a suite file's tasks).
+    pub train_path: Option<PathBuf>,
     pub calib: PathBuf,
     pub test: TestSource,
 }
@@ -121,6 +123,7 @@ impl Suite {
                 expert: None,
                 head: None,
                 train: Some(Train::Text(t.clone())),
+                train_path: None,
                 calib,
                 test: TestSource::Testbed(t),
             });
@@ -134,11 +137,14 @@ impl Suite {
 
     /// Reads a suite file (see the module documentation).
     pub fn load(path: &Path) -> Result<Self> {
+        // the canonical path: `s.yaml` and `./s.yaml` are one suite
+        let path = &std::fs::canonicalize(path)
+            .with_context(|| format!("suite {} does not exist", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading suite {}", path.display()))?;
         let raw: RawSuite = serde_yaml::from_str(&text)
             .with_context(|| format!("{}: not a bench suite", path.display()))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| dir.join(p);
         let base = resolve(&raw.base);
         if !base.join("config.json").is_file() {
@@ -171,12 +177,13 @@ impl Suite {
             let expert = t.expert.as_deref().map(resolve);
             let head = t.head.as_deref().map(resolve);
             let kind = DataKind::detect(&test).with_context(at)?;
-            let train = match t.train.as_deref().map(resolve) {
+            let train_path = t.train.as_deref().map(resolve);
+            let train = match &train_path {
                 None => None,
-                Some(p) => Some(match DataKind::detect(&p).with_context(at)? {
-                    DataKind::TextClassification => Train::Text(text::read_train_task(&name, &p)?),
+                Some(p) => Some(match DataKind::detect(p).with_context(at)? {
+                    DataKind::TextClassification => Train::Text(text::read_train_task(&name, p)?),
                     DataKind::ImageClassification => {
-                        Train::Images(ImageTask::from_folder(&name, &p)?)
+                        Train::Images(ImageTask::from_folder(&name, p)?)
                     }
                     DataKind::TextToText => bail!(
                         "{}: `train` holds text-to-text pairs; pmq does not fine-tune T5 — give \
@@ -185,6 +192,19 @@ impl Suite {
                     ),
                 }),
             };
+            let train_kind = match &train {
+                Some(Train::Text(_)) => Some(DataKind::TextClassification),
+                Some(Train::Images(_)) => Some(DataKind::ImageClassification),
+                None => None,
+            };
+            if let Some(k) = train_kind.filter(|&k| k != kind) {
+                bail!(
+                    "{}: `train` is {} data but `test` is {} data",
+                    at(),
+                    k.name(),
+                    kind.name()
+                );
+            }
             if kind == DataKind::TextToText && head.is_some() {
                 bail!(
                     "{}: text-to-text tasks are scored by exact match of the model's decoding: \
@@ -224,14 +244,15 @@ impl Suite {
             {
                 path_facts(p, &mut facts)?;
             }
-            if let Some(p) = t.train.as_deref() {
-                path_facts(&resolve(p), &mut facts)?;
+            if let Some(p) = &train_path {
+                path_facts(p, &mut facts)?;
             }
             tasks.push(SuiteTask {
                 name,
                 expert,
                 head,
                 train,
+                train_path,
                 calib,
                 test: TestSource::File(test),
             });

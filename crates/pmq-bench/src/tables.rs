@@ -75,6 +75,7 @@ pub fn main_table(
                         && c.cell.group_size == group
                         && (c.cell.samples == 0 || c.cell.samples == d.samples)
                         && (q != QuantKind::Epmq || (c.cell.alpha - d.alpha_for(m)).abs() < 1e-12)
+                        && c.cell.holdout_every == crate::cell::DEFAULT_HOLDOUT
                 })
             })
             .collect();

@@ -237,9 +237,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         wudi_alpha: args.wudi_alpha,
         samples: args.default_samples,
     };
-    if args.alpha_holdout_every < 2 {
-        bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
-    }
+    crate::quant_flags::check_holdout(args.alpha_holdout_every)?;
     let cells: Vec<_> = plan(&experiments, &defaults, &sel)
         .into_iter()
         .map(|c| c.with_holdout(args.alpha_holdout_every))
@@ -262,7 +260,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let suite = pmq_bench::Suite::load(file)?;
         inputs.extend([file.clone(), suite.base.clone()]);
         for t in &suite.tasks {
-            inputs.extend(t.expert.iter().chain(&t.head).cloned());
+            inputs.extend(t.expert.iter().chain(&t.head).chain(&t.train_path).cloned());
             inputs.push(t.calib.clone());
             if let pmq_bench::suite::TestSource::File(p) = &t.test {
                 inputs.push(p.clone());

@@ -30,7 +30,8 @@ pub struct EvalArgs {
     max_seq_len: Option<usize>,
     #[arg(long, default_value_t = 32, value_parser = crate::flag_values::positive)]
     batch_size: usize,
-    /// Text-to-text: decoding steps [default: the longest tokenized target of the task].
+    /// Text-to-text: cut decoding after N tokens and compare the cut output [default: one step
+    /// more than the longest tokenized target, and the model must stop within it].
     #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
     max_new_tokens: Option<usize>,
     /// Also write the results as JSON to this file.
@@ -151,6 +152,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             "model": args.model,
             "max_seq_len": max_seq_len,
             "max_examples": args.max_examples,
+            "max_new_tokens": args.max_new_tokens,
             "tasks": results,
             "mean_accuracy": mean,
         });

@@ -113,7 +113,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             &image_tasks,
             args.model.as_deref(),
             args.out,
-            mode,
+            (preset, mode),
             &cfg,
             &data,
         );
@@ -203,19 +203,19 @@ fn run_images(
     tasks: &[ImageTask],
     model: Option<&std::path::Path>,
     out: Option<PathBuf>,
-    mode: Mode,
+    (preset, mode): (&str, Mode),
     cfg: &FinetuneConfig,
     data: &[crate::labelled::DataSpec],
 ) -> Result<()> {
-    let Some(model) = model else {
-        bail!("--data with image folders: give --model, the CLIP checkpoint to probe");
-    };
     if mode != Mode::LinearProbe {
         bail!(
             "image tasks are trained with --mode probe: pmq fine-tunes BERT experts only; bring \
              CLIP experts fine-tuned elsewhere and probe each with --model EXPERT"
         );
     }
+    let Some(model) = model else {
+        bail!("--data with image folders: give --model, the CLIP checkpoint to probe");
+    };
     let Some(root) = out else {
         bail!("--data trains your own tasks: give --out DIR for their experts");
     };
@@ -242,6 +242,7 @@ fn run_images(
     println!(
         "{}",
         serde_json::json!({
+            "preset": preset,
             "mode": mode.name(),
             "config": cfg,
             "backbone": model,

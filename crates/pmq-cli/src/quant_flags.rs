@@ -203,3 +203,11 @@ fn parse_alpha(s: &str) -> Result<AlphaArg, String> {
         .map(AlphaArg::Fixed)
         .map_err(|_| format!("`{s}` is neither a number nor `auto` / `auto-model`"))
 }
+
+/// `--alpha-holdout-every N`: at least 2 (1 would hold out every batch).
+pub fn check_holdout(n: usize) -> anyhow::Result<()> {
+    if n < 2 {
+        anyhow::bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
+    }
+    Ok(())
+}

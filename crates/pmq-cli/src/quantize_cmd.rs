@@ -253,9 +253,7 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
         AlphaCriterionArg::HiddenState => ModelAlphaCriterion::HiddenState,
     });
     let holdout_every = args.alpha_holdout_every.unwrap_or(default.holdout_every);
-    if holdout_every < 2 {
-        bail!("--alpha-holdout-every must be at least 2 (1 would hold out every batch)");
-    }
+    crate::quant_flags::check_holdout(holdout_every)?;
     Ok(Some(AutoAlpha {
         grid,
         holdout_every,

@@ -170,12 +170,13 @@ tasks:
     for (n, t) in &got {
         assert_eq!(t, &[("t0".to_string(), 8), ("t1".to_string(), 8)], "{n}");
     }
-    // pmq's experts went to the work directory, not the testbed cache
-    let experts: Vec<_> = std::fs::read_dir(root.join("work/experts"))
-        .unwrap()
-        .collect();
-    assert_eq!(experts.len(), 1);
-
+    // pmq's experts and probes went to the work directory, not the testbed cache
+    for kind in ["full", "probe"] {
+        for t in ["t0", "t1"] {
+            let rec = root.join(format!("work/experts/{kind}/{t}/pmq_expert.json"));
+            assert!(rec.is_file(), "{}", rec.display());
+        }
+    }
     // suites that cannot run are refused with the file and task
     for (suite, needle) in [
         ("base: base\ntasks:\n  - {name: t0, calib: t0.jsonl, test: t0-test.jsonl}\n", "`expert:` or `train:`"),

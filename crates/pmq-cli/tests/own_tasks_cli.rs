@@ -127,16 +127,27 @@ fn text_to_text_pairs_are_scored_on_t5_without_a_head() {
     assert_eq!(r["total"], 5);
     assert!(r["correct"].as_u64().unwrap() <= 1, "{v}");
     // a head for text-to-text, fine-tuning T5: refused with the reason
+    let head = t.join("head.safetensors");
+    pmq_eval::Head::new(
+        "qa",
+        vec!["a".into(), "b".into()],
+        4,
+        vec![0.0; 8],
+        vec![0.0; 2],
+    )
+    .unwrap()
+    .save(&head)
+    .unwrap();
     let (ok, _, err) = pmq(&[
         "eval",
         "--model",
         model.to_str().unwrap(),
         "--task",
-        "qa=somewhere",
+        &format!("qa={}", head.display()),
         "--data",
         &data,
     ]);
-    assert!(!ok, "{err}");
+    assert!(!ok && err.contains("drop its head"), "{err}");
     let (ok, _, err) = pmq(&[
         "finetune",
         "--mode",

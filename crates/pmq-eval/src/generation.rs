@@ -2,9 +2,11 @@
 //! ([`pmq_models::T5Model::generate`]) of each input, detokenized without special tokens and
 //! trimmed, equals the target as the tokenizer writes it back, `decode(encode(target))`.
 //!
-//! Decoding runs for at most as many steps as the longest tokenized target has tokens (its
-//! end-of-sequence token included), so a model that reproduces a target but does not stop
-//! there is scored wrong.
+//! By default decoding runs for one step more than the longest tokenized target has tokens,
+//! and an output counts only if the model stopped (emitted its end-of-sequence token) within
+//! them: a model that reproduces a target but does not stop there — or pads it with other
+//! special tokens — is scored wrong. With an explicit `max_new_tokens` decoding is cut there
+//! and the cut output is compared (a cheaper, more lenient score for capped runs).
 
 use crate::model_dir::ModelDir;
 use crate::tasks::TextPair;
@@ -52,7 +54,8 @@ impl Generator {
     }
 
     /// Whether each pair's greedy decoding matches its target; `batch_size` inputs per
-    /// decoding batch (sorted by length), `max_new_tokens` overrides the decoding length.
+    /// decoding batch (sorted by length), `max_new_tokens` cuts decoding there (see the module
+    /// documentation).
     pub fn exact_matches(
         &self,
         pairs: &[TextPair],
@@ -65,8 +68,11 @@ impl Generator {
         }
         let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
         let target_ids = self.targets.encode(&targets)?;
-        let steps = max_new_tokens
-            .unwrap_or_else(|| target_ids.iter().map(Vec::len).max().unwrap_or(1).max(1));
+        let longest = target_ids.iter().map(Vec::len).max().unwrap_or(0);
+        let (steps, must_stop) = match max_new_tokens {
+            Some(n) => (n, false),
+            None => (longest + 1, true),
+        };
         let expected: Vec<String> = target_ids
             .iter()
             .map(|ids| Ok(self.targets.decode(ids, true)?.trim().to_string()))
@@ -81,7 +87,10 @@ impl Generator {
                 .generate(&Batch::from_token_ids(&seqs, pad)?, steps)
                 .with_context(|| format!("decoding with {}", self.source.display()))?;
             for (&i, g) in chunk.iter().zip(generated) {
-                out[i] = self.targets.decode(&g, true)?.trim() == expected[i];
+                // fewer tokens than steps: decoding ended at the end-of-sequence token
+                let stopped = g.len() < steps;
+                out[i] =
+                    (stopped || !must_stop) && self.targets.decode(&g, true)?.trim() == expected[i];
             }
             if let Some(p) = progress {
                 p.inc(chunk.len() as u64);

@@ -54,7 +54,8 @@ pub struct EvalOptions {
     pub max_seq_len: usize,
     /// Examples per forward pass.
     pub batch_size: usize,
-    /// Text-to-text: decoding steps [default: the longest tokenized target of the task].
+    /// Text-to-text: cut decoding after this many tokens and compare the cut output [default:
+    /// one step more than the longest tokenized target, and the model must stop within it].
     pub max_new_tokens: Option<usize>,
 }
 

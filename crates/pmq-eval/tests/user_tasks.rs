@@ -200,3 +200,61 @@ fn text_to_text_exact_match_counts_greedy_decodings() {
     .to_string();
     assert!(e.contains("does not exist"), "{e}");
 }
+
+/// By default a decoding counts only if the model stops: the eos token is set to a token the
+/// model emits at step k, so its full output is the k tokens before it; a target one token
+/// shorter matches a cut decoding (explicit `max_new_tokens`) but not the default score.
+#[test]
+fn text_to_text_default_scoring_requires_the_model_to_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("t5");
+    // a seed and input whose greedy decoding has a fresh token after a prefix of words (the
+    // search is deterministic; it fails loudly if the fixtures change so much that none does)
+    let mut found = None;
+    'search: for seed in 0..40u64 {
+        write_model(Fam::T5Gated, &model, seed);
+        let t5 = T5Model::load(&model).unwrap();
+        let tok = TextTokenizer::from_file(&model.join("tokenizer.json"), 16).unwrap();
+        for j in 0..6 {
+            let input = format!("{} {} {}", WORDS[j], WORDS[j + 7], WORDS[19 - j]);
+            let g = t5
+                .generate(&tok.batch(&[input.as_str()]).unwrap(), 8)
+                .unwrap()
+                .remove(0);
+            if let Some(k) =
+                (2..g.len()).find(|&k| !g[..k].contains(&g[k]) && g[..k].iter().all(|&t| t >= 4))
+            {
+                found = Some((tok, input, g, k));
+                break 'search;
+            }
+        }
+    }
+    let (tok, input, g, k) = found.expect("no seed gives a decoding with a fresh token");
+    let cfg_file = model.join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_file).unwrap()).unwrap();
+    cfg["eos_token_id"] = g[k].into();
+    std::fs::write(&cfg_file, cfg.to_string()).unwrap();
+    let words = |n: usize| tok.decode(&g[..n], true).unwrap();
+    let task = TextToTextTask {
+        name: "stop".into(),
+        examples: vec![
+            TextPair {
+                input: input.clone(),
+                target: words(k),
+            },
+            TextPair {
+                input,
+                target: words(k - 1),
+            },
+        ],
+    };
+    let hits = |max_new| {
+        let acc = evaluate_tasks(&model, &[EvalTask::TextToText(&task)], &opts(2, max_new));
+        acc.unwrap()[0].outcomes().unwrap().unwrap()
+    };
+    // default: k + 1 steps for the longer target; the model stops at step k
+    assert_eq!(hits(None), [true, false]);
+    // cut after k − 1 tokens: the shorter target matches, the longer cannot
+    assert_eq!(hits(Some(k - 1)), [false, true]);
+}

@@ -90,6 +90,12 @@ pub fn fingerprint_of(
         "probe_epochs": (mode == Mode::LinearProbe).then(|| cfg.probe_epochs()),
         "max_grad_norm": (mode == Mode::Full).then_some(crate::config::MAX_GRAD_NORM),
     });
+    // image models: the preprocessing decides the embeddings (absent for text backbones,
+    // whose keys stay as they were)
+    let mut key = key;
+    if let Some(p) = optional("preprocessor_config.json")? {
+        key["backbone_preprocessor"] = p.into();
+    }
     Ok(hex(&Sha256::digest(key.to_string().as_bytes())))
 }
 

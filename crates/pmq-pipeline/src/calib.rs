@@ -93,11 +93,7 @@ fn has_target(s: &Sample) -> bool {
     matches!(s, Sample::Seq2Seq { target, .. } if !target.trim().is_empty())
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
-}
+use pmq_eval::tasks::image::is_image;
 
 fn read_images(path: &Path, limit: usize) -> Result<Vec<Sample>> {
     let mut paths: Vec<PathBuf> = if path.is_dir() {

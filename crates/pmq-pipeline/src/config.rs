@@ -71,6 +71,9 @@ pub struct PipelineConfig {
     pub fold_precision: FoldPrecision,
 }
 
+/// The default of [`AutoAlpha::holdout_every`] (`--alpha-holdout-every`).
+pub const DEFAULT_HOLDOUT_EVERY: usize = 4;
+
 /// `--alpha auto` / `auto-model`: the α grid, which calibration batches are held out to
 /// score it, and whether one α is chosen per linear or for the whole model.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -128,7 +131,7 @@ impl Default for AutoAlpha {
     fn default() -> Self {
         Self {
             grid: vec![0.0, 0.01, 0.1, 1.0, 10.0],
-            holdout_every: 4,
+            holdout_every: DEFAULT_HOLDOUT_EVERY,
             scope: AlphaScope::Linear,
             criterion: None,
         }

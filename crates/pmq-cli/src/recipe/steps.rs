@@ -292,6 +292,14 @@ pub fn run(recipe: &Recipe, out: &Path, force: bool) -> Result<RunSummary> {
             let head_path = e.head.as_deref().unwrap_or(&e.model);
             // text-to-text is scored by the model's own decoding; classification by a head
             let head = if DataKind::detect(eval)? == DataKind::TextToText {
+                if let Some(h) = &e.head {
+                    bail!(
+                        "expert {}: `eval` holds text-to-text pairs, scored by exact match of the \
+                         model's decoding; drop `head: {}`",
+                        e.model.display(),
+                        h.display()
+                    );
+                }
                 None
             } else {
                 files.push(head_path);

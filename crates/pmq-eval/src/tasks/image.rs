@@ -23,11 +23,13 @@ pub struct ImageTask {
     pub name: String,
     /// Class names; an example's `label` indexes this list.
     pub labels: Vec<String>,
-    /// Ordered by class, then by path.
+    /// Classes interleaved (the first image of every class, then the second, …; each class's
+    /// images by path), so that a prefix — `--max-examples` — keeps every class.
     pub examples: Vec<ImageExample>,
 }
 
-fn is_image(p: &Path) -> bool {
+/// Whether `p` names an image file pmq reads (`.png`, `.jpg`, `.jpeg`, any case).
+pub fn is_image(p: &Path) -> bool {
     p.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
@@ -134,8 +136,16 @@ impl ImageTask {
             by_class.push((label, images));
         }
         by_class.sort_by_key(|(l, _)| *l);
-        for (label, images) in by_class {
-            examples.extend(images.into_iter().map(|path| ImageExample { path, label }));
+        let longest = by_class.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+        for k in 0..longest {
+            for (label, images) in &by_class {
+                if let Some(path) = images.get(k) {
+                    examples.push(ImageExample {
+                        path: path.clone(),
+                        label: *label,
+                    });
+                }
+            }
         }
         Ok(Self {
             name: name.to_string(),
@@ -156,6 +166,12 @@ mod tests {
 
     #[test]
     fn folders_are_classes_in_order() {
+        // classes named with leading zeros keep their names (GTSRB-style 00000…)
+        let d0 = tempfile::tempdir().unwrap();
+        touch(&d0.path().join("00010/a.png"));
+        touch(&d0.path().join("00002/a.png"));
+        let t = ImageTask::from_folder("t", d0.path()).unwrap();
+        assert_eq!(t.labels, ["00002", "00010"]);
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
         touch(&r.join("10/b.png"));
@@ -176,6 +192,7 @@ mod tests {
                 )
             })
             .collect();
+        // interleaved: one image of each class, then the next
         assert_eq!(
             got,
             [
@@ -184,11 +201,15 @@ mod tests {
                 ("10/b.png".to_string(), 1)
             ]
         );
+        touch(&r.join("2/z.png"));
+        let t = ImageTask::from_folder("t", r).unwrap();
+        let labels: Vec<usize> = t.examples.iter().map(|e| e.label).collect();
+        assert_eq!(labels, [0, 1, 0, 1]);
         // evaluation: labels come from the head, folders may be a subset
         let labels: Vec<String> = ["10", "2", "7"].iter().map(|s| s.to_string()).collect();
         let t = ImageTask::from_folder_with_labels("t", r, &labels).unwrap();
-        assert_eq!(t.examples[0].label, 0);
-        assert_eq!(t.examples[2].label, 1);
+        let got: Vec<usize> = t.examples.iter().map(|e| e.label).collect();
+        assert_eq!(got, [0, 1, 0, 1]);
         let e = ImageTask::from_folder_with_labels("t", r, &labels[..1])
             .unwrap_err()
             .to_string();

@@ -57,7 +57,8 @@ impl TestTask {
                 path.display()
             ),
             (k, None) => bail!(
-                "task {name:?}: {} is {} data; it is scored with the head of its expert, and none was given",
+                "task {name:?}: {} is {} data, scored with its expert's head: give the head (pmq eval: \
+                 --task {name}=HEAD; a recipe or suite: `head:`)",
                 path.display(),
                 k.name()
             ),
@@ -79,15 +80,6 @@ impl TestTask {
             TestTask::Text(_, h) | TestTask::Image(_, h) => Some(h),
             TestTask::TextToText(_) => None,
         }
-    }
-
-    /// The same test data scored by another head (classification tasks).
-    pub fn with_head(&self, head: Head) -> Result<Self> {
-        Ok(match self {
-            TestTask::Text(t, _) => TestTask::Text(t.clone(), head),
-            TestTask::Image(t, _) => TestTask::Image(t.clone(), head),
-            TestTask::TextToText(t) => bail!("task {:?} is text-to-text: it has no head", t.name),
-        })
     }
 }
 
@@ -142,23 +134,24 @@ impl DataKind {
     }
 }
 
-/// Orders class names: all non-negative integers → numeric order (written as decimals),
-/// otherwise lexicographic. Returns the names without duplicates.
+/// Orders class names: all non-negative integers → numeric order (ties such as `1` and `01`
+/// by their text), otherwise lexicographic. Names are kept as written, each once.
 pub(crate) fn sorted_classes(names: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut v: Vec<String> = names.into_iter().collect();
+    v.sort();
+    v.dedup();
     let numeric: Option<Vec<u64>> = v.iter().map(|s| s.parse::<u64>().ok()).collect();
-    match numeric {
-        Some(mut n) if v.iter().all(|s| !s.starts_with('+')) => {
-            n.sort_unstable();
-            n.dedup();
-            n.iter().map(u64::to_string).collect()
-        }
-        _ => {
-            v.sort();
-            v.dedup();
-            v
-        }
+    if let (Some(_), true) = (&numeric, v.iter().all(|s| !s.starts_with('+'))) {
+        v.sort_by_key(|s| (s.parse::<u64>().unwrap_or(u64::MAX), s.clone()));
     }
+    v
+}
+
+/// Whether every class name is a non-negative integer (classes trained from integer labels).
+pub(crate) fn integer_classes(labels: &[String]) -> bool {
+    labels
+        .iter()
+        .all(|l| !l.starts_with('+') && l.parse::<u64>().is_ok())
 }
 
 #[cfg(test)]
@@ -169,6 +162,9 @@ mod tests {
     fn classes_sort_numerically_when_all_are_integers() {
         let s = |v: &[&str]| sorted_classes(v.iter().map(|s| s.to_string()));
         assert_eq!(s(&["10", "2", "1", "2"]), ["1", "2", "10"]);
+        // names are kept as written: leading zeros (image folders 00000…) and all
+        assert_eq!(s(&["00042", "00007", "00000"]), ["00000", "00007", "00042"]);
+        assert_eq!(s(&["01", "1", "2"]), ["01", "1", "2"]);
         assert_eq!(s(&["b", "a", "10", "b"]), ["10", "a", "b"]);
     }
 

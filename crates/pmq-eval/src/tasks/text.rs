@@ -4,6 +4,7 @@
 //! order, named by their decimals; or names in sorted order); for evaluation `label` is one of
 //! the head's class names, an integer naming one, or else a class index.
 
+use super::integer_classes;
 use crate::Head;
 use anyhow::{bail, Context, Result};
 use pmq_testbed::{Example, TaskData};
@@ -106,10 +107,16 @@ pub fn read_test_task(task: &str, path: &Path, head: &Head) -> Result<TaskData> 
                     )
                 })?
             }
-            // an integer names a class trained from integer labels ("3"), else indexes them
+            // an integer names a class trained from integer labels ("3"); for a head with
+            // named classes it is an index
             n => match n.as_u64() {
-                Some(i) => match head.labels.iter().position(|l| *l == i.to_string()) {
+                Some(i) => match head.labels.iter().position(|l| l.parse::<u64>() == Ok(i)) {
                     Some(p) => p,
+                    None if integer_classes(&head.labels) => bail!(
+                        "{}:{line_no}: label {i} is not one of the head's classes {:?}",
+                        path.display(),
+                        head.labels
+                    ),
                     None if (i as usize) < head.labels.len() => i as usize,
                     None => bail!(
                         "{}:{line_no}: label {i} is neither a class of the head {:?} nor an index below {}",
