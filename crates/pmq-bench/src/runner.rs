@@ -474,12 +474,15 @@ fn ready_expert(
 ) -> Result<(PathBuf, Option<Head>)> {
     let text_to_text = t.kind()? == DataKind::TextToText;
     let Some(dir) = &t.expert else {
-        let Some(Train::Text(td)) = &t.train else {
-            bail!("task {:?}: no expert and no text training data", t.name);
-        };
         let out_dir = head_dir(cfg, suite, "full", &t.name);
-        let e: ExpertOutput = finetune(&suite.base, td, Mode::Full, &cfg.finetune, &out_dir)
-            .with_context(|| format!("fine-tuning the {} expert", t.name))?;
+        let e: ExpertOutput = match &t.train {
+            Some(Train::Text(td)) => finetune(&suite.base, td, Mode::Full, &cfg.finetune, &out_dir),
+            Some(Train::Images(it)) => {
+                finetune_images(&suite.base, it, Mode::Full, &cfg.finetune, &out_dir)
+            }
+            None => bail!("task {:?}: no expert and no training data", t.name),
+        }
+        .with_context(|| format!("fine-tuning the {} expert", t.name))?;
         tracing::info!(task = %t.name, cached = e.cached, seconds = e.train_seconds,
             "expert ready at {}", e.dir.display());
         let head = Head::load(&e.head).with_context(|| format!("head of {}", t.name))?;

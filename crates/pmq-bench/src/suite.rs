@@ -6,7 +6,7 @@
 //! base: models/base                 # the pre-trained model every expert was fine-tuned from
 //! tasks:
 //!   - name: spam
-//!     train: data/spam-train.jsonl  # pmq fine-tunes this expert from base (BERT text classification)
+//!     train: data/spam-train.jsonl  # pmq fine-tunes this expert from base (BERT or CLIP)
 //!     calib: data/spam-calib.jsonl  # calibration data, as pmq quantize --calib
 //!     test: data/spam-test.jsonl    # test data, as pmq eval --data
 //!   - name: cars
@@ -213,12 +213,7 @@ impl Suite {
                 );
             }
             match (&expert, &train) {
-                (None, Some(Train::Text(_))) => {}
-                (None, Some(Train::Images(_))) => bail!(
-                    "{}: pmq fine-tunes BERT experts only; give the CLIP expert fine-tuned \
-                     elsewhere as `expert:` (its head is probed on `train`)",
-                    at()
-                ),
+                (None, Some(_)) => {}
                 (None, None) => bail!("{}: give `expert:` or `train:` data to fine-tune one", at()),
                 (Some(e), _) if !e.join("config.json").is_file() => {
                     bail!("{}: expert {} is not a model directory", at(), e.display())

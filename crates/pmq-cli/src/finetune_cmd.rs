@@ -48,8 +48,7 @@ pub struct FinetuneArgs {
     seed: Option<u64>,
     /// Your own task instead of the testbed's: NAME=PATH; repeat. Needs --out. PATH is a JSONL
     /// training file of {"text", "label"} lines (classes: the distinct labels), or a directory
-    /// with one folder of images per class (classes: the folder names; --mode probe on a CLIP
-    /// --model).
+    /// with one folder of images per class (classes: the folder names; a CLIP --model).
     #[arg(long = "data", value_name = "NAME=PATH", conflicts_with = "tasks")]
     data: Vec<String>,
     /// The model to fine-tune or probe [default: the testbed backbone]. With --mode probe and an
@@ -198,7 +197,8 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// Linear-probe heads for image folder tasks on the CLIP vision tower `model`.
+/// Experts (full fine-tuning) or linear-probe heads for image folder tasks from the CLIP vision
+/// tower `model`.
 fn run_images(
     tasks: &[ImageTask],
     model: Option<&std::path::Path>,
@@ -207,14 +207,11 @@ fn run_images(
     cfg: &FinetuneConfig,
     data: &[crate::labelled::DataSpec],
 ) -> Result<()> {
-    if mode != Mode::LinearProbe {
-        bail!(
-            "image tasks are trained with --mode probe: pmq fine-tunes BERT experts only; bring \
-             CLIP experts fine-tuned elsewhere and probe each with --model EXPERT"
-        );
-    }
     let Some(model) = model else {
-        bail!("--data with image folders: give --model, the CLIP checkpoint to probe");
+        bail!(
+            "--data with image folders: give --model, the CLIP checkpoint to fine-tune (or to \
+             probe, with --mode probe)"
+        );
     };
     let Some(root) = out else {
         bail!("--data trains your own tasks: give --out DIR for their experts");
@@ -226,11 +223,11 @@ fn run_images(
     let mut experts = Vec::new();
     for task in tasks {
         let out = finetune_images(model, task, mode, cfg, &root.join(&task.name))
-            .with_context(|| format!("training the probe of {:?}", task.name))?;
+            .with_context(|| format!("training the {mode} expert of {:?}", task.name))?;
         let rec = ExpertRecord::read(&out.dir)?
             .with_context(|| format!("{} has no expert record", out.dir.display()))?;
         eprintln!(
-            "{:>20}: probe in {:.1} s on {} images, train acc {:.3}{}",
+            "{:>20}: {mode} in {:.1} s on {} images, train acc {:.3}{}",
             task.name,
             out.train_seconds,
             rec.train_examples,

@@ -1,6 +1,7 @@
-//! `pmq bench --suite`: the benchmark on a user's own tasks — CLIP experts given with image
-//! folders (heads probed on each expert's own embeddings), and BERT experts pmq fine-tunes
-//! from JSONL training data — as a user runs it, on tiny random checkpoints.
+//! `pmq bench --suite`: the benchmark on a user's own tasks — image folders with one CLIP expert
+//! given (its head probed on its own embeddings) and one pmq fine-tunes from the base, and BERT
+//! experts pmq fine-tunes from JSONL training data — as a user runs it, on tiny random
+//! checkpoints.
 
 mod common;
 use common::pmq;
@@ -100,11 +101,17 @@ fn a_suite_of_clip_image_tasks_is_benchmarked() {
         "base: base
 tasks:
   - {name: t0, expert: e0, train: t0-train, calib: t0-images, test: t0-test}
-  - {name: t1, expert: e1, train: t1-train, calib: t1-images, test: t1-test}
+  - {name: t1, train: t1-train, calib: t1-images, test: t1-test}
 ",
     )
     .unwrap();
     let v = bench(root, "fp,gptq,epmq");
+    assert!(root
+        .join("work/experts/expert-probe/t0/pmq_head.safetensors")
+        .is_file());
+    assert!(root
+        .join("work/experts/full/t1/model.safetensors")
+        .is_file());
     let got = rows(&v);
     let names: Vec<&str> = got.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(

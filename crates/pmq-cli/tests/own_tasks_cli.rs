@@ -53,18 +53,34 @@ fn image_folders_are_probed_and_scored_on_clip() {
     assert_eq!(v["tasks"][0]["total"], 10);
     assert!(v["tasks"][0]["accuracy"].as_f64().unwrap() >= 0.9, "{v}");
 
-    // full fine-tuning, a missing model, a missing head: refused with the way out
+    // full fine-tuning of the CLIP tower: an HF expert directory that pmq eval reads
     let data = format!("colour={}", t.join("train").display());
+    let full = t.join("full");
     let (ok, _, err) = pmq(&[
         "finetune",
+        "--preset",
+        "ci",
         "--model",
         model.to_str().unwrap(),
         "--data",
         &data,
         "--out",
-        "x",
+        full.to_str().unwrap(),
     ]);
-    assert!(!ok && err.contains("--mode probe"), "{err}");
+    assert!(ok, "{err}");
+    let expert = full.join("colour");
+    assert!(expert.join("model.safetensors").is_file());
+    let (ok, out, err) = pmq(&[
+        "eval",
+        "--model",
+        expert.to_str().unwrap(),
+        "--task",
+        &format!("colour={}", expert.display()),
+        "--data",
+        &format!("colour={}", t.join("test").display()),
+    ]);
+    assert!(ok && out.contains("/10"), "{err}{out}");
+    // a missing model, a missing head: refused with the way out
     let (ok, _, err) = pmq(&["finetune", "--mode", "probe", "--data", &data, "--out", "x"]);
     assert!(!ok && err.contains("--model"), "{err}");
     let test = format!("colour={}", t.join("test").display());

@@ -16,48 +16,12 @@
 //! `max`/`exp`/`sum` and LayerNorm is `mean`/`var` arithmetic
 //! ([`candle_nn::ops::layer_norm_slow`]).
 
+use crate::layers::{Lin, Loader, Norm};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use pmq_models::config::ConfigObject;
 use pmq_models::{BertConfig, WeightStore};
 use std::path::Path;
-
-#[derive(Debug)]
-struct Lin {
-    w: Var,
-    b: Var,
-}
-
-impl Lin {
-    /// `x W^T + b` for `x` `[b, s, in]`, as one 2-D matmul.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, s, i) = x.dims3()?;
-        let y = x
-            .reshape((b * s, i))?
-            .matmul(&self.w.as_tensor().t()?)?
-            .broadcast_add(self.b.as_tensor())?;
-        let o = y.dim(1)?;
-        Ok(y.reshape((b, s, o))?)
-    }
-}
-
-#[derive(Debug)]
-struct Norm {
-    w: Var,
-    b: Var,
-    eps: f32,
-}
-
-impl Norm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::layer_norm_slow(
-            x,
-            self.w.as_tensor(),
-            self.b.as_tensor(),
-            self.eps,
-        )?)
-    }
-}
 
 #[derive(Debug)]
 struct Layer {
@@ -83,43 +47,6 @@ pub struct TrainBert {
     layers: Vec<Layer>,
     /// Every trainable tensor with its checkpoint name, in load order.
     params: Vec<(String, Var)>,
-}
-
-/// Loads checkpoint tensors as `Var`s in the training dtype, recording their names.
-struct Loader<'a> {
-    ws: &'a WeightStore,
-    dtype: DType,
-    prefix: &'a str,
-    params: Vec<(String, Var)>,
-}
-
-impl Loader<'_> {
-    fn var(&mut self, name: &str, shape: &[usize]) -> Result<Var> {
-        let full = format!("{}{name}", self.prefix);
-        let t = self
-            .ws
-            .get(&full, shape)
-            .with_context(|| format!("loading `{full}` from {}", self.ws.source()))?
-            .to_dtype(self.dtype)?;
-        let v = Var::from_tensor(&t)?;
-        self.params.push((full, v.clone()));
-        Ok(v)
-    }
-
-    fn lin(&mut self, name: &str, i: usize, o: usize) -> Result<Lin> {
-        Ok(Lin {
-            w: self.var(&format!("{name}.weight"), &[o, i])?,
-            b: self.var(&format!("{name}.bias"), &[o])?,
-        })
-    }
-
-    fn norm(&mut self, name: &str, h: usize, eps: f64) -> Result<Norm> {
-        Ok(Norm {
-            w: self.var(&format!("{name}.weight"), &[h])?,
-            b: self.var(&format!("{name}.bias"), &[h])?,
-            eps: eps as f32,
-        })
-    }
 }
 
 impl TrainBert {

@@ -5,6 +5,7 @@
 //! linear warm-up/decay schedule. No dropout: runs are deterministic for a seed.
 
 use crate::bert::{mean_pool, TrainBert};
+use crate::clip::TrainClip;
 use crate::config::{FinetuneConfig, MAX_GRAD_NORM};
 use crate::data::Encoded;
 use crate::optim::{no_decay, schedule, AdamW, ParamGroup};
@@ -120,15 +121,101 @@ pub fn train_full(
     labels: &[String],
     cfg: &FinetuneConfig,
 ) -> Result<Trained> {
-    if data.len() == 0 {
+    let dtype = model.dtype();
+    let run = Run {
+        params: model.params(),
+        hidden: model.config().hidden_size,
+        dtype,
+        examples: data.len(),
+    };
+    train_loop(
+        &run,
+        |rng| data.epoch_batches(cfg.batch_size, rng),
+        |idx| {
+            let (ids, mask, y) = data.batch(idx, dtype)?;
+            let hidden = model.forward(&ids, &mask)?;
+            Ok((mean_pool(&hidden, &mask)?, y))
+        },
+        task,
+        labels,
+        cfg,
+    )
+}
+
+/// Fine-tunes the CLIP vision tower `model` and a fresh head on preprocessed images `pixels`
+/// (`[C, H, W]` each) with class indices `y`. Each epoch visits the images in a seeded
+/// shuffled order, `batch_size` at a time.
+pub fn train_full_images(
+    model: &TrainClip,
+    pixels: &[Tensor],
+    y: &[usize],
+    task: &str,
+    labels: &[String],
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    use rand::seq::SliceRandom;
+    if pixels.len() != y.len() {
+        bail!("{} images but {} labels", pixels.len(), y.len());
+    }
+    let run = Run {
+        params: model.params(),
+        hidden: model.embedding_width(),
+        dtype: model.dtype(),
+        examples: pixels.len(),
+    };
+    train_loop(
+        &run,
+        |rng| {
+            let mut order: Vec<usize> = (0..pixels.len()).collect();
+            order.shuffle(rng);
+            order
+                .chunks(cfg.batch_size)
+                .map(<[usize]>::to_vec)
+                .collect()
+        },
+        |idx| {
+            let batch: Vec<&Tensor> = idx.iter().map(|&i| &pixels[i]).collect();
+            let labels: Vec<u32> = idx.iter().map(|&i| y[i] as u32).collect();
+            let n = labels.len();
+            Ok((
+                model.forward(&Tensor::stack(&batch, 0)?)?,
+                Tensor::from_vec(labels, n, &Device::Cpu)?,
+            ))
+        },
+        task,
+        labels,
+        cfg,
+    )
+}
+
+/// What a full fine-tuning run trains: the encoder's named variables, the width of its
+/// embeddings, its dtype and the number of training examples.
+struct Run<'a> {
+    params: &'a [(String, Var)],
+    hidden: usize,
+    dtype: DType,
+    examples: usize,
+}
+
+/// The training loop of every full fine-tuning: the head is drawn first from the run's RNG,
+/// then each epoch's batches (`epoch_batches`, from the same RNG); `embed` gives a batch's
+/// embeddings `[b, hidden]` and labels `[b]` (u32).
+fn train_loop(
+    run: &Run,
+    mut epoch_batches: impl FnMut(&mut StdRng) -> Vec<Vec<usize>>,
+    embed: impl Fn(&[usize]) -> Result<(Tensor, Tensor)>,
+    task: &str,
+    labels: &[String],
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    if run.examples == 0 {
         bail!("task {task:?} has no training examples");
     }
     let start = Instant::now();
-    let dtype = model.dtype();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let head = HeadVars::init(labels.len(), model.config().hidden_size, dtype, &mut rng)?;
+    let head = HeadVars::init(labels.len(), run.hidden, run.dtype, &mut rng)?;
     let (mut decay, mut plain) = (Vec::new(), Vec::new());
-    for (name, var) in model.params() {
+    for (name, var) in run.params {
         if no_decay(name) {
             plain.push(var.clone());
         } else {
@@ -149,7 +236,7 @@ pub fn train_full(
     ];
     groups.extend(head.param_groups(cfg));
     let mut opt = AdamW::new(groups)?;
-    let per_epoch = data.len().div_ceil(cfg.batch_size);
+    let per_epoch = run.examples.div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
     let warmup = (cfg.warmup_frac * total as f64).round() as usize;
     let tail_from = total - (total / 4).max(1);
@@ -157,10 +244,9 @@ pub fn train_full(
     let pb = progress(total as u64, format!("finetune {task}"));
     let mut step = 0;
     for epoch in 0..cfg.epochs {
-        for idx in data.epoch_batches(cfg.batch_size, &mut rng) {
-            let (ids, mask, y) = data.batch(&idx, dtype)?;
-            let hidden = model.forward(&ids, &mask)?;
-            let logits = head.logits(&mean_pool(&hidden, &mask)?)?;
+        for idx in epoch_batches(&mut rng) {
+            let (emb, y) = embed(&idx)?;
+            let logits = head.logits(&emb)?;
             let loss = cross_entropy(&logits, &y)?;
             let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_v.is_finite() {
@@ -192,7 +278,7 @@ pub fn train_full(
     }
     pb.finish_and_clear();
     let mut tensors = HashMap::new();
-    for (name, var) in model.params() {
+    for (name, var) in run.params {
         tensors.insert(name.clone(), var.as_tensor().clone());
     }
     Ok(Trained {

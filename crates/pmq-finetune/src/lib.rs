@@ -1,4 +1,5 @@
-//! Task experts for merging: one per task, trained from a shared BERT backbone.
+//! Task experts for merging: one per task, trained from a shared backbone (BERT for text
+//! classification, a CLIP vision tower for image folders).
 //!
 //! * [`Mode::Full`] fine-tunes every encoder weight plus a linear head on the mean-pooled
 //!   sentence embedding (cross-entropy, AdamW, warm-up/decay schedule, gradient clipping;
@@ -7,8 +8,9 @@
 //!   accepts it with the backbone as base, plus `pmq_head.safetensors` and `pmq_expert.json`.
 //! * [`Mode::LinearProbe`] freezes the backbone and trains only the head ([`probe`]); it writes
 //!   the head and the record (the "pre-trained" baseline of the benchmark, and the head of an
-//!   expert trained elsewhere). [`finetune_images`] probes a CLIP vision tower on an image
-//!   folder task the same way.
+//!   expert trained elsewhere).
+//!
+//! [`finetune_images`] does both for a CLIP vision tower on an image folder task.
 //!
 //! Runs are cached: when `out_dir/pmq_expert.json` carries the same [`fingerprint`] the
 //! expert is returned without training.
@@ -27,10 +29,12 @@
 //! ```
 
 pub mod bert;
+pub mod clip;
 mod config;
 mod data;
 pub mod fingerprint;
 pub mod full;
+mod layers;
 pub mod optim;
 mod output;
 pub mod probe;
@@ -184,10 +188,11 @@ pub fn train_images(task: &ImageTask, cfg: &FinetuneConfig) -> Vec<ImageExample>
     v
 }
 
-/// Trains (or reuses) a linear-probe head for the image task `task` on the frozen CLIP vision
-/// tower in `model`, written to `out_dir` (head + record, as [`finetune`]'s probe mode).
-/// Full fine-tuning of CLIP is not implemented: bring CLIP experts fine-tuned elsewhere and
-/// probe each on its own embeddings.
+/// Trains (or reuses) the expert of the image task `task` from the CLIP vision tower in
+/// `model`, in `out_dir`: [`Mode::Full`] fine-tunes the whole tower with a head on its image
+/// embedding ([`clip::TrainClip`], the loop of [`full`]) and writes an HF directory with the
+/// model's tensor names (the text tower of a `CLIPModel` copied as it is);
+/// [`Mode::LinearProbe`] trains only the head on the frozen tower (head + record).
 pub fn finetune_images(
     model: &Path,
     task: &ImageTask,
@@ -196,13 +201,6 @@ pub fn finetune_images(
     out_dir: &Path,
 ) -> Result<ExpertOutput> {
     cfg.validate()?;
-    if mode != Mode::LinearProbe {
-        anyhow::bail!(
-            "task {:?}: pmq fine-tunes BERT experts only; for image tasks bring CLIP experts \
-             fine-tuned elsewhere and train their heads with --mode probe --model EXPERT",
-            task.name
-        );
-    }
     let train = train_images(task, cfg);
     let digest = fingerprint::image_examples_sha256(&train)?;
     let fp = fingerprint_of(
@@ -217,8 +215,23 @@ pub fn finetune_images(
         return Ok(out);
     }
     output::check_replaceable(out_dir)?;
-    tracing::info!(task = %task.name, images = train.len(), "training image probe");
-    let trained = probe::train_image_probe(model, &train, &task.name, &task.labels, cfg)?;
+    tracing::info!(task = %task.name, mode = %mode, images = train.len(), "training image expert");
+    let trained = match mode {
+        Mode::LinearProbe => {
+            probe::train_image_probe(model, &train, &task.name, &task.labels, cfg)?
+        }
+        Mode::Full => {
+            let tower = clip::TrainClip::load(model, DType::F32)?;
+            let size = tower.config().image_size as u32;
+            let processor = pmq_models::ClipImageProcessor::from_dir(model, size)?;
+            let mut pixels = Vec::with_capacity(train.len());
+            for e in &train {
+                pixels.push(processor.load_batch(&[e.path.as_path()])?.squeeze(0)?);
+            }
+            let y: Vec<usize> = train.iter().map(|e| e.label).collect();
+            full::train_full_images(&tower, &pixels, &y, &task.name, &task.labels, cfg)?
+        }
+    };
     let record = ExpertRecord::of_run(
         (&task.name, &task.labels),
         mode,
@@ -228,10 +241,13 @@ pub fn finetune_images(
         train.len(),
         &trained,
     );
-    output::write_probe(&trained.head, &record, out_dir)?;
+    match mode {
+        Mode::Full => output::write_full(model, &trained.tensors, &trained.head, &record, out_dir)?,
+        Mode::LinearProbe => output::write_probe(&trained.head, &record, out_dir)?,
+    }
     tracing::info!(
-        task = %task.name, seconds = record.train_seconds, train_accuracy = record.train_accuracy,
-        dir = %out_dir.display(), "image probe written"
+        task = %task.name, mode = %mode, seconds = record.train_seconds,
+        train_accuracy = record.train_accuracy, dir = %out_dir.display(), "image expert written"
     );
     Ok(ExpertOutput::from_record(out_dir, &record, false))
 }
