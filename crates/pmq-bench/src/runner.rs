@@ -13,7 +13,9 @@ use crate::suite::{Suite, SuiteTask, TestSource, Train};
 use anyhow::{bail, Context, Result};
 use pmq_eval::tasks::{DataKind, TestTask};
 use pmq_eval::{evaluate_tasks, EvalOptions, EvalTask, Head, TaskAccuracy, HEAD_FILE};
-use pmq_finetune::{finetune, finetune_images, ExpertOutput, FinetuneConfig, Mode};
+use pmq_finetune::{
+    finetune, finetune_images, finetune_text_to_text, ExpertOutput, FinetuneConfig, Mode,
+};
 use pmq_pipeline::report::reset_peak_rss;
 use pmq_pipeline::{
     quantize_and_write, CalibSpec, OutputFormat, PipelineInputs, QuantizeOptions, QuantizeSummary,
@@ -222,6 +224,8 @@ impl Bench {
                     &self.cfg.finetune,
                     &dir,
                 ),
+                // text-to-text tests have no head and were taken as they are above
+                Some(Train::Pairs(_)) => bail!("task {:?}: text-to-text data has no probe", t.name),
                 None => {
                     tracing::warn!(task = %t.name, "no training data: no linear-probe row");
                     return Ok(None);
@@ -480,6 +484,7 @@ fn ready_expert(
             Some(Train::Images(it)) => {
                 finetune_images(&suite.base, it, Mode::Full, &cfg.finetune, &out_dir)
             }
+            Some(Train::Pairs(p)) => finetune_text_to_text(&suite.base, p, &cfg.finetune, &out_dir),
             None => bail!("task {:?}: no expert and no training data", t.name),
         }
         .with_context(|| format!("fine-tuning the {} expert", t.name))?;
@@ -504,6 +509,8 @@ fn ready_expert(
                 Train::Images(it) => {
                     finetune_images(dir, it, Mode::LinearProbe, &cfg.finetune, &out_dir)
                 }
+                // text-to-text experts returned above without a head
+                Train::Pairs(_) => bail!("task {:?}: text-to-text data has no probe", t.name),
             }
             .with_context(|| format!("probing the {} expert for its head", t.name))?;
             e.head

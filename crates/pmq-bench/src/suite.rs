@@ -6,7 +6,7 @@
 //! base: models/base                 # the pre-trained model every expert was fine-tuned from
 //! tasks:
 //!   - name: spam
-//!     train: data/spam-train.jsonl  # pmq fine-tunes this expert from base (BERT or CLIP)
+//!     train: data/spam-train.jsonl  # pmq fine-tunes this expert from base (BERT, CLIP or T5)
 //!     calib: data/spam-calib.jsonl  # calibration data, as pmq quantize --calib
 //!     test: data/spam-test.jsonl    # test data, as pmq eval --data
 //!   - name: cars
@@ -23,7 +23,7 @@
 //! (linear probe)" row (a head on the base model's embeddings).
 
 use anyhow::{bail, Context, Result};
-use pmq_eval::tasks::{text, DataKind, ImageTask};
+use pmq_eval::tasks::{text, DataKind, ImageTask, TextToTextTask};
 use pmq_testbed::{load_task, write_calib_jsonl, SplitConfig, TaskData};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -36,6 +36,8 @@ pub enum Train {
     Text(TaskData),
     /// Image classification folders.
     Images(ImageTask),
+    /// Text-to-text pairs (T5).
+    Pairs(TextToTextTask),
 }
 
 /// Where a task's test examples come from.
@@ -185,16 +187,13 @@ impl Suite {
                     DataKind::ImageClassification => {
                         Train::Images(ImageTask::from_folder(&name, p)?)
                     }
-                    DataKind::TextToText => bail!(
-                        "{}: `train` holds text-to-text pairs; pmq does not fine-tune T5 — give \
-                         the expert fine-tuned elsewhere and drop `train`",
-                        at()
-                    ),
+                    DataKind::TextToText => Train::Pairs(TextToTextTask::from_jsonl(&name, p)?),
                 }),
             };
             let train_kind = match &train {
                 Some(Train::Text(_)) => Some(DataKind::TextClassification),
                 Some(Train::Images(_)) => Some(DataKind::ImageClassification),
+                Some(Train::Pairs(_)) => Some(DataKind::TextToText),
                 None => None,
             };
             if let Some(k) = train_kind.filter(|&k| k != kind) {

@@ -4,8 +4,10 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pmq_eval::tasks::{text, DataKind, ImageTask};
-use pmq_finetune::{finetune, finetune_images, ExpertRecord, FinetuneConfig, Mode};
+use pmq_eval::tasks::{text, DataKind, ImageTask, TextToTextTask};
+use pmq_finetune::{
+    finetune, finetune_images, finetune_text_to_text, ExpertRecord, FinetuneConfig, Mode,
+};
 use pmq_testbed::{backbone_dir, default_cache_dir, load_task, task_names, SplitConfig};
 use std::path::PathBuf;
 
@@ -48,7 +50,8 @@ pub struct FinetuneArgs {
     seed: Option<u64>,
     /// Your own task instead of the testbed's: NAME=PATH; repeat. Needs --out. PATH is a JSONL
     /// training file of {"text", "label"} lines (classes: the distinct labels), or a directory
-    /// with one folder of images per class (classes: the folder names; a CLIP --model).
+    /// with one folder of images per class (classes: the folder names; a CLIP --model), or a
+    /// JSONL file of {"input", "target"} pairs (a T5 --model, full fine-tuning, no head).
     #[arg(long = "data", value_name = "NAME=PATH", conflicts_with = "tasks")]
     data: Vec<String>,
     /// The model to fine-tune or probe [default: the testbed backbone]. With --mode probe and an
@@ -80,6 +83,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     let data = crate::labelled::parse_data_flags(&args.data)?;
     let mut user_tasks: Vec<pmq_testbed::TaskData> = Vec::new();
     let mut image_tasks: Vec<ImageTask> = Vec::new();
+    let mut pair_tasks: Vec<TextToTextTask> = Vec::new();
     for spec in &data {
         if spec.task.contains(['/', '\\']) || spec.task == "." || spec.task == ".." {
             bail!(
@@ -94,20 +98,61 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             DataKind::ImageClassification => {
                 image_tasks.push(ImageTask::from_folder(&spec.task, &spec.path)?)
             }
-            DataKind::TextToText => bail!(
-                "--data {}: {} holds text-to-text pairs; T5 experts need no head (pmq eval \
-                 scores their own decoding by exact match: `pmq eval --model EXPERT --data \
-                 {}=FILE`), and pmq does not fine-tune T5 — bring experts fine-tuned elsewhere",
-                spec.task,
-                spec.path.display(),
-                spec.task
-            ),
+            DataKind::TextToText => {
+                pair_tasks.push(TextToTextTask::from_jsonl(&spec.task, &spec.path)?)
+            }
         }
     }
-    if !image_tasks.is_empty() {
-        if !user_tasks.is_empty() {
-            bail!("--data: image and text tasks need different models; train them in two runs");
+    let kinds = [
+        !user_tasks.is_empty(),
+        !image_tasks.is_empty(),
+        !pair_tasks.is_empty(),
+    ];
+    if kinds.iter().filter(|&&k| k).count() > 1 {
+        bail!("--data: text, image and text-to-text tasks need different models; train them in separate runs");
+    }
+    if !pair_tasks.is_empty() {
+        if mode == Mode::LinearProbe {
+            bail!(
+                "--data: text-to-text pairs have no classification head to probe: a T5 expert \
+                 is scored by its own decoding (`pmq eval --model EXPERT --data NAME=FILE`); \
+                 fine-tune one with --mode full"
+            );
         }
+        let (Some(model), Some(root)) = (args.model.as_deref(), args.out) else {
+            bail!("--data with text-to-text pairs: give --model (the T5 checkpoint) and --out");
+        };
+        let mut inputs = vec![model.to_path_buf()];
+        inputs.extend(data.iter().map(|s| s.path.clone()));
+        crate::output::prepare_work_dir(&root, &inputs, "--out")?;
+        let start = std::time::Instant::now();
+        let mut experts = Vec::new();
+        for task in &pair_tasks {
+            let out = finetune_text_to_text(model, task, &cfg, &root.join(&task.name))
+                .with_context(|| format!("training the text-to-text expert of {:?}", task.name))?;
+            let rec = ExpertRecord::read(&out.dir)?
+                .with_context(|| format!("{} has no expert record", out.dir.display()))?;
+            eprintln!(
+                "{:>20}: full in {:.1} s on {} pairs, loss {:.4}, token acc {:.3}{}",
+                task.name,
+                out.train_seconds,
+                rec.train_examples,
+                out.final_loss,
+                rec.train_accuracy,
+                if out.cached { " (cached)" } else { "" }
+            );
+            experts.push(expert_json(&task.name, &[], &out, &rec));
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "preset": preset, "mode": mode.name(), "config": cfg, "backbone": model,
+                "experts": experts, "seconds": start.elapsed().as_secs_f64(),
+            })
+        );
+        return Ok(());
+    }
+    if !image_tasks.is_empty() {
         return run_images(
             &image_tasks,
             args.model.as_deref(),

@@ -50,6 +50,11 @@ impl Encoded {
         self.ids.len()
     }
 
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
     /// Mean token count.
     pub fn mean_len(&self) -> f64 {
         self.ids.iter().map(Vec::len).sum::<usize>() as f64 / self.ids.len().max(1) as f64
@@ -57,16 +62,7 @@ impl Encoded {
 
     /// One epoch's batches (indices into the examples).
     pub fn epoch_batches(&self, batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..self.len()).collect();
-        order.shuffle(rng);
-        let mut batches = Vec::new();
-        for pool in order.chunks(batch_size * POOL_BATCHES) {
-            let mut pool = pool.to_vec();
-            pool.sort_by_key(|&i| self.ids[i].len());
-            batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
-        }
-        batches.shuffle(rng);
-        batches
+        bucketed_batches(&self.ids, batch_size, rng)
     }
 
     /// `(ids [b, s] u32, mask [b, s] in dtype, labels [b] u32)` of the given examples.
@@ -80,6 +76,112 @@ impl Encoded {
             mask.to_dtype(dtype)?,
             Tensor::from_vec(labels, n, &Device::Cpu)?,
         ))
+    }
+}
+
+/// One epoch's batches of the examples whose token sequences are `ids` (see the module
+/// documentation).
+fn bucketed_batches(ids: &[Vec<u32>], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..ids.len()).collect();
+    order.shuffle(rng);
+    let mut batches = Vec::new();
+    for pool in order.chunks(batch_size * POOL_BATCHES) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|&i| ids[i].len());
+        batches.extend(pool.chunks(batch_size).map(<[usize]>::to_vec));
+    }
+    batches.shuffle(rng);
+    batches
+}
+
+/// Tokenised text-to-text pairs for teacher-forced training: the decoder reads
+/// `[decoder_start] + target[..−1]` and is scored on `target` (the tokenizer's end-of-sequence
+/// token included).
+pub struct Seq2Seq {
+    inputs: Vec<Vec<u32>>,
+    targets: Vec<Vec<u32>>,
+    pad_id: u32,
+    start_id: u32,
+}
+
+/// One padded batch of [`Seq2Seq`]: encoder ids and mask, decoder ids and mask, labels.
+pub struct Seq2SeqBatch {
+    pub ids: Tensor,
+    pub mask: Tensor,
+    pub dec_ids: Tensor,
+    pub dec_mask: Tensor,
+    pub labels: Tensor,
+}
+
+impl Seq2Seq {
+    /// Tokenises `pairs` (inputs and targets truncated by `tok`); a target that tokenises to
+    /// nothing is refused.
+    pub fn new(
+        tok: &TextTokenizer,
+        pairs: &[pmq_eval::tasks::TextPair],
+        start_id: u32,
+    ) -> Result<Self> {
+        let inputs: Vec<&str> = pairs.iter().map(|p| p.input.as_str()).collect();
+        let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+        let mut inputs = tok.encode(&inputs)?;
+        for s in &mut inputs {
+            if s.is_empty() {
+                s.push(tok.pad_id());
+            }
+        }
+        let targets = tok.encode(&targets)?;
+        if let Some(i) = targets.iter().position(Vec::is_empty) {
+            bail!(
+                "training pair {} has a target that tokenises to nothing: {:?}",
+                i + 1,
+                pairs[i].target
+            );
+        }
+        Ok(Self {
+            inputs,
+            targets,
+            pad_id: tok.pad_id(),
+            start_id,
+        })
+    }
+
+    /// Number of pairs.
+    pub fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Whether there are no pairs.
+    pub fn is_empty(&self) -> bool {
+        self.inputs.is_empty()
+    }
+
+    /// One epoch's batches (indices into the pairs), bucketed by input length.
+    pub fn epoch_batches(&self, batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
+        bucketed_batches(&self.inputs, batch_size, rng)
+    }
+
+    /// The padded batch of the given pairs; masks in `dtype`.
+    pub fn batch(&self, idx: &[usize], dtype: DType) -> Result<Seq2SeqBatch> {
+        let enc: Vec<Vec<u32>> = idx.iter().map(|&i| self.inputs[i].clone()).collect();
+        let labels: Vec<Vec<u32>> = idx.iter().map(|&i| self.targets[i].clone()).collect();
+        let dec: Vec<Vec<u32>> = labels
+            .iter()
+            .map(|t| {
+                std::iter::once(self.start_id)
+                    .chain(t[..t.len() - 1].iter().copied())
+                    .collect()
+            })
+            .collect();
+        let (ids, mask) = pmq_models::pad_sequences(&enc, self.pad_id)?;
+        let (dec_ids, dec_mask) = pmq_models::pad_sequences(&dec, self.pad_id)?;
+        let (labels, _) = pmq_models::pad_sequences(&labels, self.pad_id)?;
+        Ok(Seq2SeqBatch {
+            ids,
+            mask: mask.to_dtype(dtype)?,
+            dec_ids,
+            dec_mask: dec_mask.to_dtype(dtype)?,
+            labels,
+        })
     }
 }
 
@@ -109,6 +211,29 @@ mod tests {
         all.sort();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         assert_eq!(a.len(), 13);
+    }
+
+    #[test]
+    fn seq2seq_batches_shift_the_targets_right() {
+        let d = Seq2Seq {
+            inputs: vec![vec![5, 6, 1], vec![7, 1]],
+            targets: vec![vec![8, 9, 1], vec![4, 1]],
+            pad_id: 0,
+            start_id: 0,
+        };
+        let b = d.batch(&[0, 1], DType::F32).unwrap();
+        assert_eq!(
+            b.dec_ids.to_vec2::<u32>().unwrap(),
+            vec![vec![0, 8, 9], vec![0, 4, 0]]
+        );
+        assert_eq!(
+            b.labels.to_vec2::<u32>().unwrap(),
+            vec![vec![8, 9, 1], vec![4, 1, 0]]
+        );
+        assert_eq!(
+            b.dec_mask.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0; 3], vec![1.0, 1.0, 0.0]]
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ use crate::clip::TrainClip;
 use crate::config::{FinetuneConfig, MAX_GRAD_NORM};
 use crate::data::Encoded;
 use crate::optim::{no_decay, schedule, AdamW, ParamGroup};
-use anyhow::{bail, Result};
+use crate::t5::TrainT5;
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use indicatif::{ProgressBar, ProgressStyle};
 use pmq_eval::Head;
@@ -21,7 +22,8 @@ use std::time::Instant;
 
 /// What a training run produced.
 pub struct Trained {
-    pub head: Head,
+    /// The classification head (`None` for a text-to-text model, which has its own LM head).
+    pub head: Option<Head>,
     /// Trained encoder tensors by checkpoint name (empty for a linear probe).
     pub tensors: HashMap<String, Tensor>,
     pub steps: usize,
@@ -188,6 +190,52 @@ pub fn train_full_images(
     )
 }
 
+/// Fine-tunes every tensor of the T5 `model` on text-to-text `data` (mean token
+/// cross-entropy of the targets under teacher forcing). The reported accuracy is the share of
+/// target tokens predicted right over the last quarter of the steps.
+pub fn train_full_seq2seq(
+    model: &TrainT5,
+    data: &crate::data::Seq2Seq,
+    task: &str,
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    let dtype = model.dtype();
+    let run = Run {
+        params: model.params(),
+        hidden: model.config().d_model,
+        dtype,
+        examples: data.len(),
+    };
+    optimise(
+        &run,
+        None,
+        |rng| data.epoch_batches(cfg.batch_size, rng),
+        |idx, _| {
+            let b = data.batch(idx, dtype)?;
+            let logits = model.forward(&b.ids, &b.mask, &b.dec_ids, &b.dec_mask)?;
+            let (n, t, v) = logits.dims3()?;
+            let logp = candle_nn::ops::log_softmax(&logits.reshape((n * t, v))?, D::Minus1)?;
+            let labels = b.labels.flatten_all()?;
+            let picked = logp.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
+            let m = b.dec_mask.flatten_all()?;
+            let tokens = m.sum_all()?;
+            let loss = (picked.mul(&m)?.sum_all()?.neg()? / tokens.clone())?;
+            let hits = logp
+                .argmax(D::Minus1)?
+                .eq(&labels)?
+                .to_dtype(dtype)?
+                .mul(&m)?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+            let seen = tokens.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            Ok((loss, hits as usize, seen as usize))
+        },
+        task,
+        cfg,
+    )
+}
+
 /// What a full fine-tuning run trains: the encoder's named variables, the width of its
 /// embeddings, its dtype and the number of training examples.
 struct Run<'a> {
@@ -197,15 +245,42 @@ struct Run<'a> {
     examples: usize,
 }
 
-/// The training loop of every full fine-tuning: the head is drawn first from the run's RNG,
-/// then each epoch's batches (`epoch_batches`, from the same RNG); `embed` gives a batch's
-/// embeddings `[b, hidden]` and labels `[b]` (u32).
+/// Full fine-tuning of a classifier: a fresh head on the encoder's embeddings; `embed` gives a
+/// batch's embeddings `[b, hidden]` and labels `[b]` (u32).
 fn train_loop(
     run: &Run,
-    mut epoch_batches: impl FnMut(&mut StdRng) -> Vec<Vec<usize>>,
+    epoch_batches: impl FnMut(&mut StdRng) -> Vec<Vec<usize>>,
     embed: impl Fn(&[usize]) -> Result<(Tensor, Tensor)>,
     task: &str,
     labels: &[String],
+    cfg: &FinetuneConfig,
+) -> Result<Trained> {
+    optimise(
+        run,
+        Some(labels),
+        epoch_batches,
+        |idx, head| {
+            let head = head.context("a classifier has a head")?;
+            let (emb, y) = embed(idx)?;
+            let logits = head.logits(&emb)?;
+            let loss = cross_entropy(&logits, &y)?;
+            let right = correct(&logits, &y)?;
+            Ok((loss, right, idx.len()))
+        },
+        task,
+        cfg,
+    )
+}
+
+/// The training loop of every full fine-tuning. With `labels` a head is drawn first from the
+/// run's RNG and trained along; then each epoch's batches come from `epoch_batches` (same RNG);
+/// `step` gives a batch's loss and how many of its predictions were right of how many.
+fn optimise(
+    run: &Run,
+    labels: Option<&[String]>,
+    mut epoch_batches: impl FnMut(&mut StdRng) -> Vec<Vec<usize>>,
+    step_fn: impl Fn(&[usize], Option<&HeadVars>) -> Result<(Tensor, usize, usize)>,
+    task: &str,
     cfg: &FinetuneConfig,
 ) -> Result<Trained> {
     if run.examples == 0 {
@@ -213,7 +288,10 @@ fn train_loop(
     }
     let start = Instant::now();
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    let head = HeadVars::init(labels.len(), run.hidden, run.dtype, &mut rng)?;
+    let head = match labels {
+        Some(l) => Some(HeadVars::init(l.len(), run.hidden, run.dtype, &mut rng)?),
+        None => None,
+    };
     let (mut decay, mut plain) = (Vec::new(), Vec::new());
     for (name, var) in run.params {
         if no_decay(name) {
@@ -234,7 +312,9 @@ fn train_loop(
             weight_decay: 0.0,
         },
     ];
-    groups.extend(head.param_groups(cfg));
+    if let Some(h) = &head {
+        groups.extend(h.param_groups(cfg));
+    }
     let mut opt = AdamW::new(groups)?;
     let per_epoch = run.examples.div_ceil(cfg.batch_size);
     let total = per_epoch * cfg.epochs;
@@ -245,9 +325,7 @@ fn train_loop(
     let mut step = 0;
     for epoch in 0..cfg.epochs {
         for idx in epoch_batches(&mut rng) {
-            let (emb, y) = embed(&idx)?;
-            let logits = head.logits(&emb)?;
-            let loss = cross_entropy(&logits, &y)?;
+            let (loss, right, seen) = step_fn(&idx, head.as_ref())?;
             let loss_v = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
             if !loss_v.is_finite() {
                 bail!("task {task:?}: training loss became {loss_v} at step {step}");
@@ -257,8 +335,8 @@ fn train_loop(
             if step >= tail_from {
                 tail_loss += loss_v;
                 tail_steps += 1;
-                tail_correct += correct(&logits, &y)?;
-                tail_seen += idx.len();
+                tail_correct += right;
+                tail_seen += seen;
             }
             step += 1;
             pb.set_prefix(format!("loss {loss_v:.3}"));
@@ -282,7 +360,10 @@ fn train_loop(
         tensors.insert(name.clone(), var.as_tensor().clone());
     }
     Ok(Trained {
-        head: head.to_head(task, labels)?,
+        head: match (&head, labels) {
+            (Some(h), Some(l)) => Some(h.to_head(task, l)?),
+            _ => None,
+        },
         tensors,
         steps: total,
         final_loss: tail_loss / tail_steps.max(1) as f64,

@@ -1,5 +1,6 @@
 //! Task experts for merging: one per task, trained from a shared backbone (BERT for text
-//! classification, a CLIP vision tower for image folders).
+//! classification, a CLIP vision tower for image folders, T5 for text-to-text pairs:
+//! [`finetune_text_to_text`]).
 //!
 //! * [`Mode::Full`] fine-tunes every encoder weight plus a linear head on the mean-pooled
 //!   sentence embedding (cross-entropy, AdamW, warm-up/decay schedule, gradient clipping;
@@ -31,13 +32,14 @@
 pub mod bert;
 pub mod clip;
 mod config;
-mod data;
+pub mod data;
 pub mod fingerprint;
 pub mod full;
 mod layers;
 pub mod optim;
 mod output;
 pub mod probe;
+pub mod t5;
 
 pub use config::{FinetuneConfig, Mode, MAX_GRAD_NORM};
 pub use fingerprint::{fingerprint, fingerprint_of};
@@ -91,7 +93,11 @@ pub fn train_examples<'a>(task: &'a TaskData, cfg: &FinetuneConfig) -> &'a [pmq_
 /// The cached expert in `out_dir` when its record carries `fp` and its files are complete.
 fn cached(out_dir: &Path, fp: &str, mode: Mode, task: &str) -> Option<ExpertOutput> {
     match ExpertRecord::read(out_dir) {
-        Ok(Some(rec)) if rec.fingerprint == fp && out_dir.join(HEAD_FILE).is_file() => {
+        // a text-to-text expert (no labels) has no classification head
+        Ok(Some(rec))
+            if rec.fingerprint == fp
+                && (rec.labels.is_empty() || out_dir.join(HEAD_FILE).is_file()) =>
+        {
             let complete = mode == Mode::LinearProbe || out_dir.join("model.safetensors").is_file();
             if complete {
                 tracing::info!(task = %task, mode = %mode, dir = %out_dir.display(), "expert cached");
@@ -152,8 +158,13 @@ pub fn finetune(
         }
         Mode::LinearProbe => probe::train_probe(backbone, train, &task.name, &task.labels, cfg)?,
     };
-    trained.head.max_seq_len = Some(cfg.max_seq_len);
-    let head = &trained.head;
+    if let Some(h) = trained.head.as_mut() {
+        h.max_seq_len = Some(cfg.max_seq_len);
+    }
+    let head = trained
+        .head
+        .as_ref()
+        .context("a classification run produces a head")?;
     let record = ExpertRecord::of_run(
         (&task.name, &task.labels),
         mode,
@@ -164,7 +175,7 @@ pub fn finetune(
         &trained,
     );
     match mode {
-        Mode::Full => output::write_full(backbone, &trained.tensors, head, &record, out_dir)?,
+        Mode::Full => output::write_full(backbone, &trained.tensors, Some(head), &record, out_dir)?,
         Mode::LinearProbe => output::write_probe(head, &record, out_dir)?,
     }
     tracing::info!(
@@ -242,12 +253,69 @@ pub fn finetune_images(
         &trained,
     );
     match mode {
-        Mode::Full => output::write_full(model, &trained.tensors, &trained.head, &record, out_dir)?,
-        Mode::LinearProbe => output::write_probe(&trained.head, &record, out_dir)?,
+        Mode::Full => output::write_full(
+            model,
+            &trained.tensors,
+            trained.head.as_ref(),
+            &record,
+            out_dir,
+        )?,
+        Mode::LinearProbe => output::write_probe(
+            trained.head.as_ref().context("a probe produces a head")?,
+            &record,
+            out_dir,
+        )?,
     }
     tracing::info!(
         task = %task.name, mode = %mode, seconds = record.train_seconds,
         train_accuracy = record.train_accuracy, dir = %out_dir.display(), "image expert written"
+    );
+    Ok(ExpertOutput::from_record(out_dir, &record, false))
+}
+
+/// Fine-tunes (or reuses) the T5 expert of the text-to-text task `task` from the model in
+/// `model`, in `out_dir`: every tensor trained on the mean token cross-entropy of the targets
+/// ([`t5::TrainT5`], the loop of [`full`]); an HF directory with the model's tensor names and
+/// the record, no classification head (the model is scored by its own decoding). Inputs and
+/// targets are truncated to `max_seq_len` tokens.
+pub fn finetune_text_to_text(
+    model: &Path,
+    task: &pmq_eval::tasks::TextToTextTask,
+    cfg: &FinetuneConfig,
+    out_dir: &Path,
+) -> Result<ExpertOutput> {
+    cfg.validate()?;
+    let n = cfg
+        .max_train
+        .map_or(task.examples.len(), |m| m.min(task.examples.len()));
+    let train = &task.examples[..n];
+    if train.is_empty() {
+        anyhow::bail!("task {:?} has no training pairs", task.name);
+    }
+    // the pairs as examples for the fingerprint: input, a separator no text holds, target
+    let as_examples: Vec<pmq_testbed::Example> = train
+        .iter()
+        .map(|p| pmq_testbed::Example {
+            text: format!("{}\u{0}{}", p.input, p.target),
+            label: 0,
+        })
+        .collect();
+    let fp = fingerprint(model, &task.name, &[], &as_examples, Mode::Full, cfg)?;
+    if let Some(out) = cached(out_dir, &fp, Mode::Full, &task.name) {
+        return Ok(out);
+    }
+    output::check_replaceable(out_dir)?;
+    let t5 = t5::TrainT5::load(model, DType::F32)?;
+    let tok = TextTokenizer::from_file(&model.join("tokenizer.json"), cfg.max_seq_len)
+        .with_context(|| format!("loading the tokenizer of {}", model.display()))?;
+    let data = data::Seq2Seq::new(&tok, train, t5.config().decoder_start_token_id)?;
+    tracing::info!(task = %task.name, pairs = n, "fine-tuning text-to-text expert");
+    let trained = full::train_full_seq2seq(&t5, &data, &task.name, cfg)?;
+    let record = ExpertRecord::of_run((&task.name, &[]), Mode::Full, cfg, fp, model, n, &trained);
+    output::write_full(model, &trained.tensors, None, &record, out_dir)?;
+    tracing::info!(
+        task = %task.name, seconds = record.train_seconds, loss = record.final_train_loss,
+        token_accuracy = record.train_accuracy, dir = %out_dir.display(), "text-to-text expert written"
     );
     Ok(ExpertOutput::from_record(out_dir, &record, false))
 }

@@ -116,11 +116,12 @@ pub fn check_replaceable(out_dir: &Path) -> Result<()> {
     }
 }
 
-/// Writes a full expert: the backbone with `trained` tensors replaced, the head and the record.
+/// Writes a full expert: the backbone with `trained` tensors replaced, the head (classification
+/// experts) and the record.
 pub fn write_full(
     backbone: &Path,
     trained: &HashMap<String, Tensor>,
-    head: &Head,
+    head: Option<&Head>,
     record: &ExpertRecord,
     out_dir: &Path,
 ) -> Result<()> {
@@ -180,7 +181,9 @@ pub fn write_full(
         dir.path(),
         &[EXPERT_FILE, "merge_report.json", "pmq_report.json"],
     )?;
-    head.save(&dir.path().join(HEAD_FILE))?;
+    if let Some(head) = head {
+        head.save(&dir.path().join(HEAD_FILE))?;
+    }
     record.write(dir.path())?;
     dir.commit()?;
     Ok(())

@@ -123,7 +123,7 @@ fn train_head(
     let head = fold_standardisation(&std_head, &mu, &sigma)?;
     let (correct, seen) = pmq_eval::accuracy(&head, &emb, y);
     Ok(Trained {
-        head,
+        head: Some(head),
         tensors: HashMap::new(),
         steps: total,
         final_loss: last_loss / last_steps.max(1) as f64,
