@@ -179,7 +179,9 @@ pub struct Cell {
     pub holdout_every: usize,
 }
 
-/// `pmq quantize`'s default `--alpha-holdout-every`.
+/// The hold-out stride of cells that record none (every cell written before the field existed,
+/// and all cells but the auto-α ones): `pmq quantize`'s per-linear default, 4. Cells with
+/// another stride carry it in their key (`-hN`).
 pub const DEFAULT_HOLDOUT: usize = pmq_pipeline::DEFAULT_HOLDOUT_EVERY;
 
 fn default_holdout() -> usize {
@@ -237,7 +239,11 @@ impl Cell {
             group_size,
             alpha: if quant == QuantKind::Epmq { alpha } else { 0.0 },
             samples: if quant == QuantKind::Rtn { 0 } else { samples },
-            holdout_every: DEFAULT_HOLDOUT,
+            // auto-α cells run with `pmq quantize`'s default for their scope
+            holdout_every: match quant {
+                QuantKind::EpmqAutoModel => pmq_pipeline::DEFAULT_MODEL_HOLDOUT_EVERY,
+                _ => DEFAULT_HOLDOUT,
+            },
         }
     }
 
@@ -334,10 +340,14 @@ mod tests {
 
     #[test]
     fn the_holdout_stride_is_part_of_auto_cells_only() {
-        let auto = Cell::quant(MergeKind::Ties, QuantKind::EpmqAutoModel, 4, 128, 0.0, 128);
-        assert_eq!(auto.key(), "ties-epmq-auto-model-b4-g128-n128");
-        let h2 = auto.with_holdout(2);
+        // auto-model's default stride is 2 (pmq quantize's); a cell with 4 is one written
+        // before that default, with the old key
+        let h2 = Cell::quant(MergeKind::Ties, QuantKind::EpmqAutoModel, 4, 128, 0.0, 128);
         assert_eq!(h2.key(), "ties-epmq-auto-model-b4-g128-n128-h2");
+        let auto = h2.with_holdout(4);
+        assert_eq!(auto.key(), "ties-epmq-auto-model-b4-g128-n128");
+        let linear = Cell::quant(MergeKind::Ties, QuantKind::EpmqAuto, 4, 128, 0.0, 128);
+        assert_eq!(linear.key(), "ties-epmq-auto-b4-g128-n128");
         let cfg = h2.pipeline_config().unwrap().unwrap();
         assert_eq!(cfg.alpha_auto.unwrap().holdout_every, 2);
         let fixed = Cell::quant(MergeKind::Ties, QuantKind::Epmq, 4, 128, 0.01, 128);
@@ -379,7 +389,7 @@ mod tests {
         let cfg = auto.pipeline_config().unwrap().unwrap();
         assert_eq!(cfg.alpha_auto, Some(pmq_pipeline::AutoAlpha::default()));
         let per_model = Cell::quant(MergeKind::Wudi, QuantKind::EpmqAutoModel, 4, 128, 10.0, 128);
-        assert_eq!(per_model.key(), "wudi-epmq-auto-model-b4-g128-n128");
+        assert_eq!(per_model.key(), "wudi-epmq-auto-model-b4-g128-n128-h2");
         let cfg = per_model.pipeline_config().unwrap().unwrap();
         assert_eq!(
             cfg.alpha_auto.map(|a| a.scope),

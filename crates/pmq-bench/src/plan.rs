@@ -282,7 +282,7 @@ mod tests {
         assert_eq!(auto.len(), 4 * 5);
         for key in [
             "wudi-epmq-auto-b4-g128-n128",
-            "wudi-epmq-auto-model-b4-g128-n128",
+            "wudi-epmq-auto-model-b4-g128-n128-h2",
         ] {
             assert!(auto.iter().any(|c| c.key() == key), "{key}");
         }
@@ -302,7 +302,7 @@ mod tests {
                 "regmean-gptq-b4-g128-n128",
                 "regmean-epmq-b4-g128-a0.01-n128",
                 "regmean-epmq-auto-b4-g128-n128",
-                "regmean-epmq-auto-model-b4-g128-n128"
+                "regmean-epmq-auto-model-b4-g128-n128-h2"
             ]
         );
         assert!(main.iter().all(|c| c.merge != MergeKind::RegMean));

@@ -289,7 +289,12 @@ pub fn auto_alpha_table(res: &BenchResults, d: &Defaults) -> Option<String> {
                 .collect();
             autos.sort_by_key(|c| std::cmp::Reverse(c.cell.holdout_every));
             for auto in autos {
-                let scope = if auto.cell.holdout_every == crate::cell::DEFAULT_HOLDOUT {
+                // the stride is named where it is not pmq quantize's default for the scope
+                let default = match kind {
+                    QuantKind::EpmqAutoModel => pmq_pipeline::DEFAULT_MODEL_HOLDOUT_EVERY,
+                    _ => pmq_pipeline::DEFAULT_HOLDOUT_EVERY,
+                };
+                let scope = if auto.cell.holdout_every == default {
                     scope.to_string()
                 } else {
                     format!("{scope}, 1 in {} held out", auto.cell.holdout_every)

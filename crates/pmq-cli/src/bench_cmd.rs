@@ -107,10 +107,10 @@ pub struct BenchArgs {
     #[arg(long, value_parser = crate::flag_values::positive)]
     eval_max_examples: Option<usize>,
     /// Auto-α cells (epmq-auto, epmq-auto-model) hold out every N-th calibration batch of each
-    /// task to score the α candidates (pmq quantize --alpha-holdout-every); part of their key
-    /// when not 4.
-    #[arg(long, value_name = "N", default_value_t = pmq_bench::cell::DEFAULT_HOLDOUT, value_parser = crate::flag_values::positive)]
-    alpha_holdout_every: usize,
+    /// task to score the α candidates (pmq quantize --alpha-holdout-every) [default: pmq
+    /// quantize's, 4 per linear and 2 per model]; part of the key when not 4.
+    #[arg(long, value_name = "N", value_parser = crate::flag_values::positive)]
+    alpha_holdout_every: Option<usize>,
     /// Skip the linear-probe ("Pre-trained") reference row.
     #[arg(long)]
     no_probe: bool,
@@ -237,10 +237,15 @@ pub fn run(args: BenchArgs) -> Result<()> {
         wudi_alpha: args.wudi_alpha,
         samples: args.default_samples,
     };
-    crate::quant_flags::check_holdout(args.alpha_holdout_every)?;
+    if let Some(n) = args.alpha_holdout_every {
+        crate::quant_flags::check_holdout(n)?;
+    }
     let cells: Vec<_> = plan(&experiments, &defaults, &sel)
         .into_iter()
-        .map(|c| c.with_holdout(args.alpha_holdout_every))
+        .map(|c| match args.alpha_holdout_every {
+            Some(n) => c.with_holdout(n),
+            None => c,
+        })
         .collect();
     if cells.is_empty() {
         bail!("the selection matches no cell of the chosen experiments");

@@ -137,7 +137,8 @@ pub struct QuantizeArgs {
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     alpha_grid: Option<Vec<f64>>,
     /// --alpha auto / auto-model: hold out every N-th calibration batch of each task to score
-    /// the α grid (the final quantization uses all batches) [default: 4].
+    /// the α grid (the final quantization uses all batches) [default: 2 with auto-model, 4 with
+    /// auto].
     #[arg(long)]
     alpha_holdout_every: Option<usize>,
     /// --alpha auto-model: what the candidates are scored by on the held-out batches —
@@ -252,7 +253,9 @@ fn alpha_auto(args: &QuantizeArgs, method: &Method) -> Result<Option<AutoAlpha>>
         AlphaCriterionArg::HeadKl => ModelAlphaCriterion::HeadKl,
         AlphaCriterionArg::HiddenState => ModelAlphaCriterion::HiddenState,
     });
-    let holdout_every = args.alpha_holdout_every.unwrap_or(default.holdout_every);
+    let holdout_every = args
+        .alpha_holdout_every
+        .unwrap_or_else(|| scope.default_holdout_every());
     crate::quant_flags::check_holdout(holdout_every)?;
     Ok(Some(AutoAlpha {
         grid,

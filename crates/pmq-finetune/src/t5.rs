@@ -20,7 +20,7 @@ use crate::layers::{Lin, Loader};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use pmq_models::config::ConfigObject;
-use pmq_models::{relative_position_bucket, T5Config, WeightStore};
+use pmq_models::{T5Config, WeightStore};
 use std::path::Path;
 
 struct Attn {
@@ -195,33 +195,16 @@ impl TrainT5 {
         Ok(x.broadcast_mul(&inv)?.broadcast_mul(w.as_tensor())?)
     }
 
-    fn position_bias(
-        &self,
-        table: &Var,
-        q: usize,
-        k: usize,
-        bidirectional: bool,
-    ) -> Result<Tensor> {
-        let c = &self.cfg;
-        let buckets: Vec<u32> = (0..q)
-            .flat_map(|i| {
-                (0..k).map(move |j| {
-                    relative_position_bucket(
-                        j as i64 - i as i64,
-                        bidirectional,
-                        c.relative_attention_num_buckets,
-                        c.relative_attention_max_distance,
-                    )
-                })
-            })
-            .collect();
-        let buckets = Tensor::from_vec(buckets, q * k, &Device::Cpu)?;
-        Ok(table
-            .as_tensor()
-            .index_select(&buckets, 0)?
-            .reshape((q, k, c.num_heads))?
-            .permute((2, 0, 1))?
-            .unsqueeze(0)?)
+    /// The relative position bias `[1, heads, q, k]`: pmq-models' computation, an
+    /// `index_select` of the trainable table, so gradients reach it.
+    fn position_bias(&self, table: &Var, q: usize, k: usize, bidir: bool) -> Result<Tensor> {
+        Ok(pmq_models::t5::position_bias(
+            &self.cfg,
+            table.as_tensor(),
+            q,
+            k,
+            bidir,
+        )?)
     }
 
     fn attention(&self, a: &Attn, xq: &Tensor, xkv: &Tensor, bias: &Tensor) -> Result<Tensor> {

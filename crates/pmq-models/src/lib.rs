@@ -81,7 +81,7 @@ pub use model::{BlockModel, Family};
 pub use pixels::ClipImageProcessor;
 pub use scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 pub use state::State;
-pub use t5::{relative_position_bucket, T5Config, T5Model};
+pub use t5::{T5Config, T5Model};
 pub use text::TextTokenizer;
 pub use weights::WeightStore;
 

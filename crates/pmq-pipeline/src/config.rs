@@ -71,8 +71,14 @@ pub struct PipelineConfig {
     pub fold_precision: FoldPrecision,
 }
 
-/// The default of [`AutoAlpha::holdout_every`] (`--alpha-holdout-every`).
+/// The default of [`AutoAlpha::holdout_every`] (`--alpha-holdout-every`) per linear.
 pub const DEFAULT_HOLDOUT_EVERY: usize = 4;
+
+/// The default of [`AutoAlpha::holdout_every`] per model: every 2nd batch. On the bench (two
+/// testbed seeds, 4 merges each, head-kl criterion) it never chose an α significantly worse than
+/// the best fixed one; every 4th did once (TIES, seed 0, −0.4 points): 32 held-out samples per
+/// task do not resolve the candidates' differences (bench/README.md).
+pub const DEFAULT_MODEL_HOLDOUT_EVERY: usize = 2;
 
 /// `--alpha auto` / `auto-model`: the α grid, which calibration batches are held out to
 /// score it, and whether one α is chosen per linear or for the whole model.
@@ -123,6 +129,17 @@ pub enum AlphaScope {
     /// One α for the model: the one whose quantized model is closest to the experts on the
     /// held-out batches ([`ModelAlphaCriterion`]).
     Model,
+}
+
+impl AlphaScope {
+    /// The default hold-out stride of this scope ([`DEFAULT_HOLDOUT_EVERY`],
+    /// [`DEFAULT_MODEL_HOLDOUT_EVERY`]).
+    pub fn default_holdout_every(self) -> usize {
+        match self {
+            AlphaScope::Linear => DEFAULT_HOLDOUT_EVERY,
+            AlphaScope::Model => DEFAULT_MODEL_HOLDOUT_EVERY,
+        }
+    }
 }
 
 impl Default for AutoAlpha {

@@ -38,7 +38,7 @@ mod strategy;
 pub use calib::CalibSpec;
 pub use config::{
     solver_settings, AlphaScope, AutoAlpha, ModelAlphaCriterion, DEFAULT_FORWARD_CACHE_BYTES,
-    DEFAULT_HOLDOUT_EVERY,
+    DEFAULT_HOLDOUT_EVERY, DEFAULT_MODEL_HOLDOUT_EVERY,
 };
 pub use deviation::DeviationMode;
 pub use export::{quantize_and_write, OutputFormat, QuantizeOptions, QuantizeSummary};

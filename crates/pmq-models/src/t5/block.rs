@@ -127,7 +127,7 @@ impl T5Layer {
 
 /// Relative position bias `[1, heads, q, k]` from `table` `[buckets, heads]`
 /// (`relative_attention_bias` of a stack's first block).
-pub(super) fn position_bias(
+pub fn position_bias(
     cfg: &T5Config,
     table: &Tensor,
     q: usize,

@@ -10,6 +10,7 @@ mod block;
 mod config;
 mod generate;
 
+pub use block::position_bias;
 pub use config::{relative_position_bucket, T5Config};
 
 use crate::attention::padding_bias;
@@ -24,7 +25,7 @@ use crate::params::Params;
 use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::state::State;
 use crate::weights::WeightStore;
-use block::{position_bias, Forward, T5Extra, T5Layer};
+use block::{Forward, T5Extra, T5Layer};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::Embedding;
 use std::path::Path;
