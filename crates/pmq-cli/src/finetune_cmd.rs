@@ -6,10 +6,11 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pmq_eval::tasks::{text, DataKind, ImageTask, TextToTextTask};
 use pmq_finetune::{
-    finetune, finetune_images, finetune_text_to_text, ExpertRecord, FinetuneConfig, Mode,
+    finetune, finetune_images, finetune_text_to_text, ExpertOutput, ExpertRecord, FinetuneConfig,
+    Mode,
 };
 use pmq_testbed::{backbone_dir, default_cache_dir, load_task, task_names, SplitConfig};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
@@ -122,50 +123,38 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         let (Some(model), Some(root)) = (args.model.as_deref(), args.out) else {
             bail!("--data with text-to-text pairs: give --model (the T5 checkpoint) and --out");
         };
-        let mut inputs = vec![model.to_path_buf()];
-        inputs.extend(data.iter().map(|s| s.path.clone()));
-        crate::output::prepare_work_dir(&root, &inputs, "--out")?;
-        let start = std::time::Instant::now();
-        let mut experts = Vec::new();
-        for task in &pair_tasks {
-            let out = finetune_text_to_text(model, task, &cfg, &root.join(&task.name))
-                .with_context(|| format!("training the text-to-text expert of {:?}", task.name))?;
-            let rec = ExpertRecord::read(&out.dir)?
-                .with_context(|| format!("{} has no expert record", out.dir.display()))?;
-            eprintln!(
-                "{:>20}: full in {:.1} s on {} pairs, loss {:.4}, token acc {:.3}{}",
-                task.name,
-                out.train_seconds,
-                rec.train_examples,
-                out.final_loss,
-                rec.train_accuracy,
-                if out.cached { " (cached)" } else { "" }
-            );
-            experts.push(expert_json(&task.name, &[], &out, &rec));
-        }
-        println!(
-            "{}",
-            serde_json::json!({
-                "preset": preset, "mode": mode.name(), "config": cfg, "backbone": model,
-                "experts": experts, "seconds": start.elapsed().as_secs_f64(),
-            })
+        prepare_out(&root, &[model.to_path_buf()], &data)?;
+        return train_each(
+            &pair_tasks,
+            |t| &t.name,
+            &root,
+            (preset, mode, &cfg, model),
+            |t, dir| finetune_text_to_text(model, t, &cfg, dir),
         );
-        return Ok(());
     }
     if !image_tasks.is_empty() {
-        return run_images(
+        let Some(model) = args.model.as_deref() else {
+            bail!(
+                "--data with image folders: give --model, the CLIP checkpoint to fine-tune (or to \
+                 probe, with --mode probe)"
+            );
+        };
+        let Some(root) = args.out else {
+            bail!("--data trains your own tasks: give --out DIR for their experts");
+        };
+        prepare_out(&root, &[model.to_path_buf()], &data)?;
+        return train_each(
             &image_tasks,
-            args.model.as_deref(),
-            args.out,
-            (preset, mode),
-            &cfg,
-            &data,
+            |t| &t.name,
+            &root,
+            (preset, mode, &cfg, model),
+            |t, dir| finetune_images(model, t, mode, &cfg, dir),
         );
     }
     if !user_tasks.is_empty() && args.out.is_none() {
         bail!("--data trains your own tasks: give --out DIR for their experts");
     }
-    let tasks: Vec<String> = if !user_tasks.is_empty() {
+    let names: Vec<String> = if !user_tasks.is_empty() {
         user_tasks.iter().map(|t| t.name.clone()).collect()
     } else if args.tasks.is_empty() {
         task_names().iter().map(|t| t.to_string()).collect()
@@ -173,7 +162,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         args.tasks
     };
     if user_tasks.is_empty() {
-        for t in &tasks {
+        for t in &names {
             if !task_names().contains(&t.as_str()) {
                 bail!(
                     "unknown task {t:?}; the tasks are {} (your own data: --data NAME=FILE)",
@@ -187,8 +176,7 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
         .unwrap_or_else(|| cache.join("experts").join(preset).join(mode.name()));
     let mut inputs = crate::output::testbed_inputs(&cache);
     inputs.extend(args.model.iter().cloned());
-    inputs.extend(data.iter().map(|s| s.path.clone()));
-    crate::output::prepare_work_dir(&root, &inputs, "--out")?;
+    prepare_out(&root, &inputs, &data)?;
     let backbone = args.model.clone().unwrap_or_else(|| backbone_dir(&cache));
     if !backbone.join("config.json").is_file() {
         bail!(
@@ -200,33 +188,65 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
             }
         );
     }
+    let tasks = if user_tasks.is_empty() {
+        let mut v = Vec::with_capacity(names.len());
+        for name in &names {
+            v.push(
+                load_task(&cache, name, &SplitConfig::default()).with_context(|| {
+                    format!(
+                        "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
+                        cache.display()
+                    )
+                })?,
+            );
+        }
+        v
+    } else {
+        user_tasks
+    };
+    train_each(
+        &tasks,
+        |t| &t.name,
+        &root,
+        (preset, mode, &cfg, &backbone),
+        |t, dir| finetune(&backbone, t, mode, &cfg, dir),
+    )
+}
+
+/// Checks the experts' root `root` against the run's inputs (`inputs` and the `--data` paths).
+fn prepare_out(root: &Path, inputs: &[PathBuf], data: &[crate::labelled::DataSpec]) -> Result<()> {
+    let mut inputs = inputs.to_vec();
+    inputs.extend(data.iter().map(|s| s.path.clone()));
+    crate::output::prepare_work_dir(root, &inputs, "--out")
+}
+
+/// Trains (or reuses) the expert of every task with `train` into `root/<name>`, prints a line
+/// per expert and then the JSON summary of the run `(preset, mode, config, backbone)`.
+fn train_each<T>(
+    tasks: &[T],
+    name: impl Fn(&T) -> &str,
+    root: &Path,
+    (preset, mode, cfg, backbone): (&str, Mode, &FinetuneConfig, &Path),
+    train: impl Fn(&T, &Path) -> Result<ExpertOutput>,
+) -> Result<()> {
     let start = std::time::Instant::now();
     let mut experts = Vec::new();
-    let mut user_tasks = user_tasks.into_iter();
-    for name in &tasks {
-        let task = match user_tasks.next() {
-            Some(t) => t,
-            None => load_task(&cache, name, &SplitConfig::default()).with_context(|| {
-                format!(
-                    "loading task {name:?} (fetch it with `pmq testbed --cache {} fetch`)",
-                    cache.display()
-                )
-            })?,
-        };
-        let out = finetune(&backbone, &task, mode, &cfg, &root.join(name))
+    for task in tasks {
+        let name = name(task);
+        let out = train(task, &root.join(name))
             .with_context(|| format!("training the {mode} expert of {name:?}"))?;
         let rec = ExpertRecord::read(&out.dir)?
             .with_context(|| format!("{} has no expert record", out.dir.display()))?;
         eprintln!(
-            "{name:>20}: {} in {:.1} s, {} steps, loss {:.4}, train acc {:.3}{}",
-            mode,
+            "{name:>20}: {mode} in {:.1} s, {} steps on {} examples, loss {:.4}, train acc {:.3}{}",
             out.train_seconds,
             out.steps,
+            rec.train_examples,
             out.final_loss,
             rec.train_accuracy,
             if out.cached { " (cached)" } else { "" }
         );
-        experts.push(expert_json(name, &rec.labels, &out, &rec));
+        experts.push(expert_json(name, &out, &rec));
     }
     println!(
         "{}",
@@ -242,69 +262,11 @@ pub fn run(args: FinetuneArgs) -> Result<()> {
     Ok(())
 }
 
-/// Experts (full fine-tuning) or linear-probe heads for image folder tasks from the CLIP vision
-/// tower `model`.
-fn run_images(
-    tasks: &[ImageTask],
-    model: Option<&std::path::Path>,
-    out: Option<PathBuf>,
-    (preset, mode): (&str, Mode),
-    cfg: &FinetuneConfig,
-    data: &[crate::labelled::DataSpec],
-) -> Result<()> {
-    let Some(model) = model else {
-        bail!(
-            "--data with image folders: give --model, the CLIP checkpoint to fine-tune (or to \
-             probe, with --mode probe)"
-        );
-    };
-    let Some(root) = out else {
-        bail!("--data trains your own tasks: give --out DIR for their experts");
-    };
-    let mut inputs = vec![model.to_path_buf()];
-    inputs.extend(data.iter().map(|s| s.path.clone()));
-    crate::output::prepare_work_dir(&root, &inputs, "--out")?;
-    let start = std::time::Instant::now();
-    let mut experts = Vec::new();
-    for task in tasks {
-        let out = finetune_images(model, task, mode, cfg, &root.join(&task.name))
-            .with_context(|| format!("training the {mode} expert of {:?}", task.name))?;
-        let rec = ExpertRecord::read(&out.dir)?
-            .with_context(|| format!("{} has no expert record", out.dir.display()))?;
-        eprintln!(
-            "{:>20}: {mode} in {:.1} s on {} images, train acc {:.3}{}",
-            task.name,
-            out.train_seconds,
-            rec.train_examples,
-            rec.train_accuracy,
-            if out.cached { " (cached)" } else { "" }
-        );
-        experts.push(expert_json(&task.name, &task.labels, &out, &rec));
-    }
-    println!(
-        "{}",
-        serde_json::json!({
-            "preset": preset,
-            "mode": mode.name(),
-            "config": cfg,
-            "backbone": model,
-            "experts": experts,
-            "seconds": start.elapsed().as_secs_f64(),
-        })
-    );
-    Ok(())
-}
-
-/// One expert of the JSON summary.
-fn expert_json(
-    task: &str,
-    labels: &[String],
-    out: &pmq_finetune::ExpertOutput,
-    rec: &ExpertRecord,
-) -> serde_json::Value {
+/// One expert of the JSON summary (its classes as recorded; none for text-to-text).
+fn expert_json(task: &str, out: &ExpertOutput, rec: &ExpertRecord) -> serde_json::Value {
     serde_json::json!({
         "task": task,
-        "labels": labels,
+        "labels": rec.labels,
         "dir": out.dir,
         "head": out.head,
         "cached": out.cached,

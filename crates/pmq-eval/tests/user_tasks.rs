@@ -4,7 +4,7 @@
 use pmq_eval::tasks::{ImageTask, TextPair, TextToTextTask};
 use pmq_eval::{evaluate, evaluate_tasks, EvalOptions, EvalTask, Head, ImageEncoder};
 use pmq_models::{ClipImageProcessor, ClipVisionModel, T5Model, TextTokenizer};
-use pmq_testkit::{write_image_folder, write_model, Fam, WORDS};
+use pmq_testkit::{t5_style_tokenizer, write_image_folder, write_model, Fam, WORDS};
 use std::path::Path;
 
 fn opts(batch_size: usize, max_new_tokens: Option<usize>) -> EvalOptions {
@@ -132,20 +132,8 @@ fn text_to_text_exact_match_counts_greedy_decodings() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("t5");
     write_model(Fam::T5Gated, &model, 3);
-    // register the 4 specials as special tokens, as real T5 tokenizers do, so that decoding
-    // skips them
-    let tok_file = model.join("tokenizer.json");
-    let mut tj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&tok_file).unwrap()).unwrap();
-    tj["added_tokens"] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-        .iter()
-        .enumerate()
-        .map(|(id, t)| {
-            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    std::fs::write(&tok_file, tj.to_string()).unwrap();
+    // the 4 specials as special tokens, as real T5 tokenizers have them: decoding skips them
+    t5_style_tokenizer(&model, false);
     let t5 = T5Model::load(&model).unwrap();
     let tok = TextTokenizer::from_file(&model.join("tokenizer.json"), 16).unwrap();
     let inputs: Vec<String> = (0..6)

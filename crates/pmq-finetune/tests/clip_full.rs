@@ -5,6 +5,7 @@
 use candle_core::{DType, Device, Tensor};
 use pmq_eval::tasks::ImageTask;
 use pmq_eval::{evaluate_tasks, EvalOptions, EvalTask, Head};
+mod common;
 use pmq_finetune::clip::TrainClip;
 use pmq_finetune::{finetune_images, FinetuneConfig, Mode};
 use pmq_io::{Dtype, TensorStore};
@@ -87,19 +88,11 @@ fn the_trainable_tower_computes_the_inference_embedding_and_every_tensor_gets_a_
             3 + 2 + 2 * 16 + 2 + usize::from(projection),
             "{names:?}"
         );
-        for (name, var) in train.params() {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("no gradient for {name}"));
-            let n = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(n > 0.0 && n.is_finite(), "{name}: |g|² = {n}");
-        }
+        common::assert_every_param_has_a_gradient(
+            train.params(),
+            &grads,
+            &format!("projection {projection}"),
+        );
     }
 }
 

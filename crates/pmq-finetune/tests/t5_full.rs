@@ -2,6 +2,7 @@
 //! padded batches) and every tensor gets a gradient from the token loss.
 
 use candle_core::{DType, Device, Tensor};
+mod common;
 use pmq_finetune::t5::TrainT5;
 use pmq_models::{load_model, Batch};
 use pmq_testkit::{rel_err, write_model, Fam};
@@ -46,19 +47,7 @@ fn the_trainable_t5_computes_the_inference_logits_and_every_tensor_gets_a_gradie
         let logits = ours.get(0).unwrap();
         let loss = candle_nn::loss::cross_entropy(&logits, &y).unwrap();
         let grads = loss.backward().unwrap();
-        for (name, var) in t5.params() {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{fam:?}: no gradient for {name}"));
-            let n = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(n > 0.0 && n.is_finite(), "{fam:?} {name}: |g|² = {n}");
-        }
+        common::assert_every_param_has_a_gradient(t5.params(), &grads, &format!("{fam:?}"));
     }
 }
 
@@ -74,27 +63,7 @@ fn a_fine_tuned_t5_expert_learns_a_text_to_text_task() {
     write_model(Fam::T5Gated, &base, 23);
     // as real T5 tokenizers do: every sequence ends with the end-of-sequence token ([SEP] = 3
     // here), which is special (skipped when decoding)
-    let tok_file = base.join("tokenizer.json");
-    let mut tj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&tok_file).unwrap()).unwrap();
-    tj["post_processor"] = serde_json::json!({"type": "TemplateProcessing",
-        "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
-        "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-        "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}});
-    tj["added_tokens"] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-        .iter()
-        .enumerate()
-        .map(|(id, t)| {
-            serde_json::json!({"id": id, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    std::fs::write(&tok_file, tj.to_string()).unwrap();
-    let cfg_file = base.join("config.json");
-    let mut c: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&cfg_file).unwrap()).unwrap();
-    c["eos_token_id"] = 3.into();
-    std::fs::write(&cfg_file, c.to_string()).unwrap();
+    pmq_testkit::t5_style_tokenizer(&base, true);
     let task = TextToTextTask {
         name: "second".into(),
         examples: (0..24)

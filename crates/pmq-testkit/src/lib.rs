@@ -26,5 +26,5 @@ pub use calib::{write_calib, write_image_folder};
 pub use checkpoint::Ckpt;
 pub use compare::rel_err;
 pub use families::{write_model, write_perturbed, Fam, ALL};
-pub use text::{tokenizer_json, WORDS};
+pub use text::{t5_style_tokenizer, tokenizer_json, WORDS};
 pub use tiny_bert::{synthetic_task, write_tiny_bert, TinyBert};

@@ -65,3 +65,31 @@ pub fn sentence(r: &mut StdRng) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Makes the tokenizer of the checkpoint in `dir` T5-like: `[PAD] [UNK] [CLS] [SEP]` become
+/// special tokens (skipped when decoding); with `append_eos`, every sequence also ends with
+/// `[SEP]` and the config's `eos_token_id` is set to it (3), as real T5 tokenizers end with `</s>`.
+pub fn t5_style_tokenizer(dir: &std::path::Path, append_eos: bool) {
+    let tok_file = dir.join("tokenizer.json");
+    let mut tj: Value = serde_json::from_str(&std::fs::read_to_string(&tok_file).unwrap()).unwrap();
+    tj["added_tokens"] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .enumerate()
+        .map(|(id, t)| {
+            json!({"id": id, "content": t, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    if append_eos {
+        tj["post_processor"] = json!({"type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}}});
+        let cfg_file = dir.join("config.json");
+        let mut c: Value =
+            serde_json::from_str(&std::fs::read_to_string(&cfg_file).unwrap()).unwrap();
+        c["eos_token_id"] = 3.into();
+        std::fs::write(&cfg_file, c.to_string()).unwrap();
+    }
+    std::fs::write(&tok_file, tj.to_string()).unwrap();
+}
