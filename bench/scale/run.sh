@@ -9,6 +9,7 @@
 #   bench/scale/run.sh SHAPE K SAMPLES_PER_TASK [METHODS]
 #   bench/scale/run.sh vit-b32 8 256            # the paper's main setting
 #   bench/scale/run.sh tinyllama 4 16 "gptq epmq"
+#   bench/scale/run.sh llama2-7b 0 4 gptq          # K = 0: GPTQ of the base on all 8 text tasks
 #
 # Work files (checkpoints: 1.6 GB for vit-b32 K=8, 20 GB for tinyllama K=8) go to
 # PMQ_SCALE_WORK (default /tmp/pmq-scale).
@@ -28,12 +29,12 @@ case "$shape" in
     imgs=$(python3 bench/scale/fetch_images.py "$work" "$k" "$samples")
     for ((i = 0; i < k; i++)); do calib+=(--calib "fmnist$i=$imgs/task-$i"); done
     seq=64 ;;
-  tinyllama*)
+  tinyllama*|llama2-*)
     "$pmq" testbed fetch >&2
     backbone=$("$pmq" testbed list | python3 -c 'import json,sys; print(json.load(sys.stdin)["backbone"])')
     export PMQ_TOKENIZER="$backbone/tokenizer.json"
     tasks=(movie-sentiment tweet-sentiment newsgroups reuters-r8 election-authorship bbc-news spam language-id)
-    for ((i = 0; i < k; i++)); do
+    for ((i = 0; i < (k > 0 ? k : 8); i++)); do
       t=${tasks[$((i % 8))]}
       f="$work/calib-$t.jsonl"
       [ -f "$f" ] || "$pmq" testbed export --task "$t" --split calib --out "$f" >&2
@@ -44,14 +45,19 @@ case "$shape" in
 esac
 "$root/target/release/examples/scale_models" "$shape" "$k" "$models" >&2
 for ((i = 1; i <= k; i++)); do experts+=(--expert "$models/expert-$i"); done
-[ -d "$models/ta" ] || "$pmq" merge --base "$models/base" "${experts[@]}" --method task-arithmetic --out "$models/ta" >&2
+merged="$models/ta"
+if [ "$k" = 0 ]; then
+  merged="$models/base" # nothing to merge: the base is quantized (GPTQ)
+else
+  [ -d "$merged" ] || "$pmq" merge --base "$models/base" "${experts[@]}" --method task-arithmetic --out "$merged" >&2
+fi
 for method in $methods; do
   out="$models/out-$method"
   rm -rf "$out"
   echo "== $shape K=$k $method" >&2
   extra=()
   [ "$method" = epmq ] && extra=("${experts[@]}")
-  line=$("$pmq" quantize --model "$models/ta" --method "$method" "${calib[@]}" "${extra[@]}" \
+  line=$("$pmq" quantize --model "$merged" --method "$method" "${calib[@]}" "${extra[@]}" \
     --samples-per-task "$samples" --max-seq-len "$seq" --batch-size 16 --format gptq \
     --out "$out" 2>"$work/$shape-k$k-$method.log" | tail -n1)
   build=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)

@@ -7,6 +7,8 @@
 //!          | tinyllama (TinyLlama-1.1B: hidden 2048, 22 layers, 5632, 32 heads, 4 KV heads)
 //!          | llama-1024x8 (hidden 1024, 8 layers, 2816, 16 heads, 4 KV heads: the peer benchmark)
 //!          | tinyllama-2l (TinyLlama's widths with 2 layers: per-layer costs in minutes)
+//!          | llama2-7b (Llama-2-7B: hidden 4096, 32 layers, 11008, 32 heads, 32 KV heads)
+//!          | llama2-7b-2l (Llama-2-7B's widths with 2 layers)
 //! ```
 //!
 //! writes `OUT/base` and `OUT/expert-1 … OUT/expert-K`. The base's weights are Gaussian with
@@ -311,7 +313,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 3 {
         bail!(
-            "usage: scale_models vit-b32|vit-l14|tinyllama|tinyllama-2l|llama-1024x8 K OUT [SEED]"
+            "usage: scale_models vit-b32|vit-l14|tinyllama|tinyllama-2l|llama-1024x8|llama2-7b|llama2-7b-2l K OUT [SEED]"
         );
     }
     let (config, tensors) = match args[0].as_str() {
@@ -320,8 +322,10 @@ fn main() -> Result<()> {
         "tinyllama" => llama(2048, 22, 5632, 32, 4),
         "llama-1024x8" => llama(1024, 8, 2816, 16, 4),
         "tinyllama-2l" => llama(2048, 2, 5632, 32, 4),
+        "llama2-7b" => llama(4096, 32, 11008, 32, 32),
+        "llama2-7b-2l" => llama(4096, 2, 11008, 32, 32),
         other => bail!(
-            "unknown shape {other:?}: vit-b32, vit-l14, tinyllama, tinyllama-2l or llama-1024x8"
+            "unknown shape {other:?}: vit-b32, vit-l14, tinyllama, tinyllama-2l, llama-1024x8, llama2-7b or llama2-7b-2l"
         ),
     };
     let k: u64 = args[1].parse().context("K")?;

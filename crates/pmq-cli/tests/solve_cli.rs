@@ -71,6 +71,38 @@ fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
         let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
         assert!(r["objective"].as_f64().unwrap().is_finite(), "{method}");
         assert_eq!(r["tasks"], 2);
+        let once = std::fs::read(&out).unwrap();
+        // repeated in one process: the same output, the fastest run reported
+        let (ok, stdout, err) = pmq(&[
+            "solve",
+            "--layer",
+            ls,
+            "--method",
+            method,
+            "--group-size",
+            "32",
+            "--repeats",
+            "3",
+            "--out",
+            os,
+            "--overwrite",
+        ]);
+        assert!(ok, "{method}: {err}");
+        let rep: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let runs: Vec<f64> = rep["time_solve_runs_s"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(runs.len(), 3, "{method}");
+        let best = rep["time_solve_s"].as_f64().unwrap();
+        assert!(
+            runs.iter().all(|&t| t >= best) && runs.contains(&best),
+            "{runs:?} {best}"
+        );
+        assert_eq!(rep["objective"], r["objective"], "{method}");
+        assert_eq!(std::fs::read(&out).unwrap(), once, "{method}");
     }
     // E-PMQ's fold in f32 (the default) and in f64 solve the same problem
     let objective = |precision: &str| {
@@ -122,6 +154,7 @@ fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
         ("--damp", "NaN", "--damp must be"),
         ("--group-size", "0", "--group-size must be"),
         ("--alpha", "-0.5", "--alpha must be"),
+        ("--repeats", "0", "--repeats"),
     ] {
         let fresh = tmp.path().join(format!("bad{flag}{value}.safetensors"));
         let (ok, _, err) = pmq(&[

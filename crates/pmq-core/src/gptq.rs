@@ -228,12 +228,19 @@ pub fn gptq_prepared(
     check_finite("weight", w)?;
     check_config(cfg)?;
     let grid = cfg.grid;
-    let mut w_start = w.to_owned();
-    for &j in &prepared.dead {
-        w_start.col_mut(j).fill(0.0);
-    }
+    // the weight with dead inputs zeroed (a copy only when there are some)
+    let zeroed;
+    let w_start = if prepared.dead.is_empty() {
+        w
+    } else {
+        let mut z = w.to_owned();
+        for &j in &prepared.dead {
+            z.col_mut(j).fill(0.0);
+        }
+        zeroed = z;
+        zeroed.as_ref()
+    };
     let static_groups = cfg.static_groups && grid.group_size.is_some();
-    let mut layer = QuantizedLayer::new(grid, rows, cols, trivial_g_idx(&grid, cols));
     let gs = grid.group_size.unwrap_or(cols.max(1));
     let n_static = cols.div_ceil(gs);
     // [rows, groups] row-major, fitted on the original column order
@@ -261,13 +268,17 @@ pub fn gptq_prepared(
         },
     };
     let t = std::time::Instant::now();
+    let permuted;
     let w_perm = match perm {
-        Some(p) => Mat::from_fn(rows, cols, |r, j| w_start[(r, p[j])]),
-        None => w_start.clone(),
+        Some(p) => {
+            permuted = Mat::from_fn(rows, cols, |r, j| w_start[(r, p[j])]);
+            permuted.as_ref()
+        }
+        None => w_start,
     };
     let u = prepared.u.as_ref();
-    let input = |groups| (w_perm.as_ref(), grid, cfg.block_size, groups);
-    let out = match cfg.precision {
+    let input = |groups| (w_perm, grid, cfg.block_size, groups);
+    let mut out = match cfg.precision {
         Precision::F32 => run_kernel::<f32>(input(groups), u),
         Precision::F64 => run_kernel::<f64>(input(groups), u),
     };
@@ -275,14 +286,25 @@ pub fn gptq_prepared(
 
     // Back to the original column order.
     let chunk = gptq_kernel::chunk_rows(rows);
-    for j in 0..cols {
-        let c = perm.map_or(j, |p| p[j]);
-        layer.dequant.col_mut(c).copy_from(out.q.col(j));
-    }
+    let g_idx = trivial_g_idx(&grid, cols);
+    let mut layer = match perm {
+        // the loop's values are in the right order already: no copy
+        None => {
+            QuantizedLayer::with_dequant(grid, std::mem::replace(&mut out.q, Mat::new()), g_idx)
+        }
+        Some(p) => {
+            let mut layer = QuantizedLayer::new(grid, rows, cols, g_idx);
+            for (j, &c) in p.iter().enumerate() {
+                layer.dequant.col_mut(c).copy_from(out.q.col(j));
+            }
+            layer
+        }
+    };
     tiles(rows, cols, |r, j| {
         let c = perm.map_or(j, |p| p[j]);
         layer.codes[r * cols + c] = out.code(chunk, r, j);
     });
+
     if let (Some(gs), false) = (grid.group_size, static_groups) {
         for j in 0..cols {
             layer.g_idx[perm.map_or(j, |p| p[j])] = (j / gs) as u32;
@@ -303,7 +325,7 @@ pub fn gptq_prepared(
     }
 
     let damped_objective = out.damped_objective;
-    let shift = crate::objective::squared_distance(layer.dequant.as_ref(), w_start.as_ref());
+    let shift = crate::objective::squared_distance(layer.dequant.as_ref(), w_start);
     let objective = damped_objective - prepared.damping * shift;
     Ok(GptqOutput {
         layer,

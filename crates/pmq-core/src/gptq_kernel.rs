@@ -107,6 +107,8 @@ pub(crate) struct KernelOutput {
     pub codes: Vec<Vec<u8>>,
     /// `[rows, cols]`.
     pub q: Mat<f64>,
+    /// Columns.
+    pub cols: usize,
     /// `[rows, n_groups]` row-major: dynamic groups by permuted group index, per-row at 0;
     /// unused for static groups (the caller has them).
     pub params: Vec<GroupParams>,
@@ -119,7 +121,7 @@ impl KernelOutput {
     /// Code of (row, permuted column).
     pub fn code(&self, chunk_rows: usize, r: usize, j: usize) -> u8 {
         let c = &self.codes[r / chunk_rows];
-        let rows_here = c.len() / self.q.ncols().max(1);
+        let rows_here = c.len() / self.cols.max(1);
         c[j * rows_here + r % chunk_rows]
     }
 }
@@ -150,6 +152,7 @@ pub(crate) fn run<T: Work>(input: KernelInput<'_, T>) -> KernelOutput {
         return KernelOutput {
             codes: Vec::new(),
             q,
+            cols,
             params,
             n_groups,
             damped_objective: 0.0,
@@ -188,6 +191,7 @@ pub(crate) fn run<T: Work>(input: KernelInput<'_, T>) -> KernelOutput {
     KernelOutput {
         codes: results.into_iter().map(|r| r.0).collect(),
         q,
+        cols,
         params,
         n_groups,
         damped_objective,

@@ -31,12 +31,18 @@ pub struct QuantizedLayer {
 impl QuantizedLayer {
     /// Empty layer to be filled by a solver.
     pub(crate) fn new(grid: QuantGrid, rows: usize, cols: usize, g_idx: Vec<u32>) -> Self {
+        Self::with_dequant(grid, Mat::zeros(rows, cols), g_idx)
+    }
+
+    /// A layer whose dequantized weight is `dequant` (`[out, in]`), the rest to be filled.
+    pub(crate) fn with_dequant(grid: QuantGrid, dequant: Mat<f64>, g_idx: Vec<u32>) -> Self {
         let groups = g_idx.iter().map(|&g| g as usize + 1).max().unwrap_or(1);
+        let (rows, cols) = (dequant.nrows(), dequant.ncols());
         Self {
             grid,
             rows,
             cols,
-            dequant: Mat::zeros(rows, cols),
+            dequant,
             codes: vec![0; rows * cols],
             scales: vec![0.0; groups * rows],
             zeros: vec![0; groups * rows],

@@ -76,7 +76,7 @@ pub use error::{Error, Result};
 pub use ids::pad_sequences;
 pub use linear::LinearSpec;
 pub use llama::{LlamaConfig, LlamaModel, Rope, RopeScaling};
-pub use loader::{detect_family, load_model, LoadedModel};
+pub use loader::{detect_family, load_model, load_model_streamed, LoadedModel};
 pub use model::{BlockModel, Family};
 pub use pixels::ClipImageProcessor;
 pub use scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};

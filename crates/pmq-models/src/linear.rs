@@ -32,20 +32,55 @@ impl LinearSpec {
     }
 }
 
+/// Where a linear's weight is.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// In memory as f32: read from the checkpoint (`replaced: false`) or set by the caller.
+    Resident { w: Tensor, replaced: bool },
+    /// In the (memory-mapped) checkpoint of a streamed model, read when needed.
+    Stored,
+    /// Replaced by the caller, then unloaded: gone.
+    Released,
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     spec: LinearSpec,
-    layer: candle_nn::Linear,
+    weight: Weight,
+    bias: Option<Tensor>,
 }
 
-/// All quantizable linears of a model, keyed by HF prefix.
+impl Entry {
+    /// The f32 weight `[out, in]`: the resident one, or read from the checkpoint `store`.
+    fn weight(&self, store: Option<&WeightStore>) -> Result<Tensor> {
+        match (&self.weight, store) {
+            (Weight::Resident { w, .. }, _) => Ok(w.clone()),
+            (Weight::Stored, Some(ws)) => ws.get(
+                &self.spec.weight_name(),
+                &[self.spec.out_features, self.spec.in_features],
+            ),
+            (Weight::Released, _) | (Weight::Stored, None) => Err(Error::input(format!(
+                "the weight of linear `{}` was replaced and then unloaded with its block; it is no longer available",
+                self.spec.name
+            ))),
+        }
+    }
+}
+
+/// All quantizable linears of a model, keyed by HF prefix. Biases are always in memory; the
+/// weights of a model read from a streamed store ([`WeightStore::open_dir_streamed`]) stay in
+/// the checkpoint until [`Linears::load`]ed into memory and go back there when
+/// [`Linears::unload`]ed.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Linears {
     map: HashMap<String, Entry>,
+    /// The streamed store the weights were read from (`None`: every weight is resident).
+    store: Option<WeightStore>,
 }
 
 impl Linears {
-    /// Loads `{name}.weight` `[out, in]` (and `{name}.bias` `[out]` when `bias`).
+    /// Loads `{name}.weight` `[out, in]` (and `{name}.bias` `[out]` when `bias`). From a
+    /// streamed store the weight is read (its shape and values checked) and left there.
     pub(crate) fn load(
         &mut self,
         ws: &WeightStore,
@@ -61,7 +96,14 @@ impl Linears {
             has_bias: bias,
         };
         let w = ws.get(&spec.weight_name(), &[out_features, in_features])?;
-        let b = if bias {
+        let weight = if ws.streamed() {
+            drop(w);
+            self.store = Some(ws.clone());
+            Weight::Stored
+        } else {
+            Weight::Resident { w, replaced: false }
+        };
+        let bias = if bias {
             Some(ws.get(&spec.bias_name(), &[out_features])?)
         } else {
             None
@@ -70,7 +112,8 @@ impl Linears {
             name.to_string(),
             Entry {
                 spec: spec.clone(),
-                layer: candle_nn::Linear::new(w, b),
+                weight,
+                bias,
             },
         );
         Ok(spec)
@@ -79,6 +122,12 @@ impl Linears {
     fn entry(&self, name: &str) -> Result<&Entry> {
         self.map
             .get(name)
+            .ok_or_else(|| Error::UnknownLinear(name.to_string()))
+    }
+
+    fn entry_mut(&mut self, name: &str) -> Result<&mut Entry> {
+        self.map
+            .get_mut(name)
             .ok_or_else(|| Error::UnknownLinear(name.to_string()))
     }
 
@@ -93,7 +142,8 @@ impl Linears {
     }
 
     /// Applies linear `name` to the input (`[..., in]`) that `input` computes, through the
-    /// capturer ([`Capturer::linear`]: capture, forward cache).
+    /// capturer ([`Capturer::linear`]: capture, forward cache). A weight still in the
+    /// checkpoint is read for this one call.
     pub(crate) fn forward<'a, 'b>(
         &self,
         name: &str,
@@ -101,15 +151,14 @@ impl Linears {
         cap: &mut Capturer<'a, 'b>,
         input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        cap.linear(name, &self.entry(name)?.layer, rows, input)
+        let e = self.entry(name)?;
+        let layer = candle_nn::Linear::new(e.weight(self.store.as_ref())?, e.bias.clone());
+        cap.linear(name, &layer, rows, input)
     }
 
     /// Replaces the weight of `name`; the shape must stay `[out, in]`.
     pub(crate) fn set_weight(&mut self, name: &str, weight: Tensor) -> Result<()> {
-        let e = self
-            .map
-            .get_mut(name)
-            .ok_or_else(|| Error::UnknownLinear(name.to_string()))?;
+        let e = self.entry_mut(name)?;
         let expected = [e.spec.out_features, e.spec.in_features];
         if weight.dims() != expected {
             return Err(Error::Shape {
@@ -123,19 +172,54 @@ impl Linears {
             .to_device(&candle_core::Device::Cpu)?
             .to_dtype(DType::F32)?
             .contiguous()?;
-        e.layer = candle_nn::Linear::new(w, e.layer.bias().cloned());
+        e.weight = Weight::Resident { w, replaced: true };
         Ok(())
     }
 
     /// The current weight of `name`.
     pub(crate) fn weight(&self, name: &str) -> Result<Tensor> {
-        Ok(self.entry(name)?.layer.weight().clone())
+        self.entry(name)?.weight(self.store.as_ref())
+    }
+
+    /// Reads the weights of `names` that are in the checkpoint into memory.
+    pub(crate) fn load_resident<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        for name in names {
+            let store = self.store.clone();
+            let e = self.entry_mut(name.as_ref())?;
+            if let Weight::Stored = e.weight {
+                e.weight = Weight::Resident {
+                    w: e.weight(store.as_ref())?,
+                    replaced: false,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back the memory of the weights of `names` read from a streamed checkpoint: one
+    /// still as read goes back to the checkpoint, a replaced one is dropped (using it later is
+    /// an error). Weights of a model not read from a streamed store stay as they are.
+    pub(crate) fn unload<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        for name in names {
+            let e = self.entry_mut(name.as_ref())?;
+            e.weight = match e.weight {
+                Weight::Resident {
+                    replaced: false, ..
+                }
+                | Weight::Stored => Weight::Stored,
+                Weight::Resident { replaced: true, .. } | Weight::Released => Weight::Released,
+            };
+        }
+        Ok(())
     }
 
     /// The bias tensor named `{prefix}.bias`, if that linear has one.
     pub(crate) fn bias_tensor(&self, name: &str) -> Option<Tensor> {
         let prefix = name.strip_suffix(".bias")?;
-        self.map.get(prefix)?.layer.bias().cloned()
+        self.map.get(prefix)?.bias.clone()
     }
 
     /// Replaces the bias tensor `{prefix}.bias`; `Ok(false)` when no linear has that bias.
@@ -143,11 +227,10 @@ impl Linears {
         let Some(e) = name.strip_suffix(".bias").and_then(|p| self.map.get_mut(p)) else {
             return Ok(false);
         };
-        let Some(current) = e.layer.bias() else {
+        let Some(current) = e.bias.as_ref() else {
             return Ok(false);
         };
-        let value = checked(name, current, value)?;
-        e.layer = candle_nn::Linear::new(e.layer.weight().clone(), Some(value));
+        e.bias = Some(checked(name, current, value)?);
         Ok(true)
     }
 }

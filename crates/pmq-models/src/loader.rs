@@ -83,11 +83,27 @@ pub fn detect_family(c: &ConfigObject) -> Result<Family> {
     }
 }
 
-/// Loads the model in `dir` (`config.json` + `model.safetensors` or a sharded index).
+/// Loads the model in `dir` (`config.json` + `model.safetensors` or a sharded index), every
+/// weight in memory as f32.
 pub fn load_model(dir: &Path) -> Result<LoadedModel> {
+    load_from(dir, false)
+}
+
+/// [`load_model`], with the quantizable linears' weights left in the memory-mapped checkpoint
+/// (each read once to check it) until their block is loaded ([`BlockModel::load_block`]) and
+/// given back when it is unloaded ([`BlockModel::unload_block`]): a block-by-block pass needs
+/// memory for one block's linears in f32, not the whole model's. Results are the same.
+pub fn load_model_streamed(dir: &Path) -> Result<LoadedModel> {
+    load_from(dir, true)
+}
+
+fn load_from(dir: &Path, streamed: bool) -> Result<LoadedModel> {
     let c = ConfigObject::read(&dir.join("config.json"))?;
     let family = detect_family(&c)?;
-    let ws = WeightStore::open_dir(dir)?;
+    let ws = match streamed {
+        true => WeightStore::open_dir_streamed(dir)?,
+        false => WeightStore::open_dir(dir)?,
+    };
     match family {
         Family::Bert => Ok(LoadedModel::Bert(BertModel::from_parts(&c, &ws)?)),
         Family::Llama => Ok(LoadedModel::Llama(LlamaModel::from_parts(&c, &ws)?)),

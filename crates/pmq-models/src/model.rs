@@ -117,6 +117,32 @@ pub trait BlockModel: ModelParts + Send + Sync {
         self.params_mut().set_linear_weight(name, weight)
     }
 
+    /// Reads the weights of `block`'s linears into memory. A model loaded with
+    /// [`crate::load_model_streamed`] keeps them in the checkpoint until then (and reads a
+    /// weight it needs in the meantime for each use); for other models this does nothing.
+    fn load_block(&mut self, block: usize) -> Result<()> {
+        let names = self.block_linear_names(block)?;
+        self.params_mut().load_linears(&names)
+    }
+
+    /// Gives back the memory of `block`'s linear weights in a streamed model: weights as read
+    /// go back to the checkpoint; replaced ones (quantized) are dropped, and using them later
+    /// is an error. For models not loaded streamed this does nothing.
+    fn unload_block(&mut self, block: usize) -> Result<()> {
+        let names = self.block_linear_names(block)?;
+        self.params_mut().unload_linears(&names)
+    }
+
+    /// The names of `block`'s linears.
+    fn block_linear_names(&self, block: usize) -> Result<Vec<String>> {
+        Ok(self
+            .block_groups(block)?
+            .into_iter()
+            .flatten()
+            .map(|l| l.name)
+            .collect())
+    }
+
     /// The current weight `[out, in]` (f32) of linear `name`.
     fn linear_weight(&self, name: &str) -> Result<Tensor> {
         self.params().linear_weight(name)

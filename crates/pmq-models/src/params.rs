@@ -51,6 +51,16 @@ impl Params {
         self.linears.set_weight(name, weight)
     }
 
+    /// [`crate::BlockModel::load_block`] for the linears `names`.
+    pub(crate) fn load_linears<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        self.linears.load_resident(names)
+    }
+
+    /// [`crate::BlockModel::unload_block`] for the linears `names`.
+    pub(crate) fn unload_linears<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
+        self.linears.unload(names)
+    }
+
     /// [`crate::BlockModel::tensor`]: a block norm's weight or bias, or a linear's bias.
     pub(crate) fn tensor(&self, name: &str) -> Result<Tensor> {
         if let Some(t) = self.norms.tensor(name) {

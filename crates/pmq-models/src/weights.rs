@@ -5,19 +5,27 @@
 //! `weight_map` (a tensor comes from the shard the index names, never from another file),
 //! index entries that leave the model directory are refused, and a tensor stored twice is an
 //! error. Every tensor handed to a model is checked to be finite.
+//!
+//! A store opened with [`WeightStore::open_dir_streamed`] makes the models built from it keep
+//! their quantizable linears in the checkpoint (memory-mapped) until a block is loaded
+//! ([`crate::BlockModel::load_block`]): a model larger than memory can then be run block by
+//! block. The store is shared (cheap to clone) by every linear read from it.
 
 use crate::error::{Error, Result};
 use candle_core::{Device, Tensor};
 use pmq_io::{Dtype, TensorStore};
 use std::path::Path;
+use std::sync::Arc;
 
 pub use pmq_io::{INDEX_FILE, SINGLE_FILE};
 
-/// A read-only view of a checkpoint's tensors.
+/// A read-only view of a checkpoint's tensors (cheap to clone: the mapping is shared).
+#[derive(Clone)]
 pub struct WeightStore {
-    store: TensorStore,
+    store: Arc<TensorStore>,
     source: String,
     device: Device,
+    streamed: bool,
 }
 
 impl std::fmt::Debug for WeightStore {
@@ -25,6 +33,7 @@ impl std::fmt::Debug for WeightStore {
         f.debug_struct("WeightStore")
             .field("source", &self.source)
             .field("tensors", &self.store.len())
+            .field("streamed", &self.streamed)
             .finish()
     }
 }
@@ -35,10 +44,26 @@ impl WeightStore {
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let store = TensorStore::open_dir(dir)?;
         Ok(Self {
-            store,
+            store: Arc::new(store),
             source: dir.display().to_string(),
             device: Device::Cpu,
+            streamed: false,
         })
+    }
+
+    /// [`open_dir`](Self::open_dir), for a model whose quantizable linears stay in the
+    /// checkpoint until their block is loaded (each is still read once at load time, to check
+    /// its shape and that it is finite).
+    pub fn open_dir_streamed(dir: &Path) -> Result<Self> {
+        Ok(Self {
+            streamed: true,
+            ..Self::open_dir(dir)?
+        })
+    }
+
+    /// Whether models built from this store keep their linears in the checkpoint.
+    pub fn streamed(&self) -> bool {
+        self.streamed
     }
 
     /// Whether the checkpoint holds tensor `name`.
@@ -60,7 +85,8 @@ impl WeightStore {
     }
 
     /// Loads tensor `name` as f32, whatever its shape. F32, F16 and BF16 are accepted (the
-    /// widening is exact); a NaN or infinite value is an error naming the tensor.
+    /// widening is exact); a NaN or infinite value is an error naming the tensor. The
+    /// tensor's mapped pages are given back once read (they stay in the page cache).
     pub fn get_any(&self, name: &str) -> Result<Tensor> {
         let Some(info) = self.store.info(name) else {
             return Err(Error::MissingTensor {
@@ -77,6 +103,8 @@ impl WeightStore {
         }
         let shape = info.shape.clone();
         let values = self.store.read_f32(name)?;
+        // the f32 copy is what is used: the mapped pages need not stay resident
+        self.store.release(name)?;
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
             return Err(Error::NonFinite {
                 name: name.to_string(),

@@ -38,7 +38,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use pmq_eval::{Head, HEAD_FILE};
 use pmq_models::config::ConfigObject;
-use pmq_models::{detect_family, load_model, BertModel, Family, Pooling, State};
+use pmq_models::{detect_family, load_model_streamed, BertModel, Family, Pooling, State};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -219,7 +219,7 @@ fn expert_heads(inputs: &PipelineInputs) -> Result<Option<Vec<Head>>> {
     Ok(Some(heads))
 }
 
-/// The hidden size of a BERT `config.json` (the family as [`load_model`] detects it); `None`
+/// The hidden size of a BERT `config.json` (the family as [`pmq_models::load_model`] detects it); `None`
 /// for other or unknown architectures.
 fn bert_width(config: &ConfigObject) -> Result<Option<usize>> {
     if !matches!(detect_family(config), Ok(Family::Bert)) {
@@ -286,7 +286,7 @@ fn expert_outputs(inputs: &PipelineInputs, held: &HeldOut) -> Result<Vec<Vec<Ten
         .zip(&held.batches)
         .enumerate()
         .map(|(i, (dir, batches))| {
-            let model = load_model(dir)
+            let mut model = load_model_streamed(dir)
                 .with_context(|| format!("loading expert {} ({})", i + 1, dir.display()))?
                 .into_block_model();
             let mut states = vec![batches
@@ -294,7 +294,9 @@ fn expert_outputs(inputs: &PipelineInputs, held: &HeldOut) -> Result<Vec<Vec<Ten
                 .map(|b| model.embed(b))
                 .collect::<pmq_models::Result<Vec<State>>>()?];
             for block in 0..model.num_blocks() {
+                model.load_block(block)?;
                 states = forward_block(&*model, block, &states)?;
+                model.unload_block(block)?;
             }
             Ok(states
                 .pop()

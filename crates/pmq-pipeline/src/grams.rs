@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_core::hessian::HessianAccumulator;
 use pmq_merge::gram_file::{write_grams, GramEntry};
-use pmq_models::{load_model, State};
+use pmq_models::{load_model_streamed, State};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -55,11 +55,11 @@ pub fn collect_grams(
             "a RegMean expert"
         ));
     }
-    let loaded =
-        load_model(model_dir).with_context(|| format!("loading {}", model_dir.display()))?;
+    let loaded = load_model_streamed(model_dir)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
     let family = loaded.as_block_model().family();
     let batcher = Batcher::new(model_dir, &loaded, settings.max_seq_len)?;
-    let model = loaded.into_block_model();
+    let mut model = loaded.into_block_model();
     let samples = read_samples(calib, family, settings.samples)?;
     if samples.iter().all(|s| s.is_blank()) {
         bail!(
@@ -79,6 +79,7 @@ pub fn collect_grams(
     let mut linears = BTreeMap::new();
     let threads = rayon::current_num_threads().max(1);
     for block in 0..model.num_blocks() {
+        model.load_block(block)?;
         let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
         let mut pattern = None;
         let mut next = Vec::with_capacity(states.len());
@@ -97,6 +98,7 @@ pub fn collect_grams(
             }
         }
         states = next;
+        model.unload_block(block)?;
         for (linear, canonical) in pattern.unwrap_or_default() {
             linears.insert(format!("{linear}.weight"), format!("{canonical}.weight"));
         }

@@ -15,7 +15,7 @@ use crate::strategy::{self, Propagation};
 use anyhow::{bail, Context, Result};
 use candle_core::DType;
 use pmq_formats::{PackedLinear, ReplacedTensors};
-use pmq_models::{load_model, Batch, BlockModel, MemoBudget, OutputMemo, State};
+use pmq_models::{load_model_streamed, Batch, BlockModel, MemoBudget, OutputMemo, State};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,7 +157,8 @@ pub(crate) fn run_inner(
     let t0 = Instant::now();
     let method = cfg.method;
     check_inputs(inputs, cfg)?;
-    let loaded = load_model(&inputs.model_dir)
+    // the linears stay in the checkpoint until their block is quantized (memory: one block)
+    let loaded = load_model_streamed(&inputs.model_dir)
         .with_context(|| format!("loading the merged model {}", inputs.model_dir.display()))?;
     let family = loaded.as_block_model().family();
     let batcher = Batcher::new(&inputs.model_dir, &loaded, cfg.max_seq_len)?;
@@ -232,6 +233,7 @@ pub(crate) fn run_inner(
         // the replay is for the states entering the first unfinished block
         let needs_states = resume_at < model.num_blocks();
         for block in 0..resume_at {
+            model.load_block(block)?;
             let next = match needs_states {
                 true => Some(strategy.replay_block(&*model, block, &states)?),
                 false => None,
@@ -244,6 +246,7 @@ pub(crate) fn run_inner(
                 let mut memos = new_memos(&states, &cache_budget);
                 states = advance(&*model, block, &states, next, cfg, &mut memos, &mut replay)?;
             }
+            model.unload_block(block)?;
             if block + 1 == resume_at {
                 // the time spent on the finished blocks, as the interrupted run recorded it
                 wall_before = wall;
@@ -257,10 +260,11 @@ pub(crate) fn run_inner(
         timing.replay_s = t.elapsed().as_secs_f64();
         tracing::info!(block = resume_at, "resumed from the checkpoint");
     }
-    if cfg.time_block_forward && resume_at < model.num_blocks() {
-        timing.block_forward_s = time_block_forward(&*model, resume_at, &states)?;
-    }
     for block in resume_at..model.num_blocks() {
+        model.load_block(block)?;
+        if cfg.time_block_forward && block == resume_at {
+            timing.block_forward_s = time_block_forward(&*model, block, &states)?;
+        }
         let first_record = results.records.len();
         let mut memos = new_memos(&states, &cache_budget);
         let mut job = BlockJob {
@@ -287,6 +291,8 @@ pub(crate) fn run_inner(
             ckpt.save_block(block, &*model, &results, first_record, &timing, wall)
                 .inspect_err(|_| progress.finish())?;
         }
+        // the quantized weights are in `results` (and the checkpoint): give the memory back
+        model.unload_block(block)?;
         tracing::debug!(block, "block quantized");
     }
     progress.finish();
