@@ -8,6 +8,11 @@
 //! the table in [`scaling`]), runs single sub-blocks ([`BlockModel::sub_block_output`]) and
 //! reads/replaces its norm and bias tensors by name ([`BlockModel::tensor`]).
 //!
+//! Models larger than memory: [`load_model_streamed`] leaves the linears' weights in the
+//! memory-mapped checkpoint; a block-by-block pass calls [`BlockModel::load_block`] before a
+//! block and [`BlockModel::unload_block`] after it, so only one block's linears are held in f32
+//! (a 7B Llama's 27 GB of f32 linears become 0.8 GB at a time). The values are the same.
+//!
 //! A layer-wise pass (what a GPTQ-style pipeline does per calibration batch):
 //!
 //! ```no_run
