@@ -55,40 +55,30 @@ fn solve_writes_gptq_and_epmq_and_refuses_to_destroy_files() {
     let out = tmp.path().join("q.safetensors");
     let (ls, os) = (l.to_str().unwrap(), out.to_str().unwrap());
     for method in ["gptq", "epmq"] {
-        let (ok, stdout, err) = pmq(&[
-            "solve",
-            "--layer",
-            ls,
-            "--method",
-            method,
-            "--group-size",
-            "32",
-            "--out",
-            os,
-            "--overwrite",
-        ]);
-        assert!(ok, "{method}: {err}");
-        let r: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let solve = |repeats: &str| {
+            let (ok, stdout, err) = pmq(&[
+                "solve",
+                "--layer",
+                ls,
+                "--method",
+                method,
+                "--group-size",
+                "32",
+                "--repeats",
+                repeats,
+                "--out",
+                os,
+                "--overwrite",
+            ]);
+            assert!(ok, "{method}: {err}");
+            serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()
+        };
+        let r = solve("1");
         assert!(r["objective"].as_f64().unwrap().is_finite(), "{method}");
         assert_eq!(r["tasks"], 2);
         let once = std::fs::read(&out).unwrap();
         // repeated in one process: the same output, the fastest run reported
-        let (ok, stdout, err) = pmq(&[
-            "solve",
-            "--layer",
-            ls,
-            "--method",
-            method,
-            "--group-size",
-            "32",
-            "--repeats",
-            "3",
-            "--out",
-            os,
-            "--overwrite",
-        ]);
-        assert!(ok, "{method}: {err}");
-        let rep: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let rep = solve("3");
         let runs: Vec<f64> = rep["time_solve_runs_s"]
             .as_array()
             .unwrap()
