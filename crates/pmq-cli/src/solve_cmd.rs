@@ -45,7 +45,9 @@ pub struct SolveArgs {
     #[arg(long)]
     overwrite: bool,
     /// Solve this many times in one process and report the fastest (`time_solve_s`; every
-    /// run's time in `time_solve_runs_s`): a benchmark's steady state, memory reused.
+    /// run's time in `time_solve_runs_s`): a benchmark's steady state, the allocator's memory
+    /// reused. The fastest run's result is kept while the next one runs (up to twice the
+    /// memory of one solve); `time_total_s` counts every repeat.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     repeats: u32,
 }

@@ -226,7 +226,7 @@ impl TensorStore {
         let start = e.start.div_ceil(PAGE) * PAGE;
         let end = (e.end / PAGE) * PAGE;
         if end > start {
-            // SAFETY: the mapping is private and read-only and nothing of ours keeps a
+            // SAFETY: the mapping is read-only (file-backed) and nothing of ours keeps a
             // reference into this range across the call (`&self` views are re-faulted from
             // the file, unchanged, on the next access).
             let _ = unsafe {

@@ -59,8 +59,12 @@ impl Entry {
                 &self.spec.weight_name(),
                 &[self.spec.out_features, self.spec.in_features],
             ),
-            (Weight::Released, _) | (Weight::Stored, None) => Err(Error::input(format!(
+            (Weight::Released, _) => Err(Error::input(format!(
                 "the weight of linear `{}` was replaced and then unloaded with its block; it is no longer available",
+                self.spec.name
+            ))),
+            (Weight::Stored, None) => Err(Error::input(format!(
+                "the weight of linear `{}` is in no checkpoint (internal error: a stored weight without its store)",
                 self.spec.name
             ))),
         }

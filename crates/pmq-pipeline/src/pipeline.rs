@@ -233,7 +233,10 @@ pub(crate) fn run_inner(
         // the replay is for the states entering the first unfinished block
         let needs_states = resume_at < model.num_blocks();
         for block in 0..resume_at {
-            model.load_block(block)?;
+            if needs_states {
+                // the replay runs the block as it was before it was quantized
+                model.load_block(block)?;
+            }
             let next = match needs_states {
                 true => Some(strategy.replay_block(&*model, block, &states)?),
                 false => None,
