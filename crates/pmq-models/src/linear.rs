@@ -102,7 +102,7 @@ impl Linears {
         let w = ws.get(&spec.weight_name(), &[out_features, in_features])?;
         let weight = if ws.streamed() {
             drop(w);
-            self.store = Some(ws.clone());
+            self.store.get_or_insert_with(|| ws.clone());
             Weight::Stored
         } else {
             Weight::Resident { w, replaced: false }
@@ -130,9 +130,7 @@ impl Linears {
     }
 
     fn entry_mut(&mut self, name: &str) -> Result<&mut Entry> {
-        self.map
-            .get_mut(name)
-            .ok_or_else(|| Error::UnknownLinear(name.to_string()))
+        find_mut(&mut self.map, name)
     }
 
     /// The spec of linear `name`.
@@ -188,11 +186,11 @@ impl Linears {
     /// Reads the weights of `names` that are in the checkpoint into memory.
     pub(crate) fn load_resident<S: AsRef<str>>(&mut self, names: &[S]) -> Result<()> {
         for name in names {
-            let store = self.store.clone();
-            let e = self.entry_mut(name.as_ref())?;
+            // the map and the store are disjoint fields: no copy of the store per linear
+            let e = find_mut(&mut self.map, name.as_ref())?;
             if let Weight::Stored = e.weight {
                 e.weight = Weight::Resident {
-                    w: e.weight(store.as_ref())?,
+                    w: e.weight(self.store.as_ref())?,
                     replaced: false,
                 };
             }
@@ -237,4 +235,10 @@ impl Linears {
         e.bias = Some(checked(name, current, value)?);
         Ok(true)
     }
+}
+
+/// Linear `name` of `map`, for changing it.
+fn find_mut<'m>(map: &'m mut HashMap<String, Entry>, name: &str) -> Result<&'m mut Entry> {
+    map.get_mut(name)
+        .ok_or_else(|| Error::UnknownLinear(name.to_string()))
 }
