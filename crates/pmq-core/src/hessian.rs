@@ -2,11 +2,13 @@
 //! `2/N` scale does not change any argmin and is left out, so per-task Hessians add up to the
 //! Hessian of the union of the tasks' tokens).
 //!
-//! Precision and speed: tokens are taken in blocks of [`BLOCK_TOKENS`]; each block's `X_b X_bᵀ`
-//! is a symmetric rank-k update computed in f32 (lower triangle only: half a GEMM), and the
-//! blocks are summed in f64. The reference accumulates everything in f32; here only sums of at
-//! most `BLOCK_TOKENS` products are rounded to f32, so `H` keeps ~1e-6 relative accuracy
-//! however many tokens are seen.
+//! Precision and speed: tokens are taken in blocks of [`BLOCK_TOKENS`] consecutive tokens
+//! (however they arrive: rows of a call that do not fill a block wait for the next call);
+//! each block's `X_b X_bᵀ` is a symmetric rank-k update computed in f32 (lower triangle only:
+//! half a GEMM), and the blocks are summed in f64. The reference accumulates everything in
+//! f32; here only sums of at most `BLOCK_TOKENS` products are rounded to f32, so `H` keeps
+//! ~1e-6 relative accuracy however many tokens are seen — and `H` depends only on the
+//! sequence of tokens, not on how it was split into calls (batches).
 
 use crate::matrix::par;
 use faer::linalg::matmul::triangular::{matmul, BlockStructure};
@@ -18,8 +20,12 @@ pub const BLOCK_TOKENS: usize = 1024;
 /// Running `Σ x xᵀ` over the tokens seen so far.
 #[derive(Clone, Debug)]
 pub struct HessianAccumulator {
+    /// the lower triangle of the sum of the full blocks
     h: Mat<f64>,
+    /// one block's `X_b X_bᵀ` in f32 (allocated at the first block)
     block: Mat<f32>,
+    /// row-major rows of the block being filled (fewer than `BLOCK_TOKENS`)
+    pending: Vec<f32>,
     tokens: usize,
 }
 
@@ -29,6 +35,7 @@ impl HessianAccumulator {
         Self {
             h: Mat::zeros(dim, dim),
             block: Mat::zeros(0, 0),
+            pending: Vec::new(),
             tokens: 0,
         }
     }
@@ -48,39 +55,64 @@ impl HessianAccumulator {
         let d = self.dim();
         assert_eq!(x.len() % d.max(1), 0, "input rows must have {d} features");
         let n = x.len().checked_div(d).unwrap_or(0);
+        self.tokens += n;
         if n == 0 || d == 0 {
-            self.tokens += n;
             return;
         }
+        let full = BLOCK_TOKENS * d;
+        let mut rest = x;
+        if !self.pending.is_empty() {
+            let take = (full - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == full {
+                let pending = std::mem::take(&mut self.pending);
+                self.add_block(&pending);
+                self.pending = pending;
+                self.pending.clear();
+            }
+        }
+        while rest.len() >= full {
+            self.add_block(&rest[..full]);
+            rest = &rest[full..];
+        }
+        if !rest.is_empty() {
+            if self.pending.capacity() < full {
+                self.pending.reserve_exact(full - self.pending.len());
+            }
+            self.pending.extend_from_slice(rest);
+        }
+    }
+
+    /// Adds one block of row-major rows to `h`: `X_b X_bᵀ` in f32, summed into f64.
+    fn add_block(&mut self, rows: &[f32]) {
+        let d = self.dim();
+        let m = rows.len() / d;
         if self.block.nrows() != d {
             self.block = Mat::zeros(d, d);
         }
-        for start in (0..n).step_by(BLOCK_TOKENS) {
-            let m = BLOCK_TOKENS.min(n - start);
-            // A row-major [m, d] buffer read column-major is the [d, m] matrix X_b.
-            let xb = MatRef::from_column_major_slice(&x[start * d..(start + m) * d], d, m);
-            matmul(
-                self.block.as_mut(),
-                BlockStructure::TriangularLower,
-                Accum::Replace,
-                xb,
-                BlockStructure::Rectangular,
-                xb.transpose(),
-                BlockStructure::Rectangular,
-                1.0f32,
-                par(),
+        // A row-major [m, d] buffer read column-major is the [d, m] matrix X_b.
+        let xb = MatRef::from_column_major_slice(rows, d, m);
+        matmul(
+            self.block.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            xb,
+            BlockStructure::Rectangular,
+            xb.transpose(),
+            BlockStructure::Rectangular,
+            1.0f32,
+            par(),
+        );
+        for j in 0..d {
+            let (dst, src) = (
+                &mut self.h.col_as_slice_mut(j)[j..],
+                &self.block.col_as_slice(j)[j..],
             );
-            for j in 0..d {
-                let (dst, src) = (
-                    &mut self.h.col_as_slice_mut(j)[j..],
-                    &self.block.col_as_slice(j)[j..],
-                );
-                for (a, &b) in dst.iter_mut().zip(src) {
-                    *a += b as f64;
-                }
+            for (a, &b) in dst.iter_mut().zip(src) {
+                *a += b as f64;
             }
         }
-        self.tokens += n;
     }
 
     /// The accumulated Hessian (a symmetric copy; the accumulator keeps the lower triangle).
@@ -90,6 +122,10 @@ impl HessianAccumulator {
 
     /// Consumes the accumulator: the full symmetric Hessian.
     pub fn into_hessian(mut self) -> Mat<f64> {
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            self.add_block(&pending);
+        }
         // mirror the lower triangle, tile by tile so both sides stay in cache
         const T: usize = 64;
         let d = self.dim();
@@ -153,6 +189,42 @@ mod tests {
                     "{i},{j}: {got} vs {want}"
                 );
                 assert_eq!(got, acc.hessian()[(j, i)]);
+            }
+        }
+    }
+
+    #[test]
+    fn the_hessian_depends_on_the_tokens_not_on_how_they_were_split() {
+        let (d, n) = (29, 2 * BLOCK_TOKENS + 300);
+        let x: Vec<f32> = (0..n * d)
+            .map(|k| ((k * 104729) % 997) as f32 / 997.0 - 0.5)
+            .collect();
+        let whole = {
+            let mut acc = HessianAccumulator::new(d);
+            acc.add_rows_f32(&x);
+            acc.into_hessian()
+        };
+        for sizes in [
+            &[1usize, 1023, 1, 5000][..],
+            &[700, 700, 700, 700, 700, 5000],
+            &[3],
+        ] {
+            let mut acc = HessianAccumulator::new(d);
+            let mut start = 0;
+            for &s in sizes.iter().cycle() {
+                if start == n {
+                    break;
+                }
+                let end = (start + s).min(n);
+                acc.add_rows_f32(&x[start * d..end * d]);
+                start = end;
+            }
+            assert_eq!(acc.tokens(), n);
+            let h = acc.into_hessian();
+            for j in 0..d {
+                for i in 0..d {
+                    assert_eq!(h[(i, j)].to_bits(), whole[(i, j)].to_bits(), "{sizes:?}");
+                }
             }
         }
     }

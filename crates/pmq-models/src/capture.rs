@@ -3,8 +3,8 @@
 //! forward cache that lets repeated passes over one block skip finished work ([`OutputMemo`]).
 
 use crate::error::{Error, Result};
-use crate::tensors::token_rows;
-use candle_core::{Module, Tensor, TensorId};
+use crate::tensors::{linear_forward, scatter_rows, token_rows};
+use candle_core::{Tensor, TensorId};
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,7 +13,9 @@ use std::sync::Arc;
 /// The capture callback: receives a linear's name and its input as `[tokens, in_features]`
 /// with padding tokens already removed. Linears fed the same tensor one after the other (q, k,
 /// v; gate, up) receive the very same rows tensor (equal [`Tensor::id`]). Returning an error
-/// aborts the forward pass.
+/// aborts the forward pass. A pass with a callback (or a forward cache) multiplies only the
+/// real tokens' rows by each linear: the real positions of its output are those of a plain
+/// forward bit for bit, the padded positions are not.
 pub type CaptureFn<'a> = dyn FnMut(&str, &Tensor) -> Result<()> + 'a;
 
 /// Wraps the optional capture callback (and forward cache) for the duration of one block
@@ -71,18 +73,32 @@ impl<'a, 'b> Capturer<'a, 'b> {
                 x
             }
         };
-        self.emit(name, &x, rows)?;
-        let y = layer.forward(&x)?;
+        let flat = self.emit(name, &x, rows)?;
+        let y = match rows {
+            // in capture passes (the pipeline's), padding tokens are not multiplied: their
+            // rows of the output are zero. Attention masks them as keys and nothing else mixes
+            // tokens, so the real tokens' values are the same bit for bit; plain forwards keep
+            // every position as the reference models compute it.
+            Some(r) if self.f.is_some() || self.memo.is_some() => {
+                let flat = match flat {
+                    Some(f) => f,
+                    None => token_rows(&x, Some(r))?,
+                };
+                scatter_rows(&linear_forward(layer, &flat)?, r, x.dims())?
+            }
+            _ => linear_forward(layer, &x)?,
+        };
         if let Some(m) = self.memo.as_mut() {
             m.keep_output(name, weight, &y);
         }
         Ok(y)
     }
 
-    /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback.
-    fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<()> {
+    /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback;
+    /// returns those rows when it computed them.
+    fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<Option<Tensor>> {
         let Some(f) = self.f.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let key = (x.id(), rows.map(Tensor::id));
         let flat = match &self.last {
@@ -99,7 +115,8 @@ impl<'a, 'b> Capturer<'a, 'b> {
                 linear: name.to_string(),
                 msg: other.to_string(),
             },
-        })
+        })?;
+        Ok(Some(flat))
     }
 }
 

@@ -183,7 +183,16 @@ fn llama_padding_capture_swap_and_perplexity() {
             .collect();
         assert_eq!(seen, want);
     }
-    assert!(rel_err(&model.head(&s).unwrap(), &logits) == 0.0);
+    // the real positions bit for bit (a capture pass leaves padding tokens out of the linears)
+    let head = model.head(&s).unwrap();
+    for (row, len) in [(0, 10), (1, 6)] {
+        assert!(
+            rel_err(
+                &head.i((row, 0..len)).unwrap(),
+                &logits.i((row, 0..len)).unwrap()
+            ) == 0.0
+        );
+    }
 
     // perplexity against a log-softmax written out in f64
     let rows: Vec<Vec<Vec<f32>>> = logits.to_vec3().unwrap();

@@ -7,7 +7,7 @@
 //! batches, with the block's outputs, for AWQ's searches.
 
 use anyhow::{anyhow, bail, Result};
-use candle_core::{DType, Tensor};
+use candle_core::{CpuStorage, DType, Storage, Tensor};
 use faer::Mat;
 use pmq_core::awq::activation_scale;
 use pmq_core::hessian::HessianAccumulator;
@@ -236,13 +236,30 @@ pub(crate) fn add_to_hessians(
 ) -> Result<()> {
     for (name, _, rows) in inputs {
         if let Some(x) = rows {
-            let (cols, v) = rows_f32(&x)?;
-            acc.entry(name)
-                .or_insert_with(|| HessianAccumulator::new(cols))
-                .add_rows_f32(&v);
+            with_rows_f32(&x, |cols, v| {
+                acc.entry(name)
+                    .or_insert_with(|| HessianAccumulator::new(cols))
+                    .add_rows_f32(v)
+            })?;
         }
     }
     Ok(())
+}
+
+/// Calls `f` with the column count and the row-major f32 values of captured rows — read in
+/// place when they are a contiguous f32 tensor (the capture's own rows), copied otherwise.
+pub(crate) fn with_rows_f32<R>(x: &Tensor, f: impl FnOnce(usize, &[f32]) -> R) -> Result<R> {
+    let (_, cols) = x.dims2()?;
+    {
+        let (storage, layout) = x.storage_and_layout();
+        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(cols, &v[start..end]));
+        }
+    }
+    let (cols, v) = rows_f32(x)?;
+    Ok(f(cols, &v))
 }
 
 /// The captured rows of one input tensor as row-major f32 values and their column count.

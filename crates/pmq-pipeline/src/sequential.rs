@@ -15,6 +15,7 @@
 
 use crate::capture::{add_to_hessians, capture_batch, same_sharing, Wanted};
 use crate::deviation::{deviation_per_task, deviation_total, DeviationMode};
+use crate::experts::Experts;
 use crate::job::{mat_to_tensor, tensor_to_mat, BlockJob, Results};
 use crate::method::{solve, LinearProblem, Method};
 use crate::report::LinearRecord;
@@ -23,7 +24,7 @@ use faer::{Mat, MatRef};
 use pmq_core::alpha_selection::{select_alpha, SplitProblem};
 use pmq_core::epmq::ExpertFold;
 use pmq_core::hessian::HessianAccumulator;
-use pmq_models::{BlockModel, LinearSpec, OutputMemo, State};
+use pmq_models::{BlockModel, LinearSpec};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -34,71 +35,44 @@ struct TaskCapture {
     by_input: HashMap<String, (Mat<f64>, usize)>,
     /// `--alpha auto`: the held-out batches' Hessians (`by_input` then holds the others')
     held: HashMap<String, (Mat<f64>, usize)>,
-    /// linear name → canonical name
-    alias: HashMap<String, String>,
 }
 
-/// Runs `block` on every batch of one task with input capture of the linears `names` (as many
-/// batches at once as there are threads, each with its forward cache from `memos`), and
-/// accumulates one Hessian per distinct input tensor, batches in order (so the result does
-/// not depend on the number of threads).
-fn capture_task(
-    model: &dyn BlockModel,
-    block: usize,
-    names: &HashSet<String>,
-    states: &[State],
-    memos: &mut [OutputMemo],
-    timing: &mut crate::report::Phases,
-    holdout_every: Option<usize>,
-) -> Result<TaskCapture> {
-    use rayon::prelude::*;
-    let mut acc: HashMap<String, HessianAccumulator> = HashMap::new();
-    let mut held_acc: HashMap<String, HessianAccumulator> = HashMap::new();
-    let mut batch_index = 0usize;
-    let mut pattern: Option<HashMap<String, String>> = None;
-    let threads = rayon::current_num_threads().max(1);
-    for (chunk, memo_chunk) in states.chunks(threads).zip(memos.chunks_mut(threads)) {
-        let t = Instant::now();
-        let captured = chunk
-            .par_iter()
-            .zip(memo_chunk.par_iter_mut())
-            .map(|(s, m)| capture_batch(model, block, Wanted::Linears(names), s, Some(m)))
-            .collect::<Result<Vec<_>>>()?;
-        timing.forward_s += t.elapsed().as_secs_f64();
-        timing.capture_calls += chunk.len();
-        let t = Instant::now();
-        for cap in captured {
-            let sharing = cap.sharing();
-            let held = holdout_every.is_some_and(|k| batch_index % k == k - 1);
-            batch_index += 1;
-            let target = if held { &mut held_acc } else { &mut acc };
-            add_to_hessians(target, cap.inputs)?;
-            same_sharing(&mut pattern, sharing, block)?;
+/// Running Hessians of the captured inputs (canonical linear name → accumulator): of the fit
+/// batches and, with `--alpha auto`, of the held-out ones.
+#[derive(Default)]
+struct Accumulators {
+    fit: HashMap<String, HessianAccumulator>,
+    held: HashMap<String, HessianAccumulator>,
+}
+
+impl Accumulators {
+    /// Tokens seen so far per input (fit and held out).
+    fn tokens(&self, canonical: &str) -> usize {
+        [&self.fit, &self.held]
+            .iter()
+            .map(|m| m.get(canonical).map_or(0, HessianAccumulator::tokens))
+            .sum()
+    }
+
+    /// The Hessians, and with a hold-out a zero one on the side that lacks an input (so that
+    /// every task folds into both parts).
+    fn finish(self, holdout: bool) -> TaskCapture {
+        let finish = |acc: HashMap<String, HessianAccumulator>| {
+            acc.into_iter()
+                .map(|(k, a)| {
+                    let n = a.tokens();
+                    (k, (a.into_hessian(), n))
+                })
+                .collect::<HashMap<_, _>>()
+        };
+        let mut by_input = finish(self.fit);
+        let mut held = finish(self.held);
+        if holdout {
+            zeros_where_missing(&mut held, &by_input);
+            zeros_where_missing(&mut by_input, &held);
         }
-        timing.hessian_s += t.elapsed().as_secs_f64();
+        TaskCapture { by_input, held }
     }
-    let alias = pattern.unwrap_or_default();
-    let finish = |acc: HashMap<String, HessianAccumulator>| {
-        acc.into_iter()
-            .map(|(k, a)| {
-                let n = a.tokens();
-                (k, (a.into_hessian(), n))
-            })
-            .collect::<HashMap<_, _>>()
-    };
-    let mut by_input = finish(acc);
-    let mut held = finish(held_acc);
-    if holdout_every.is_some() {
-        // an input all (or none) of whose batches were held out: zero on the other side, so
-        // that every task folds into both parts
-        zeros_where_missing(&mut held, &by_input);
-        zeros_where_missing(&mut by_input, &held);
-    }
-    Ok(TaskCapture {
-        by_input,
-        held,
-        alias,
-    })
 }
 
 /// Adds a zero Hessian to `to` for every input of `from` that `to` lacks.
@@ -131,32 +105,135 @@ struct Folded {
     alias: HashMap<String, String>,
 }
 
-/// Captures the inputs of `specs` task by task and folds them.
+/// Captures the inputs of `specs` on every batch of every task and folds them.
+///
+/// The batches run as many at once as there are threads (each with its forward cache), tasks
+/// one after the other; their inputs are accumulated batch by batch in order, so the result
+/// does not depend on the number of threads. The expert fold and the per-task deviation split
+/// need each task's `H_i`: the Hessians are then finished and folded at the end of every task
+/// and dropped. RTN and GPTQ need only `H_q = Σ_i H_i`: one accumulator per input then takes
+/// the tokens of all tasks (no per-task Hessian is zeroed, mirrored and summed).
 fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Folded> {
+    use rayon::prelude::*;
     let names: HashSet<String> = specs.iter().map(|s| s.name.clone()).collect();
     let keep_per_task = job.cfg.deviation == DeviationMode::PerTask;
-    let mut folded = Folded::default();
-    for (t, task_states) in job.states.iter().enumerate() {
-        let cap = capture_task(
-            &*job.model,
-            job.block,
-            &names,
-            task_states,
-            &mut job.memos[t],
-            job.timing,
-            job.cfg.alpha_auto.as_ref().map(|a| a.holdout_every),
-        )?;
-        if t == 0 {
-            folded.alias = cap.alias.clone();
-        } else if folded.alias != cap.alias {
-            bail!(
-                "block {}: the linears sharing an input differ between tasks",
-                job.block
-            );
+    let per_task = keep_per_task || !job.experts.is_empty();
+    let holdout_every = job.cfg.alpha_auto.as_ref().map(|a| a.holdout_every);
+    let (block, model, states) = (job.block, &*job.model, job.states);
+    let (experts, cfg, timing) = (job.experts, job.cfg, &mut *job.timing);
+    let mut work = Vec::new();
+    for (t, (task_states, task_memos)) in states.iter().zip(job.memos.iter_mut()).enumerate() {
+        for (b, (s, m)) in task_states.iter().zip(task_memos.iter_mut()).enumerate() {
+            work.push((t, b, s, m));
         }
-        let t_fold = Instant::now();
-        for spec in specs {
-            let canonical = &cap.alias[&spec.name];
+    }
+    let mut folded = Folded::default();
+    let mut acc = Accumulators::default();
+    let mut pattern: Option<HashMap<String, String>> = None;
+    // tokens per input when the current task began (one accumulator for all tasks)
+    let mut task_start: HashMap<String, usize> = HashMap::new();
+    let ctx = TaskEnd {
+        specs,
+        experts,
+        model,
+        fold_precision: cfg.fold_precision,
+        keep_per_task,
+        per_task,
+        holdout: holdout_every.is_some(),
+    };
+    let mut current = 0;
+    let threads = rayon::current_num_threads().max(1);
+    for chunk in work.chunks_mut(threads) {
+        let t = Instant::now();
+        let captured = chunk
+            .par_iter_mut()
+            .map(|(_, _, s, m)| capture_batch(model, block, Wanted::Linears(&names), s, Some(m)))
+            .collect::<Result<Vec<_>>>()?;
+        timing.forward_s += t.elapsed().as_secs_f64();
+        timing.capture_calls += chunk.len();
+        for (w, cap) in chunk.iter().zip(captured) {
+            let (task, b) = (w.0, w.1);
+            while current < task {
+                let t = Instant::now();
+                ctx.end(current, &mut acc, &mut task_start, &pattern, &mut folded)?;
+                timing.fold_s += t.elapsed().as_secs_f64();
+                current += 1;
+            }
+            let t = Instant::now();
+            let sharing = cap.sharing();
+            let held = holdout_every.is_some_and(|k| b % k == k - 1);
+            add_to_hessians(if held { &mut acc.held } else { &mut acc.fit }, cap.inputs)?;
+            same_sharing(&mut pattern, sharing, block)?;
+            timing.hessian_s += t.elapsed().as_secs_f64();
+        }
+    }
+    while current < states.len() {
+        let t = Instant::now();
+        ctx.end(current, &mut acc, &mut task_start, &pattern, &mut folded)?;
+        timing.fold_s += t.elapsed().as_secs_f64();
+        current += 1;
+    }
+    if !per_task {
+        let t = Instant::now();
+        folded.h_q = std::mem::take(&mut acc)
+            .finish(false)
+            .by_input
+            .into_iter()
+            .map(|(k, (h, _))| (k, h))
+            .collect();
+        timing.hessian_s += t.elapsed().as_secs_f64();
+    }
+    folded.alias = pattern.unwrap_or_default();
+    Ok(folded)
+}
+
+/// What the end of a task's batches needs: the specs of the capture set, the experts and how
+/// the Hessians are kept.
+struct TaskEnd<'a, 'b> {
+    specs: &'b [&'b LinearSpec],
+    experts: &'a Experts,
+    model: &'b dyn BlockModel,
+    fold_precision: pmq_core::epmq::FoldPrecision,
+    keep_per_task: bool,
+    per_task: bool,
+    holdout: bool,
+}
+
+impl TaskEnd<'_, '_> {
+    /// Task `t`'s batches were all accumulated: records its tokens per linear and, with
+    /// per-task Hessians, finishes them and folds them into `folded`.
+    fn end(
+        &self,
+        t: usize,
+        acc: &mut Accumulators,
+        task_start: &mut HashMap<String, usize>,
+        pattern: &Option<HashMap<String, String>>,
+        folded: &mut Folded,
+    ) -> Result<()> {
+        let alias = pattern.clone().unwrap_or_default();
+        let canonical = |name: &str| {
+            alias
+                .get(name)
+                .ok_or_else(|| anyhow::anyhow!("task {t}: no inputs were captured for `{name}`"))
+        };
+        if !self.per_task {
+            // this task's tokens: what the shared accumulators gained since it began
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            for spec in self.specs {
+                let c = canonical(&spec.name)?;
+                let n = *seen
+                    .entry(c.clone())
+                    .or_insert_with(|| acc.tokens(c) - task_start.get(c).copied().unwrap_or(0));
+                folded.tokens.entry(spec.name.clone()).or_default().push(n);
+            }
+            for (c, n) in seen {
+                *task_start.entry(c).or_default() += n;
+            }
+            return Ok(());
+        }
+        let cap = std::mem::take(acc).finish(self.holdout);
+        for spec in self.specs {
+            let canonical = canonical(&spec.name)?;
             let (h_t, n) = &cap.by_input[canonical];
             let held = cap.held.get(canonical);
             let n_held = held.map_or(0, |(_, n)| *n);
@@ -165,8 +242,8 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                 .entry(spec.name.clone())
                 .or_default()
                 .push(*n + n_held);
-            if !job.experts.is_empty() {
-                let (rows, cols, w_t) = job.experts.weight_rows(t, spec)?;
+            if !self.experts.is_empty() {
+                let (rows, cols, w_t) = self.experts.weight_rows(t, spec)?;
                 let w_t = MatRef::from_row_major_slice(&w_t, rows, cols);
                 // the fit batches' fold, and with `--alpha auto` the held-out batches' beside it
                 let parts = [
@@ -178,10 +255,10 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                     let fold = match folds.entry(spec.name.clone()) {
                         Entry::Occupied(e) => e.into_mut(),
                         Entry::Vacant(e) => {
-                            let merged = tensor_to_mat(&job.model.linear_weight(&spec.name)?)?;
+                            let merged = tensor_to_mat(&self.model.linear_weight(&spec.name)?)?;
                             e.insert(ExpertFold::with_precision(
                                 merged.as_ref(),
-                                job.cfg.fold_precision,
+                                self.fold_precision,
                             ))
                         }
                     };
@@ -204,7 +281,7 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
             }
         }
         for (canonical, (h_t, _)) in by_input {
-            if keep_per_task {
+            if self.keep_per_task {
                 folded
                     .per_task
                     .entry(canonical.clone())
@@ -218,9 +295,8 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
                 }
             }
         }
-        job.timing.fold_s += t_fold.elapsed().as_secs_f64();
+        Ok(())
     }
-    Ok(folded)
 }
 
 /// Quantizes every linear of `job.block`, group by group; the caller re-runs the quantized

@@ -128,9 +128,18 @@ fn the_forward_cache_changes_nothing_but_speed() {
     }
 }
 
+/// The bits of the real tokens' hidden states (a pass with a forward cache leaves padding
+/// tokens out of the linears).
 fn bits(s: &pmq_models::State) -> Vec<u32> {
-    s.hidden()
-        .flatten_all()
+    let h = s.hidden();
+    let flat = h
+        .reshape(((), h.dim(candle_core::D::Minus1).unwrap()))
+        .unwrap();
+    let real = match s.valid_rows() {
+        Some(r) => flat.index_select(r, 0).unwrap(),
+        None => flat,
+    };
+    real.flatten_all()
         .unwrap()
         .to_vec1::<f32>()
         .unwrap()
