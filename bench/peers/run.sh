@@ -30,6 +30,7 @@ for t in movie-sentiment tweet-sentiment newsgroups reuters-r8 election-authorsh
   calib+=(--calib "$t=$f") files+=("$f")
 done
 rm -rf "$work/pmq-out" "$work/peer-out"
+sync # the checkpoint was just written: no writeback during either timed run
 t0=$(date +%s.%N)
 pmq_line=$("$pmq" quantize --model "$model" --method gptq "${calib[@]}" --samples-per-task "$samples" \
   --max-seq-len "$seq" --batch-size 16 --format both --out "$work/pmq-out" 2>"$work/pmq.log" | tail -n1)

@@ -2,13 +2,13 @@
 //! `2/N` scale does not change any argmin and is left out, so per-task Hessians add up to the
 //! Hessian of the union of the tasks' tokens).
 //!
-//! Precision and speed: tokens are taken in blocks of [`BLOCK_TOKENS`] consecutive tokens
-//! (however they arrive: rows of a call that do not fill a block wait for the next call);
-//! each block's `X_b X_bᵀ` is a symmetric rank-k update computed in f32 (lower triangle only:
-//! half a GEMM), and the blocks are summed in f64. The reference accumulates everything in
-//! f32; here only sums of at most `BLOCK_TOKENS` products are rounded to f32, so `H` keeps
-//! ~1e-6 relative accuracy however many tokens are seen — and `H` depends only on the
-//! sequence of tokens, not on how it was split into calls (batches).
+//! Precision and speed: the tokens of each call (a batch) are taken in blocks of
+//! [`BLOCK_TOKENS`]; each block's `X_b X_bᵀ` is a symmetric rank-k update computed in f32
+//! (lower triangle only: half a GEMM), and the blocks are summed in f64. The reference
+//! accumulates everything in f32; here only sums of at most `BLOCK_TOKENS` products are rounded
+//! to f32, so `H` keeps ~1e-6 relative accuracy however many tokens are seen. Blocks never span
+//! two calls, so Hessians of disjoint sets of batches (a hold-out split, one per task) add up to
+//! the Hessian of all the batches up to the order of the f64 sums.
 
 use crate::matrix::par;
 use faer::linalg::matmul::triangular::{matmul, BlockStructure};
@@ -20,12 +20,12 @@ pub const BLOCK_TOKENS: usize = 1024;
 /// Running `Σ x xᵀ` over the tokens seen so far.
 #[derive(Clone, Debug)]
 pub struct HessianAccumulator {
-    /// the lower triangle of the sum of the full blocks
+    dim: usize,
+    /// the lower triangle of the sum of the blocks so far (allocated again after
+    /// [`Self::take_hessian`])
     h: Mat<f64>,
     /// one block's `X_b X_bᵀ` in f32 (allocated at the first block)
     block: Mat<f32>,
-    /// row-major rows of the block being filled (fewer than `BLOCK_TOKENS`)
-    pending: Vec<f32>,
     tokens: usize,
 }
 
@@ -33,16 +33,16 @@ impl HessianAccumulator {
     /// An empty accumulator for inputs of dimension `dim`.
     pub fn new(dim: usize) -> Self {
         Self {
+            dim,
             h: Mat::zeros(dim, dim),
             block: Mat::zeros(0, 0),
-            pending: Vec::new(),
             tokens: 0,
         }
     }
 
     /// Input dimension.
     pub fn dim(&self) -> usize {
-        self.h.nrows()
+        self.dim
     }
 
     /// Tokens accumulated.
@@ -59,28 +59,8 @@ impl HessianAccumulator {
         if n == 0 || d == 0 {
             return;
         }
-        let full = BLOCK_TOKENS * d;
-        let mut rest = x;
-        if !self.pending.is_empty() {
-            let take = (full - self.pending.len()).min(rest.len());
-            self.pending.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.pending.len() == full {
-                let pending = std::mem::take(&mut self.pending);
-                self.add_block(&pending);
-                self.pending = pending;
-                self.pending.clear();
-            }
-        }
-        while rest.len() >= full {
-            self.add_block(&rest[..full]);
-            rest = &rest[full..];
-        }
-        if !rest.is_empty() {
-            if self.pending.capacity() < full {
-                self.pending.reserve_exact(full - self.pending.len());
-            }
-            self.pending.extend_from_slice(rest);
+        for block in x.chunks(BLOCK_TOKENS * d) {
+            self.add_block(block);
         }
     }
 
@@ -90,6 +70,9 @@ impl HessianAccumulator {
         let m = rows.len() / d;
         if self.block.nrows() != d {
             self.block = Mat::zeros(d, d);
+        }
+        if self.h.nrows() != d {
+            self.h = Mat::zeros(d, d);
         }
         // A row-major [m, d] buffer read column-major is the [d, m] matrix X_b.
         let xb = MatRef::from_column_major_slice(rows, d, m);
@@ -122,9 +105,16 @@ impl HessianAccumulator {
 
     /// Consumes the accumulator: the full symmetric Hessian.
     pub fn into_hessian(mut self) -> Mat<f64> {
-        if !self.pending.is_empty() {
-            let pending = std::mem::take(&mut self.pending);
-            self.add_block(&pending);
+        self.take_hessian()
+    }
+
+    /// The full symmetric Hessian of the tokens since the last take; the accumulator starts
+    /// again from zero tokens and keeps its f32 work buffers (one task after another reuses
+    /// them instead of zeroing new ones).
+    pub fn take_hessian(&mut self) -> Mat<f64> {
+        self.tokens = 0;
+        if self.h.nrows() != self.dim {
+            return Mat::zeros(self.dim, self.dim);
         }
         // mirror the lower triangle, tile by tile so both sides stay in cache
         const T: usize = 64;
@@ -138,7 +128,7 @@ impl HessianAccumulator {
                 }
             }
         }
-        self.h
+        std::mem::replace(&mut self.h, Mat::zeros(0, 0))
     }
 }
 
@@ -194,38 +184,25 @@ mod tests {
     }
 
     #[test]
-    fn the_hessian_depends_on_the_tokens_not_on_how_they_were_split() {
-        let (d, n) = (29, 2 * BLOCK_TOKENS + 300);
-        let x: Vec<f32> = (0..n * d)
-            .map(|k| ((k * 104729) % 997) as f32 / 997.0 - 0.5)
+    fn a_taken_hessian_starts_the_next_one_from_zero() {
+        let d = 5;
+        let x: Vec<f32> = (0..(BLOCK_TOKENS + 7) * d)
+            .map(|k| ((k * 31) % 17) as f32 - 8.0)
             .collect();
-        let whole = {
+        let (a, b) = x.split_at(300 * d);
+        let mut acc = HessianAccumulator::new(d);
+        acc.add_rows_f32(a);
+        let h_a = acc.take_hessian();
+        assert_eq!(acc.tokens(), 0);
+        acc.add_rows_f32(b);
+        let h_b = acc.take_hessian();
+        let alone = |rows: &[f32]| {
             let mut acc = HessianAccumulator::new(d);
-            acc.add_rows_f32(&x);
+            acc.add_rows_f32(rows);
             acc.into_hessian()
         };
-        for sizes in [
-            &[1usize, 1023, 1, 5000][..],
-            &[700, 700, 700, 700, 700, 5000],
-            &[3],
-        ] {
-            let mut acc = HessianAccumulator::new(d);
-            let mut start = 0;
-            for &s in sizes.iter().cycle() {
-                if start == n {
-                    break;
-                }
-                let end = (start + s).min(n);
-                acc.add_rows_f32(&x[start * d..end * d]);
-                start = end;
-            }
-            assert_eq!(acc.tokens(), n);
-            let h = acc.into_hessian();
-            for j in 0..d {
-                for i in 0..d {
-                    assert_eq!(h[(i, j)].to_bits(), whole[(i, j)].to_bits(), "{sizes:?}");
-                }
-            }
-        }
+        assert_eq!(h_a, alone(a));
+        assert_eq!(h_b, alone(b));
+        assert_eq!(acc.take_hessian(), Mat::<f64>::zeros(d, d));
     }
 }

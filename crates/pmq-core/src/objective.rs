@@ -3,6 +3,7 @@
 
 use crate::matrix::{par, par_from_fn, to_f32};
 use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef};
 
 /// `tr((A − B) H (A − B)ᵀ)`, i.e. `‖A X − B X‖²_F` when `H = X Xᵀ`.
@@ -67,17 +68,32 @@ impl QuadraticFormF32 {
         (d, dh)
     }
 
-    /// `tr((A − B) H (A − B)ᵀ)`.
+    /// `tr((A − B) H (A − B)ᵀ) = ⟨H, DᵀD⟩` with `D = A − B`: the lower triangle of `DᵀD` is a
+    /// symmetric rank-k update (half the products of `D H`), summed against `H` in f64.
     pub fn error(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
-        let (d, dh) = self.difference_product(a, b);
+        let d = par_from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
+        let n = d.ncols();
+        let mut g = Mat::<f32>::zeros(n, n);
+        triangular::matmul(
+            g.as_mut(),
+            BlockStructure::TriangularLower,
+            Accum::Replace,
+            d.transpose(),
+            BlockStructure::Rectangular,
+            d.as_ref(),
+            BlockStructure::Rectangular,
+            1.0,
+            par(),
+        );
         let mut s = 0.0f64;
-        for j in 0..d.ncols() {
-            let (x, y) = (dh.col_as_slice(j), d.col_as_slice(j));
-            s += x
+        for j in 0..n {
+            let (h, g) = (&self.h.col_as_slice(j)[j..], &g.col_as_slice(j)[j..]);
+            let off: f64 = h[1..]
                 .iter()
-                .zip(y)
-                .map(|(&p, &q)| p as f64 * q as f64)
-                .sum::<f64>();
+                .zip(&g[1..])
+                .map(|(&x, &y)| x as f64 * y as f64)
+                .sum();
+            s += h[0] as f64 * g[0] as f64 + 2.0 * off;
         }
         s
     }

@@ -36,15 +36,41 @@ pub(crate) fn linear_forward(layer: &candle_nn::Linear, x: &Tensor) -> Result<Te
     Ok(y.reshape(out)?)
 }
 
-/// The rows `y` (`[rows.len(), out]`) put back at the flattened positions `rows` of a zero
-/// tensor shaped like `like` (`[..., in]`) with its last dimension `out`.
+/// The rows `y` (`[rows.len(), out]`) put back at the flattened positions `rows` (ascending,
+/// as [`crate::State`] lists the real tokens) of a zero tensor shaped like `like` (`[..., in]`)
+/// with its last dimension `out`: one pass that copies each real row and zeroes the others.
 pub(crate) fn scatter_rows(y: &Tensor, rows: &Tensor, like: &[usize]) -> Result<Tensor> {
     let out = y.dim(1)?;
     let mut dims = like[..like.len().saturating_sub(1)].to_vec();
     let total: usize = dims.iter().product();
     dims.push(out);
-    let zeros = Tensor::zeros((total, out), y.dtype(), y.device())?;
-    Ok(zeros.index_add(rows, y, 0)?.reshape(dims)?)
+    let idx: Vec<u32> = rows.to_vec1()?;
+    let ascending =
+        idx.windows(2).all(|w| w[0] < w[1]) && idx.last().is_none_or(|&r| (r as usize) < total);
+    if y.dtype() != DType::F32 || !ascending {
+        let zeros = Tensor::zeros((total, out), y.dtype(), y.device())?;
+        return Ok(zeros.index_add(rows, y, 0)?.reshape(dims)?);
+    }
+    let y = y.contiguous()?;
+    let (storage, layout) = y.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((start, _))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        drop(storage);
+        let zeros = Tensor::zeros((total, out), y.dtype(), y.device())?;
+        return Ok(zeros.index_add(rows, &y, 0)?.reshape(dims)?);
+    };
+    let src = &v[start..start + idx.len() * out];
+    let mut dst = Vec::with_capacity(total * out);
+    let mut next = 0;
+    for (k, &r) in idx.iter().enumerate() {
+        dst.resize(r as usize * out, 0.0);
+        dst.extend_from_slice(&src[k * out..(k + 1) * out]);
+        next = r as usize + 1;
+    }
+    debug_assert!(next <= total);
+    dst.resize(total * out, 0.0);
+    Ok(Tensor::from_vec(dst, dims, y.device())?)
 }
 
 /// `value` as a contiguous CPU f32 tensor with the shape of `current` (the tensor named `name`

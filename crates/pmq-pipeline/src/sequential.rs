@@ -54,19 +54,20 @@ impl Accumulators {
             .sum()
     }
 
-    /// The Hessians, and with a hold-out a zero one on the side that lacks an input (so that
-    /// every task folds into both parts).
-    fn finish(self, holdout: bool) -> TaskCapture {
-        let finish = |acc: HashMap<String, HessianAccumulator>| {
-            acc.into_iter()
+    /// The Hessians of the tokens since the last take (the accumulators start again from
+    /// zero and keep their work buffers), and with a hold-out a zero one on the side that
+    /// lacks an input (so that every task folds into both parts).
+    fn take(&mut self, holdout: bool) -> TaskCapture {
+        let take = |acc: &mut HashMap<String, HessianAccumulator>| {
+            acc.iter_mut()
                 .map(|(k, a)| {
                     let n = a.tokens();
-                    (k, (a.into_hessian(), n))
+                    (k.clone(), (a.take_hessian(), n))
                 })
                 .collect::<HashMap<_, _>>()
         };
-        let mut by_input = finish(self.fit);
-        let mut held = finish(self.held);
+        let mut by_input = take(&mut self.fit);
+        let mut held = take(&mut self.held);
         if holdout {
             zeros_where_missing(&mut held, &by_input);
             zeros_where_missing(&mut by_input, &held);
@@ -175,8 +176,8 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
     }
     if !per_task {
         let t = Instant::now();
-        folded.h_q = std::mem::take(&mut acc)
-            .finish(false)
+        folded.h_q = acc
+            .take(false)
             .by_input
             .into_iter()
             .map(|(k, (h, _))| (k, h))
@@ -231,7 +232,7 @@ impl TaskEnd<'_, '_> {
             }
             return Ok(());
         }
-        let cap = std::mem::take(acc).finish(self.holdout);
+        let cap = acc.take(self.holdout);
         for spec in self.specs {
             let canonical = canonical(&spec.name)?;
             let (h_t, n) = &cap.by_input[canonical];
