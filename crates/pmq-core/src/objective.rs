@@ -1,7 +1,7 @@
 //! Quadratic layer errors. For a linear layer with inputs `X` and `H = X Xᵀ`,
 //! `‖A X − B X‖²_F = tr((A − B) H (A − B)ᵀ)`.
 
-use crate::matrix::{par, par_from_fn, to_f32};
+use crate::matrix::{gemm_f32, par, par_from_fn, to_f32};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef};
@@ -57,14 +57,7 @@ impl QuadraticFormF32 {
     ) -> (Mat<f32>, Mat<f32>) {
         let d = par_from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
         let mut dh = Mat::<f32>::zeros(d.nrows(), d.ncols());
-        matmul(
-            dh.as_mut(),
-            Accum::Replace,
-            d.as_ref(),
-            self.h.as_ref(),
-            1.0,
-            par(),
-        );
+        gemm_f32(dh.as_mut(), d.as_ref(), self.h.as_ref());
         (d, dh)
     }
 
