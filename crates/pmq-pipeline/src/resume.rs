@@ -33,7 +33,9 @@
 //!
 //! A checkpoint with another fingerprint is refused, naming the entries that differ; a run that
 //! is not resuming replaces an old checkpoint. The fingerprint reads every model and expert
-//! file once (SHA-256), which is seconds per GB. A report record with a non-finite float
+//! file once (SHA-256), which is seconds per GB: a run that is not resuming computes it on a
+//! thread of its own, one file after another, while the first block is quantized, and writes
+//! it before the first block's checkpoint (a run stopped before that leaves nothing to resume). A report record with a non-finite float
 //! (never produced today) cannot be read back: resuming such a checkpoint fails.
 
 use crate::calib::{read_samples, Sample};
@@ -175,7 +177,7 @@ fn hash_file(path: &Path) -> Result<String> {
 
 /// The files of a checkpoint directory that pmq reads (`*.safetensors`, `*.json` but the
 /// reports), by name, with their hashes.
-fn hash_dir(dir: &Path) -> Result<Vec<(String, String)>> {
+fn hash_dir(dir: &Path, parallel: bool) -> Result<Vec<(String, String)>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
@@ -191,10 +193,12 @@ fn hash_dir(dir: &Path) -> Result<Vec<(String, String)>> {
         }
     }
     files.sort();
-    files
-        .into_par_iter()
-        .map(|(name, path)| Ok((name, hash_file(&path)?)))
-        .collect()
+    let hash = |(name, path): (String, PathBuf)| Ok((name, hash_file(&path)?));
+    if parallel {
+        files.into_par_iter().map(hash).collect()
+    } else {
+        files.into_iter().map(hash).collect()
+    }
 }
 
 /// `<n> samples, sha256 <hex>` of calibration samples (image samples: the files' contents).
@@ -227,10 +231,14 @@ fn hash_samples(samples: &[Sample]) -> Result<String> {
 }
 
 /// Everything that determines a run's result, as named entries.
+///
+/// `parallel`: files hashed on the rayon pool (when nothing else runs); else one after another
+/// on the calling thread (beside a running pipeline, whose pool it must not hold up).
 fn fingerprint(
     inputs: &PipelineInputs,
     cfg: &PipelineConfig,
     family: Family,
+    parallel: bool,
 ) -> Result<BTreeMap<String, String>> {
     let mut e = BTreeMap::new();
     e.insert("checkpoint format".to_string(), FORMAT.to_string());
@@ -238,12 +246,12 @@ fn fingerprint(
         "pmq version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
     );
-    for (file, hash) in hash_dir(&inputs.model_dir)? {
+    for (file, hash) in hash_dir(&inputs.model_dir, parallel)? {
         e.insert(format!("model file {file}"), hash);
     }
     e.insert("experts".to_string(), inputs.experts.len().to_string());
     for (i, dir) in inputs.experts.iter().enumerate() {
-        for (file, hash) in hash_dir(dir)? {
+        for (file, hash) in hash_dir(dir, parallel)? {
             e.insert(format!("expert {i} file {file}"), hash);
         }
     }
@@ -481,8 +489,10 @@ impl SavedBlock {
 /// A run's checkpoint directory, opened (and checked, or started afresh) for the run.
 pub(crate) struct Checkpoint {
     dir: PathBuf,
-    /// SHA-256 of the fingerprint's JSON.
-    hash: String,
+    /// SHA-256 of the fingerprint's JSON (`None` while a fresh run computes it on `pending`).
+    hash: Option<String>,
+    /// A fresh run's fingerprint, being computed.
+    pending: Option<std::thread::JoinHandle<Result<BTreeMap<String, String>>>>,
     stop_after_block: Option<usize>,
     /// Blocks with a checkpoint, from the first.
     finished: usize,
@@ -499,17 +509,11 @@ impl Checkpoint {
         family: Family,
         blocks: usize,
     ) -> Result<Self> {
-        let entries = fingerprint(inputs, cfg, family)?;
-        let text = serde_json::to_string_pretty(&entries)?;
-        let mut ckpt = Self {
-            dir: c.dir.clone(),
-            hash: hex(&Sha256::digest(text.as_bytes())),
-            stop_after_block: c.stop_after_block,
-            finished: 0,
-        };
         let fp_path = c.dir.join(FINGERPRINT_FILE);
         if c.resume && fp_path.is_file() {
             check_is_checkpoint(&c.dir)?;
+            let entries = fingerprint(inputs, cfg, family, true)?;
+            let text = serde_json::to_string_pretty(&entries)?;
             let old: BTreeMap<String, String> = std::fs::read_to_string(&fp_path)
                 .map_err(anyhow::Error::from)
                 .and_then(|t| Ok(serde_json::from_str(&t)?))
@@ -523,6 +527,13 @@ impl Checkpoint {
                     differences(&old, &entries)
                 );
             }
+            let mut ckpt = Self {
+                dir: c.dir.clone(),
+                hash: Some(hex(&Sha256::digest(text.as_bytes()))),
+                pending: None,
+                stop_after_block: c.stop_after_block,
+                finished: 0,
+            };
             while ckpt.finished < blocks && c.dir.join(block_file(ckpt.finished)).is_file() {
                 ckpt.finished += 1;
             }
@@ -544,8 +555,33 @@ impl Checkpoint {
         remove_checkpoint(&c.dir)?;
         std::fs::create_dir_all(&c.dir)
             .with_context(|| format!("creating the checkpoint {}", c.dir.display()))?;
-        write_atomically(&fp_path, text.as_bytes())?;
-        Ok(ckpt)
+        let (inputs, cfg) = (inputs.clone(), cfg.clone());
+        let pending = std::thread::Builder::new()
+            .name("pmq-fingerprint".into())
+            .spawn(move || fingerprint(&inputs, &cfg, family, false))
+            .context("starting the fingerprint thread")?;
+        Ok(Self {
+            dir: c.dir.clone(),
+            hash: None,
+            pending: Some(pending),
+            stop_after_block: c.stop_after_block,
+            finished: 0,
+        })
+    }
+
+    /// The fingerprint's hash; a fresh run waits here for its fingerprint and writes it.
+    fn fingerprint_hash(&mut self) -> Result<String> {
+        if let Some(pending) = self.pending.take() {
+            let entries = pending
+                .join()
+                .map_err(|_| anyhow!("the fingerprint thread panicked"))??;
+            let text = serde_json::to_string_pretty(&entries)?;
+            write_atomically(&self.dir.join(FINGERPRINT_FILE), text.as_bytes())?;
+            self.hash = Some(hex(&Sha256::digest(text.as_bytes())));
+        }
+        self.hash
+            .clone()
+            .ok_or_else(|| anyhow!("the checkpoint has no fingerprint"))
     }
 
     /// The blocks the checkpoint holds, from the first: the run continues at this block.
@@ -636,7 +672,7 @@ impl Checkpoint {
         }
         let meta = BlockMeta {
             format: FORMAT.to_string(),
-            fingerprint: self.hash.clone(),
+            fingerprint: self.fingerprint_hash()?,
             block,
             linears,
             changed: results.changed.iter().cloned().collect(),
@@ -673,7 +709,10 @@ impl Checkpoint {
             .and_then(|m| m.get(META_KEY))
             .ok_or_else(|| anyhow!("it has no `{META_KEY}` metadata"))?;
         let meta: BlockMeta = serde_json::from_str(text)?;
-        if meta.format != FORMAT || meta.fingerprint != self.hash || meta.block != block {
+        if meta.format != FORMAT
+            || Some(&meta.fingerprint) != self.hash.as_ref()
+            || meta.block != block
+        {
             bail!(
                 "it is not block {block} of this checkpoint (format {}, block {}, fingerprint {})",
                 meta.format,
