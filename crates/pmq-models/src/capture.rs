@@ -3,8 +3,8 @@
 //! forward cache that lets repeated passes over one block skip finished work ([`OutputMemo`]).
 
 use crate::error::{Error, Result};
-use crate::tensors::{linear_forward, scatter_rows, token_rows};
-use candle_core::{Tensor, TensorId};
+use crate::tensors::{scatter_rows, token_rows};
+use candle_core::{Module, Tensor, TensorId};
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,9 +84,9 @@ impl<'a, 'b> Capturer<'a, 'b> {
                     Some(f) => f,
                     None => token_rows(&x, Some(r))?,
                 };
-                scatter_rows(&linear_forward(layer, &flat)?, r, x.dims())?
+                scatter_rows(&layer.forward(&flat)?, r, x.dims())?
             }
-            _ => linear_forward(layer, &x)?,
+            _ => layer.forward(&x)?,
         };
         if let Some(m) = self.memo.as_mut() {
             m.keep_output(name, weight, &y);

@@ -87,6 +87,7 @@ pub use pixels::ClipImageProcessor;
 pub use scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 pub use state::State;
 pub use t5::{T5Config, T5Model};
+pub use tensors::with_f32_values;
 pub use text::TextTokenizer;
 pub use weights::WeightStore;
 

@@ -1,6 +1,6 @@
 //! Small tensor helpers shared below the families: flattening hidden states to the rows of the
-//! real tokens, a linear layer as one GEMM, and the shape-checked f32 copy that replaces a
-//! parameter.
+//! real tokens and back, reading f32 values in place, and the shape-checked f32 copy that
+//! replaces a parameter.
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -13,27 +13,6 @@ pub(crate) fn token_rows(x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
         Some(r) => flat.index_select(r, 0)?,
         None => flat.contiguous()?,
     })
-}
-
-/// `y = x Wᵀ + b` for `x` of shape `[..., in]`, as one GEMM over all the leading dimensions.
-/// (candle_nn's `Linear` multiplies a batch `[b, s, in]` by a weight broadcast over `b`: one
-/// small GEMM per sequence, each packing the whole weight again — a third of the GEMM rate on
-/// 2-core CPUs for batches of short sequences.)
-pub(crate) fn linear_forward(layer: &candle_nn::Linear, x: &Tensor) -> Result<Tensor> {
-    let w = layer.weight();
-    let dims = x.dims();
-    let (Some(&d_in), Ok(d_out)) = (dims.last(), w.dim(0)) else {
-        return Ok(candle_core::Module::forward(layer, x)?);
-    };
-    let rows = x.elem_count() / d_in.max(1);
-    let y = x.contiguous()?.reshape((rows, d_in))?.matmul(&w.t()?)?;
-    let y = match layer.bias() {
-        Some(b) => y.broadcast_add(b)?,
-        None => y,
-    };
-    let mut out = dims[..dims.len() - 1].to_vec();
-    out.push(d_out);
-    Ok(y.reshape(out)?)
 }
 
 /// The rows `y` (`[rows.len(), out]`) put back at the flattened positions `rows` (ascending,
@@ -51,26 +30,31 @@ pub(crate) fn scatter_rows(y: &Tensor, rows: &Tensor, like: &[usize]) -> Result<
         let zeros = Tensor::zeros((total, out), y.dtype(), y.device())?;
         return Ok(zeros.index_add(rows, y, 0)?.reshape(dims)?);
     }
-    let y = y.contiguous()?;
-    let (storage, layout) = y.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((start, _))) =
-        (&*storage, layout.contiguous_offsets())
-    else {
-        drop(storage);
-        let zeros = Tensor::zeros((total, out), y.dtype(), y.device())?;
-        return Ok(zeros.index_add(rows, &y, 0)?.reshape(dims)?);
-    };
-    let src = &v[start..start + idx.len() * out];
-    let mut dst = Vec::with_capacity(total * out);
-    let mut next = 0;
-    for (k, &r) in idx.iter().enumerate() {
-        dst.resize(r as usize * out, 0.0);
-        dst.extend_from_slice(&src[k * out..(k + 1) * out]);
-        next = r as usize + 1;
-    }
-    debug_assert!(next <= total);
-    dst.resize(total * out, 0.0);
+    let dst = with_f32_values(y, |src| {
+        let mut dst = Vec::with_capacity(total * out);
+        for (k, &r) in idx.iter().enumerate() {
+            dst.resize(r as usize * out, 0.0);
+            dst.extend_from_slice(&src[k * out..(k + 1) * out]);
+        }
+        dst.resize(total * out, 0.0);
+        dst
+    })?;
     Ok(Tensor::from_vec(dst, dims, y.device())?)
+}
+
+/// Calls `f` with `t`'s values as f32 in row-major order: read in place when `t` is a
+/// contiguous f32 CPU tensor, converted and copied otherwise.
+pub fn with_f32_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+        {
+            return Ok(f(&v[start..end]));
+        }
+    }
+    let v: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    Ok(f(&v))
 }
 
 /// `value` as a contiguous CPU f32 tensor with the shape of `current` (the tensor named `name`

@@ -7,11 +7,11 @@
 //! batches, with the block's outputs, for AWQ's searches.
 
 use anyhow::{anyhow, bail, Result};
-use candle_core::{CpuStorage, DType, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use faer::Mat;
 use pmq_core::awq::activation_scale;
 use pmq_core::hessian::HessianAccumulator;
-use pmq_models::{BlockModel, OutputMemo, State};
+use pmq_models::{with_f32_values, BlockModel, OutputMemo, State};
 use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -246,26 +246,11 @@ pub(crate) fn add_to_hessians(
     Ok(())
 }
 
-/// Calls `f` with the column count and the row-major f32 values of captured rows — read in
-/// place when they are a contiguous f32 tensor (the capture's own rows), copied otherwise.
+/// Calls `f` with the column count and the row-major f32 values of captured rows (read in
+/// place: [`with_f32_values`]).
 pub(crate) fn with_rows_f32<R>(x: &Tensor, f: impl FnOnce(usize, &[f32]) -> R) -> Result<R> {
     let (_, cols) = x.dims2()?;
-    {
-        let (storage, layout) = x.storage_and_layout();
-        if let (Storage::Cpu(CpuStorage::F32(v)), Some((start, end))) =
-            (&*storage, layout.contiguous_offsets())
-        {
-            return Ok(f(cols, &v[start..end]));
-        }
-    }
-    let (cols, v) = rows_f32(x)?;
-    Ok(f(cols, &v))
-}
-
-/// The captured rows of one input tensor as row-major f32 values and their column count.
-pub(crate) fn rows_f32(x: &Tensor) -> Result<(usize, Vec<f32>)> {
-    let (_, cols) = x.dims2()?;
-    Ok((cols, x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?))
+    Ok(with_f32_values(x, |v| f(cols, v))?)
 }
 
 /// The block's outputs on every calibration state exactly as [`capture_block`] computes them
@@ -310,12 +295,13 @@ pub(crate) fn capture_block(
             let sharing = cap.sharing();
             for (name, _, x) in cap.inputs {
                 if let Some(x) = x {
-                    let (cols, v) = rows_f32(&x)?;
-                    let r = rows
-                        .entry(name)
-                        .or_insert_with(|| TokenRows::new(cols, n_tasks));
-                    r.task_tokens[t] += v.len() / cols.max(1);
-                    r.data.extend_from_slice(&v);
+                    with_rows_f32(&x, |cols, v| {
+                        let r = rows
+                            .entry(name)
+                            .or_insert_with(|| TokenRows::new(cols, n_tasks));
+                        r.task_tokens[t] += v.len() / cols.max(1);
+                        r.data.extend_from_slice(v);
+                    })?;
                 }
             }
             same_sharing(&mut pattern, sharing, block)?;

@@ -19,7 +19,7 @@ use crate::model::{BlockModel, Blocks, Family, ModelParts, Ran};
 use crate::params::Params;
 use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::state::State;
-use crate::tensors::{linear_forward, token_rows};
+use crate::tensors::token_rows;
 use crate::weights::WeightStore;
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, RmsNorm};
@@ -288,7 +288,7 @@ impl BlockModel for LlamaModel {
     }
 
     fn head(&self, state: &State) -> Result<Tensor> {
-        linear_forward(&self.lm_head, &self.norm.forward(&state.hidden)?)
+        Ok(self.lm_head.forward(&self.norm.forward(&state.hidden)?)?)
     }
 
     /// Pre-RMSNorm: both norms fold; up → down folds (`act(gate)·up` is linear in up);

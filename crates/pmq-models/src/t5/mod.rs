@@ -24,7 +24,6 @@ use crate::model::{BlockModel, Blocks, Family, ModelParts, Ran};
 use crate::params::Params;
 use crate::scaling::{AwqLayout, ScaleFold, ScalingGroup, SubBlock};
 use crate::state::State;
-use crate::tensors::linear_forward;
 use crate::weights::WeightStore;
 use block::{Forward, T5Extra, T5Layer};
 use candle_core::{DType, Device, Module, Tensor};
@@ -133,7 +132,7 @@ impl T5Model {
         if self.cfg.scale_decoder_outputs {
             x = (x * (self.cfg.d_model as f64).powf(-0.5))?;
         }
-        linear_forward(&self.lm_head, &x)
+        Ok(self.lm_head.forward(&x)?)
     }
 
     /// The state entering decoder block 0.
