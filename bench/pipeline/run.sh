@@ -77,6 +77,7 @@ run epmq-k8-per-task-deviation "$pmq" 8 epmq --deviation per-task
 for k in 2 8; do run "epmq-k$k-bf16-states" "$pmq" "$k" epmq --state-dtype bf16; done
 if [ -n "${PMQ_BASELINE:-}" ]; then
   run baseline-gptq-k8 "$PMQ_BASELINE" 8 gptq
+  run baseline-gptq-k8-no-true-seq "$PMQ_BASELINE" 8 gptq --no-true-sequential
   run baseline-epmq-k8 "$PMQ_BASELINE" 8 epmq
 fi
 

@@ -57,6 +57,7 @@ pairs = [
     ("gptq-k8", "gptq-k8-no-true-seq"),
     ("epmq-k8", "epmq-k8-per-task-deviation"),
     ("gptq-k8", "baseline-gptq-k8"),
+    ("gptq-k8-no-true-seq", "baseline-gptq-k8-no-true-seq"),
     ("epmq-k8", "baseline-epmq-k8"),
     ("gptq-k8", "gptq-k8-no-forward-cache"),
 ]

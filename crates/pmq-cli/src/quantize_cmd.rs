@@ -148,8 +148,9 @@ pub struct QuantizeArgs {
     /// every expert has a head, else hidden-state].
     #[arg(long, value_enum)]
     alpha_criterion: Option<AlphaCriterionArg>,
-    /// Benchmark aid: time one extra plain forward pass of the first block, so that the
-    /// report gives the time outside the solver in block-forward units.
+    /// Benchmark aid: time one extra plain forward pass of the first block (after an untimed
+    /// warm-up pass), so that the report gives the time outside the solver in block-forward
+    /// units.
     #[arg(long)]
     time_block_forward: bool,
     /// Continue an interrupted run from its checkpoint OUT.pmq-resume (written after every

@@ -25,7 +25,8 @@ use crate::damping::Damping;
 use crate::gptq::{gptq_prepared, prepare_hessian, GptqConfig, GptqOutput, PreparedHessian};
 use crate::inverse_factor::right_solve;
 use crate::matrix::{
-    check_finite, check_shape, frobenius_dot, mean_diag, par, par_from_fn, to_f32,
+    check_finite, check_shape, frobenius_dot, from_row_major, gemm_f32, mean_diag, par,
+    par_from_fn, to_f32, to_row_major,
 };
 use crate::objective::QuadraticFormF32;
 use crate::CoreError;
@@ -41,14 +42,6 @@ pub struct EpmqProblem<'a> {
     pub experts: &'a [MatRef<'a, f64>],
     /// Per-task Hessians `H_i = X_i X_iᵀ`, each `[in, in]`.
     pub hessians: &'a [MatRef<'a, f64>],
-}
-
-/// Whether every entry of a column-major f32 matrix is finite.
-fn all_finite(m: &Mat<f32>) -> bool {
-    use rayon::prelude::*;
-    (0..m.ncols())
-        .into_par_iter()
-        .all(|c| m.col_as_slice(c).iter().all(|v| v.is_finite()))
 }
 
 /// Precision of the fold's products `Δ_i H_i` (always summed over tasks in f64).
@@ -75,7 +68,9 @@ pub enum FoldPrecision {
 /// the caller, who may share it between linears reading the same input.
 #[derive(Clone, Debug)]
 pub struct ExpertFold {
-    merged: Mat<f64>,
+    /// `W_m`, row-major: the offsets `Δ_i` are formed row by row, reading row-major expert
+    /// weights (as checkpoints store them) without striding.
+    merged: Vec<f64>,
     d: Mat<f64>,
     c: f64,
     tasks: usize,
@@ -91,7 +86,7 @@ impl ExpertFold {
     /// An empty fold around `W_m` whose products `Δ_i H_i` are computed in `precision`.
     pub fn with_precision(merged: MatRef<'_, f64>, precision: FoldPrecision) -> Self {
         Self {
-            merged: merged.to_owned(),
+            merged: to_row_major(merged),
             d: Mat::zeros(merged.nrows(), merged.ncols()),
             c: 0.0,
             tasks: 0,
@@ -106,11 +101,12 @@ impl ExpertFold {
 
     /// The merged weight the offsets are taken from.
     pub fn merged(&self) -> MatRef<'_, f64> {
-        self.merged.as_ref()
+        MatRef::from_row_major_slice(&self.merged, self.d.nrows(), self.d.ncols())
     }
 
-    /// Folds task `i`'s expert weight `W_i` (any strides, e.g. a row-major view of a
-    /// checkpoint's tensor) and Hessian `H_i` (validated; named by the task index in errors).
+    /// Folds task `i`'s expert weight `W_i` (any strides; a row-major view of a checkpoint's
+    /// tensor is read fastest) and Hessian `H_i` (validated; named by the task index in
+    /// errors).
     pub fn add(&mut self, expert: MatRef<'_, f64>, h: MatRef<'_, f64>) -> Result<(), CoreError> {
         let (rows, cols) = (self.d.nrows(), self.d.ncols());
         let i = self.tasks;
@@ -120,7 +116,7 @@ impl ExpertFold {
             FoldPrecision::F64 => {
                 check_finite(&format!("expert {i} weight"), expert)?;
                 check_finite(&format!("Hessian {i}"), h)?;
-                let merged = self.merged.as_ref();
+                let merged = self.merged();
                 let delta = par_from_fn(rows, cols, |r, c| expert[(r, c)] - merged[(r, c)]);
                 let mut product = Mat::<f64>::zeros(rows, cols);
                 matmul(
@@ -133,55 +129,158 @@ impl ExpertFold {
                 );
                 self.c += frobenius_dot(product.as_ref(), delta.as_ref());
                 self.d += &product;
+                self.tasks += 1;
+                Ok(())
             }
-            FoldPrecision::F32 => {
-                // the inputs are validated through their f32 copies (one pass each); the
-                // f64 checks only run to name what is wrong
-                let form = QuadraticFormF32::new(h);
-                let (delta, product) = form.difference_product(expert, self.merged.as_ref());
-                if !all_finite(&delta) {
-                    check_finite(&format!("expert {i} weight"), expert)?;
-                    check_finite("merged weight", self.merged.as_ref())?;
-                    return Err(CoreError::Config(format!(
-                        "expert {i} weight: its offset from the merged weight exceeds the f32 \
-                         range; fold in f64"
-                    )));
-                }
-                if !form.is_finite() {
-                    check_finite(&format!("Hessian {i}"), h)?;
-                    return Err(CoreError::Config(format!(
-                        "Hessian {i} exceeds the f32 range; fold in f64"
-                    )));
-                }
-                drop(form);
-                if !all_finite(&product) {
-                    return Err(CoreError::Config(format!(
-                        "expert {i}: the product of its offset from the merged weight and \
-                         Hessian {i} exceeds the f32 range; fold in f64"
-                    )));
-                }
-                // D += Δ_i H_i and c += ⟨Δ_i H_i, Δ_i⟩ in f64, column by column in parallel
-                // (the partial sums of c added in column order: independent of the threads)
-                use rayon::prelude::*;
-                let sums: Vec<f64> = self
-                    .d
-                    .par_col_iter_mut()
-                    .enumerate()
-                    .map(|(c, mut dst)| {
-                        let (p, dl) = (product.col_as_slice(c), delta.col_as_slice(c));
-                        let mut s = 0.0f64;
-                        for (r, (&pv, &dv)) in p.iter().zip(dl).enumerate() {
-                            dst[r] += pv as f64;
-                            s += pv as f64 * dv as f64;
-                        }
-                        s
-                    })
-                    .collect();
-                self.c += sums.iter().sum::<f64>();
-            }
+            FoldPrecision::F32 => self.add_f32(expert, h, &QuadraticFormF32::new(h)),
         }
+    }
+
+    /// [`Self::add`] with `H_i` already in f32: `form` is `QuadraticFormF32::new(h)`, made
+    /// once for every linear reading the same input (q, k, v; gate, up). A fold of f64
+    /// products uses `h` alone.
+    pub fn add_with_form(
+        &mut self,
+        expert: MatRef<'_, f64>,
+        h: MatRef<'_, f64>,
+        form: &QuadraticFormF32,
+    ) -> Result<(), CoreError> {
+        let (rows, cols) = (self.d.nrows(), self.d.ncols());
+        let i = self.tasks;
+        if self.precision == FoldPrecision::F64 {
+            return self.add(expert, h);
+        }
+        check_shape(&format!("expert {i} weight"), expert, rows, cols)?;
+        check_shape(&format!("Hessian {i}"), h, cols, cols)?;
+        if form.h().nrows() != cols || form.h().ncols() != cols {
+            return Err(CoreError::Config(format!(
+                "the f32 copy of Hessian {i} is {}x{}, expected {cols}x{cols}",
+                form.h().nrows(),
+                form.h().ncols()
+            )));
+        }
+        self.add_f32(expert, h, form)
+    }
+
+    /// The f32 fold of one task (shapes checked): `Δ_i` row-major in f32 (its finiteness
+    /// checked on the way), `P = Δ_i H_i` by the gemm crate, then `D += P` and
+    /// `c += ⟨P, Δ_i⟩` in f64 in one pass over 64-column tiles. `c` sums each column over the
+    /// rows in order, then the columns in order: the same sums whatever the threads. A product
+    /// that overflows f32 is found in that pass, after `D` took part of it: the error leaves
+    /// the fold unusable (the pipeline stops on it).
+    fn add_f32(
+        &mut self,
+        expert: MatRef<'_, f64>,
+        h: MatRef<'_, f64>,
+        form: &QuadraticFormF32,
+    ) -> Result<(), CoreError> {
+        use rayon::prelude::*;
+        const T: usize = 64;
+        let (rows, cols) = (self.d.nrows(), self.d.ncols());
+        let i = self.tasks;
+        let Some(delta) = self.offsets_f32(expert) else {
+            // the f64 checks only run to name what is wrong
+            check_finite(&format!("expert {i} weight"), expert)?;
+            check_finite("merged weight", self.merged())?;
+            return Err(CoreError::Config(format!(
+                "expert {i} weight: its offset from the merged weight exceeds the f32 \
+                 range; fold in f64"
+            )));
+        };
+        if !form.is_finite() {
+            check_finite(&format!("Hessian {i}"), h)?;
+            return Err(CoreError::Config(format!(
+                "Hessian {i} exceeds the f32 range; fold in f64"
+            )));
+        }
+        let mut product = Mat::<f32>::zeros(rows, cols);
+        gemm_f32(
+            product.as_mut(),
+            MatRef::from_row_major_slice(&delta, rows, cols),
+            form.h(),
+        );
+        let tiles: Vec<(Vec<f64>, bool)> = self
+            .d
+            .par_col_chunks_mut(T)
+            .enumerate()
+            .map(|(k, mut dst)| {
+                let (c0, w) = (k * T, dst.ncols());
+                let mut sums = vec![0.0f64; w];
+                let mut finite = true;
+                // the tile of Δ_i, transposed: column j of the tile is contiguous
+                let mut tile = [0.0f32; T * T];
+                for r0 in (0..rows).step_by(T) {
+                    let n = T.min(rows - r0);
+                    for r in 0..n {
+                        let row = &delta[(r0 + r) * cols + c0..][..w];
+                        for (j, &v) in row.iter().enumerate() {
+                            tile[j * T + r] = v;
+                        }
+                    }
+                    for (j, s) in sums.iter_mut().enumerate() {
+                        let p = &product.col_as_slice(c0 + j)[r0..r0 + n];
+                        let dl = &tile[j * T..j * T + n];
+                        let d = dst
+                            .as_mut()
+                            .col_mut(j)
+                            .try_as_col_major_mut()
+                            .expect("faer matrices have contiguous columns")
+                            .as_slice_mut();
+                        for ((dv, &pv), &lv) in d[r0..r0 + n].iter_mut().zip(p).zip(dl) {
+                            finite &= pv.is_finite();
+                            *dv += pv as f64;
+                            *s += pv as f64 * lv as f64;
+                        }
+                    }
+                }
+                (sums, finite)
+            })
+            .collect();
+        if tiles.iter().any(|(_, finite)| !finite) {
+            return Err(CoreError::Config(format!(
+                "expert {i}: the product of its offset from the merged weight and Hessian {i} \
+                 exceeds the f32 range; fold in f64"
+            )));
+        }
+        self.c += tiles.iter().flat_map(|(s, _)| s).sum::<f64>();
         self.tasks += 1;
         Ok(())
+    }
+
+    /// `Δ_i = W_i − W_m` row-major in f32 (rows in parallel), or `None` when an entry is not
+    /// finite in f32.
+    fn offsets_f32(&self, expert: MatRef<'_, f64>) -> Option<Vec<f32>> {
+        use rayon::prelude::*;
+        let cols = self.d.ncols();
+        let mut delta = vec![0.0f32; self.merged.len()];
+        if cols == 0 {
+            return Some(delta);
+        }
+        let finite = delta
+            .par_chunks_mut(cols)
+            .zip(self.merged.par_chunks(cols))
+            .enumerate()
+            .map(|(r, (out, m))| {
+                let row = expert.row(r);
+                let mut finite = true;
+                match row.try_as_row_major() {
+                    Some(e) => {
+                        for ((o, &e), &m) in out.iter_mut().zip(e.as_slice()).zip(m) {
+                            *o = (e - m) as f32;
+                            finite &= o.is_finite();
+                        }
+                    }
+                    None => {
+                        for (c, (o, &m)) in out.iter_mut().zip(m).enumerate() {
+                            *o = (row[c] - m) as f32;
+                            finite &= o.is_finite();
+                        }
+                    }
+                }
+                finite
+            })
+            .reduce(|| true, |a, b| a && b);
+        finite.then_some(delta)
     }
 
     /// Adds `other`, a fold of the same tasks on other samples around the same merged weight
@@ -220,8 +319,8 @@ impl ExpertFold {
                 "alpha must be finite and ≥ 0, got {alpha}"
             )));
         }
-        check_shape("merged weight", self.merged.as_ref(), rows, cols)?;
-        check_finite("merged weight", self.merged.as_ref())?;
+        let merged = from_row_major(rows, cols, &self.merged);
+        check_finite("merged weight", merged.as_ref())?;
         check_shape("Hessian sum", h_q.as_ref(), cols, cols)?;
         let lambda = alpha * mean_diag(h_q.as_ref());
         Ok(EpmqObjective {
@@ -229,7 +328,7 @@ impl ExpertFold {
             d: self.d,
             c: self.c,
             lambda,
-            merged: self.merged,
+            merged,
             precision: self.precision,
         })
     }
@@ -475,4 +574,104 @@ pub fn epmq_solve(obj: &EpmqObjective, cfg: &GptqConfig) -> Result<EpmqOutput, C
         gptq: out,
         target,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A merged weight, `k` experts around it and `k` Hessians, `rows × cols` (not multiples
+    /// of the fold's 64-wide tiles).
+    fn case(rows: usize, cols: usize, k: usize) -> (Mat<f64>, Vec<Mat<f64>>, Vec<Mat<f64>>) {
+        let v = |s: usize| ((s * 7919) % 1013) as f64 / 1013.0 - 0.5;
+        let merged = Mat::from_fn(rows, cols, |r, c| v(r * 31 + c * 17));
+        let experts = (0..k)
+            .map(|i| {
+                Mat::from_fn(rows, cols, |r, c| {
+                    merged[(r, c)] + 0.05 * v(i * 999 + r * 13 + c)
+                })
+            })
+            .collect();
+        let hessians = (0..k)
+            .map(|i| {
+                let x = Mat::from_fn(cols, 90, |r, t| v(i * 77 + r * 5 + t * 11));
+                &x * x.transpose()
+            })
+            .collect();
+        (merged, experts, hessians)
+    }
+
+    #[test]
+    fn f32_fold_is_the_same_for_any_expert_layout_and_shared_forms_and_near_the_f64_fold() {
+        let (rows, cols) = (150, 130);
+        let (merged, experts, hessians) = case(rows, cols, 3);
+        let fold = |how: usize| {
+            let precision = match how {
+                3 => FoldPrecision::F64,
+                _ => FoldPrecision::F32,
+            };
+            let mut f = ExpertFold::with_precision(merged.as_ref(), precision);
+            for (w, h) in experts.iter().zip(&hessians) {
+                let rm = crate::matrix::to_row_major(w.as_ref());
+                let rm = MatRef::from_row_major_slice(&rm, rows, cols);
+                match how {
+                    0 => f.add(w.as_ref(), h.as_ref()).unwrap(),
+                    1 => f.add(rm, h.as_ref()).unwrap(),
+                    2 => {
+                        let form = QuadraticFormF32::new(h.as_ref());
+                        f.add_with_form(rm, h.as_ref(), &form).unwrap()
+                    }
+                    _ => f.add(w.as_ref(), h.as_ref()).unwrap(),
+                }
+            }
+            (f.d.clone(), f.c)
+        };
+        let (d0, c0) = fold(0);
+        for how in [1, 2] {
+            let (d, c) = fold(how);
+            assert_eq!(d, d0, "layout {how}");
+            assert_eq!(c.to_bits(), c0.to_bits(), "layout {how}");
+        }
+        let (d64, c64) = fold(3);
+        let scale = d64.norm_max();
+        for c in 0..cols {
+            for r in 0..rows {
+                assert!(
+                    (d0[(r, c)] - d64[(r, c)]).abs() <= 1e-5 * scale,
+                    "D[{r}, {c}]"
+                );
+            }
+        }
+        assert!((c0 - c64).abs() <= 1e-5 * c64, "c: {c0} vs {c64}");
+    }
+
+    #[test]
+    fn f32_fold_refuses_what_f32_cannot_hold() {
+        let (rows, cols) = (70, 66);
+        let (merged, experts, hessians) = case(rows, cols, 1);
+        let (w, h) = (&experts[0], &hessians[0]);
+        let fails = |w: &Mat<f64>, h: &Mat<f64>, what: &str| {
+            let mut f = ExpertFold::with_precision(merged.as_ref(), FoldPrecision::F32);
+            let err = f.add(w.as_ref(), h.as_ref()).unwrap_err().to_string();
+            assert!(err.contains(what) && err.contains("fold in f64"), "{err}");
+        };
+        let mut far = w.clone();
+        far[(69, 65)] = 1e39;
+        fails(&far, h, "offset from the merged weight exceeds");
+        let mut huge = h.clone();
+        huge[(3, 65)] = 1e39;
+        fails(w, &huge, "Hessian 0 exceeds");
+        // each factor fits in f32, their product does not
+        let big = Mat::from_fn(rows, cols, |r, c| merged[(r, c)] + 1e20);
+        let big_h = Mat::from_fn(cols, cols, |r, c| if r == c { 1e20 } else { 0.0 });
+        fails(&big, &big_h, "the product of its offset");
+        // a non-finite weight is named by the f64 check
+        let mut nan = w.clone();
+        nan[(2, 3)] = f64::NAN;
+        let mut f = ExpertFold::with_precision(merged.as_ref(), FoldPrecision::F32);
+        assert!(matches!(
+            f.add(nan.as_ref(), h.as_ref()),
+            Err(CoreError::NonFinite { row: 2, col: 3, .. })
+        ));
+    }
 }

@@ -125,24 +125,37 @@ where
 
 /// `m` in f32, column by column in parallel (contiguous columns convert as slices).
 pub fn to_f32(m: MatRef<'_, f64>) -> Mat<f32> {
+    to_f32_checked(m).0
+}
+
+/// `m` in f32 (as [`to_f32`]) and whether every entry of it is finite.
+pub fn to_f32_checked(m: MatRef<'_, f64>) -> (Mat<f32>, bool) {
     use rayon::prelude::*;
     let mut out = Mat::<f32>::zeros(m.nrows(), m.ncols());
-    out.par_col_iter_mut().enumerate().for_each(|(c, mut dst)| {
-        let src = m.col(c);
-        match src.try_as_col_major() {
-            Some(col) => {
-                for (r, &v) in col.as_slice().iter().enumerate() {
-                    dst[r] = v as f32;
+    let finite = out
+        .par_col_iter_mut()
+        .enumerate()
+        .map(|(c, mut dst)| {
+            let src = m.col(c);
+            let mut finite = true;
+            match src.try_as_col_major() {
+                Some(col) => {
+                    for (r, &v) in col.as_slice().iter().enumerate() {
+                        dst[r] = v as f32;
+                        finite &= dst[r].is_finite();
+                    }
+                }
+                None => {
+                    for r in 0..m.nrows() {
+                        dst[r] = src[r] as f32;
+                        finite &= dst[r].is_finite();
+                    }
                 }
             }
-            None => {
-                for r in 0..m.nrows() {
-                    dst[r] = src[r] as f32;
-                }
-            }
-        }
-    });
-    out
+            finite
+        })
+        .reduce(|| true, |a, b| a && b);
+    (out, finite)
 }
 
 /// Row-major copy of a matrix, each value mapped by `f` (tile by tile).

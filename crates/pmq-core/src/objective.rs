@@ -1,7 +1,7 @@
 //! Quadratic layer errors. For a linear layer with inputs `X` and `H = X Xᵀ`,
 //! `‖A X − B X‖²_F = tr((A − B) H (A − B)ᵀ)`.
 
-use crate::matrix::{gemm_f32, par, par_from_fn, to_f32};
+use crate::matrix::{par, par_from_fn, to_f32_checked};
 use faer::linalg::matmul::matmul;
 use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef};
@@ -36,29 +36,24 @@ pub fn squared_distance(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
 /// accuracy.
 pub struct QuadraticFormF32 {
     h: Mat<f32>,
+    finite: bool,
 }
 
 impl QuadraticFormF32 {
-    /// Prepares `H` (`[n, n]`).
+    /// Prepares `H` (`[n, n]`): its f32 copy, checked for finiteness on the way.
     pub fn new(h: MatRef<'_, f64>) -> Self {
-        Self { h: to_f32(h) }
+        let (h, finite) = to_f32_checked(h);
+        Self { h, finite }
     }
 
     /// Whether `H` is finite in f32.
     pub fn is_finite(&self) -> bool {
-        (0..self.h.ncols()).all(|j| self.h.col_as_slice(j).iter().all(|v| v.is_finite()))
+        self.finite
     }
 
-    /// `D = A − B` in f32 (any strides; read tile by tile) and `D H`, both `[rows, n]`.
-    pub fn difference_product(
-        &self,
-        a: MatRef<'_, f64>,
-        b: MatRef<'_, f64>,
-    ) -> (Mat<f32>, Mat<f32>) {
-        let d = par_from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
-        let mut dh = Mat::<f32>::zeros(d.nrows(), d.ncols());
-        gemm_f32(dh.as_mut(), d.as_ref(), self.h.as_ref());
-        (d, dh)
+    /// `H` in f32.
+    pub fn h(&self) -> MatRef<'_, f32> {
+        self.h.as_ref()
     }
 
     /// `tr((A − B) H (A − B)ᵀ) = ⟨H, DᵀD⟩` with `D = A − B`: the lower triangle of `DᵀD` is a

@@ -22,8 +22,9 @@ use crate::report::LinearRecord;
 use anyhow::{bail, Context, Result};
 use faer::{Mat, MatRef};
 use pmq_core::alpha_selection::{select_alpha, SplitProblem};
-use pmq_core::epmq::ExpertFold;
+use pmq_core::epmq::{ExpertFold, FoldPrecision};
 use pmq_core::hessian::HessianAccumulator;
+use pmq_core::objective::QuadraticFormF32;
 use pmq_models::{BlockModel, LinearSpec};
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -188,6 +189,23 @@ fn capture_and_fold(job: &mut BlockJob<'_>, specs: &[&LinearSpec]) -> Result<Fol
     Ok(folded)
 }
 
+/// The f32 copy of the Hessian last folded, reused by the next linear when it reads the same
+/// input (the linears sharing an input — q, k, v; gate, up — come one after the other): one
+/// conversion per input and task, and one copy in memory at a time.
+#[derive(Default)]
+struct LastForm(Option<(String, QuadraticFormF32)>);
+
+impl LastForm {
+    fn get(&mut self, canonical: &str, h: &Mat<f64>) -> &QuadraticFormF32 {
+        if self.0.as_ref().is_none_or(|(c, _)| c != canonical) {
+            // the previous copy goes before the next one is made
+            self.0 = None;
+            self.0 = Some((canonical.to_string(), QuadraticFormF32::new(h.as_ref())));
+        }
+        &self.0.as_ref().expect("set above").1
+    }
+}
+
 /// What the end of a task's batches needs: the specs of the capture set, the experts and how
 /// the Hessians are kept.
 struct TaskEnd<'a, 'b> {
@@ -233,6 +251,8 @@ impl TaskEnd<'_, '_> {
             return Ok(());
         }
         let cap = acc.take(self.holdout);
+        // the f32 copies of the fit and held-out Hessians last folded
+        let mut forms = [LastForm::default(), LastForm::default()];
         for spec in self.specs {
             let canonical = canonical(&spec.name)?;
             let (h_t, n) = &cap.by_input[canonical];
@@ -251,7 +271,7 @@ impl TaskEnd<'_, '_> {
                     (&mut folded.experts, Some(h_t)),
                     (&mut folded.held_experts, held.map(|(h, _)| h)),
                 ];
-                for (folds, h) in parts {
+                for ((folds, h), last) in parts.into_iter().zip(&mut forms) {
                     let Some(h) = h else { continue };
                     let fold = match folds.entry(spec.name.clone()) {
                         Entry::Occupied(e) => e.into_mut(),
@@ -263,8 +283,13 @@ impl TaskEnd<'_, '_> {
                             ))
                         }
                     };
-                    fold.add(w_t, h.as_ref())
-                        .with_context(|| format!("folding task {t} into {}", spec.name))?;
+                    match self.fold_precision {
+                        FoldPrecision::F32 => {
+                            fold.add_with_form(w_t, h.as_ref(), last.get(canonical, h))
+                        }
+                        FoldPrecision::F64 => fold.add(w_t, h.as_ref()),
+                    }
+                    .with_context(|| format!("folding task {t} into {}", spec.name))?;
                 }
             }
         }
