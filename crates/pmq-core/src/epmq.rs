@@ -110,8 +110,7 @@ impl ExpertFold {
     pub fn add(&mut self, expert: MatRef<'_, f64>, h: MatRef<'_, f64>) -> Result<(), CoreError> {
         let (rows, cols) = (self.d.nrows(), self.d.ncols());
         let i = self.tasks;
-        check_shape(&format!("expert {i} weight"), expert, rows, cols)?;
-        check_shape(&format!("Hessian {i}"), h, cols, cols)?;
+        self.check_task_shapes(expert, h)?;
         match self.precision {
             FoldPrecision::F64 => {
                 check_finite(&format!("expert {i} weight"), expert)?;
@@ -145,13 +144,11 @@ impl ExpertFold {
         h: MatRef<'_, f64>,
         form: &QuadraticFormF32,
     ) -> Result<(), CoreError> {
-        let (rows, cols) = (self.d.nrows(), self.d.ncols());
-        let i = self.tasks;
         if self.precision == FoldPrecision::F64 {
             return self.add(expert, h);
         }
-        check_shape(&format!("expert {i} weight"), expert, rows, cols)?;
-        check_shape(&format!("Hessian {i}"), h, cols, cols)?;
+        self.check_task_shapes(expert, h)?;
+        let (cols, i) = (self.d.ncols(), self.tasks);
         if form.h().nrows() != cols || form.h().ncols() != cols {
             return Err(CoreError::Config(format!(
                 "the f32 copy of Hessian {i} is {}x{}, expected {cols}x{cols}",
@@ -160,6 +157,17 @@ impl ExpertFold {
             )));
         }
         self.add_f32(expert, h, form)
+    }
+
+    /// The shapes of task `i`'s expert weight (`W_m`'s) and Hessian (`[cols, cols]`).
+    fn check_task_shapes(
+        &self,
+        expert: MatRef<'_, f64>,
+        h: MatRef<'_, f64>,
+    ) -> Result<(), CoreError> {
+        let (rows, cols, i) = (self.d.nrows(), self.d.ncols(), self.tasks);
+        check_shape(&format!("expert {i} weight"), expert, rows, cols)?;
+        check_shape(&format!("Hessian {i}"), h, cols, cols)
     }
 
     /// The f32 fold of one task (shapes checked): `Δ_i` row-major in f32 (its finiteness

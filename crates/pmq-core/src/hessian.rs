@@ -4,16 +4,14 @@
 //!
 //! Precision and speed: the tokens of each call (a batch) are taken in blocks of
 //! [`BLOCK_TOKENS`]; each block's `X_b X_bᵀ` is a symmetric rank-k update computed in f32
-//! (lower triangle only: half a GEMM, mostly as plain GEMMs of column panels), and the blocks
-//! are summed in f64. The reference
-//! accumulates everything in f32; here only sums of at most `BLOCK_TOKENS` products are rounded
-//! to f32, so `H` keeps ~1e-6 relative accuracy however many tokens are seen. Blocks never span
+//! (lower triangle only: half a GEMM, mostly as plain GEMMs of column panels:
+//! [`lower_gram_f32`]), and the blocks are summed in f64. The reference accumulates everything
+//! in f32; here only sums of at most `BLOCK_TOKENS` products are rounded to f32, so `H` keeps ~1e-6 relative accuracy however many tokens are seen. Blocks never span
 //! two calls, so Hessians of disjoint sets of batches (a hold-out split, one per task) add up to
 //! the Hessian of all the batches up to the order of the f64 sums.
 
-use crate::matrix::{gemm_f32, par};
-use faer::linalg::matmul::triangular::{matmul, BlockStructure};
-use faer::{Accum, Mat, MatMut, MatRef};
+use crate::matrix::lower_gram_f32;
+use faer::{Mat, MatRef};
 
 /// Tokens per f32 block.
 pub const BLOCK_TOKENS: usize = 1024;
@@ -123,42 +121,6 @@ impl HessianAccumulator {
     }
 }
 
-/// Column panels of [`lower_gram_f32`].
-const PANEL: usize = 512;
-
-/// The lower triangle of `C = X Xᵀ` (`X` is `[d, m]`; the strict upper triangle of `c` is left
-/// as it was), in f32: panel by panel of [`PANEL`] columns, the panel's diagonal block by faer's
-/// triangular product and the rectangle below it, `X_below X_panelᵀ`, by the gemm crate's
-/// plain GEMM. faer's triangular product alone runs at about 2/3 of a plain GEMM's speed on
-/// wide inputs; the panels keep most of the work in plain GEMMs (1.1× faster at d = 1536,
-/// 1.4× at d = 2048 and 5632 on 1024 tokens here) with the same sums in the same order.
-fn lower_gram_f32(mut c: MatMut<'_, f32>, x: MatRef<'_, f32>) {
-    let d = x.nrows();
-    for j in (0..d).step_by(PANEL) {
-        let w = PANEL.min(d - j);
-        let panel = x.subrows(j, w);
-        matmul(
-            c.as_mut().submatrix_mut(j, j, w, w),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            panel,
-            BlockStructure::Rectangular,
-            panel.transpose(),
-            BlockStructure::Rectangular,
-            1.0f32,
-            par(),
-        );
-        let below = d - j - w;
-        if below > 0 {
-            gemm_f32(
-                c.as_mut().submatrix_mut(j + w, j, below, w),
-                x.subrows(j + w, below),
-                panel.transpose(),
-            );
-        }
-    }
-}
-
 /// `Σ_i H_i` (`None` for no Hessians).
 pub fn sum(hs: &[Mat<f64>]) -> Option<Mat<f64>> {
     let first = hs.first()?;
@@ -213,7 +175,7 @@ mod tests {
     #[test]
     fn wide_inputs_over_several_panels_match_the_f64_sum() {
         // 1100 features: two full panels and a partial one, each with a rectangle below
-        let (d, n) = (2 * PANEL + 76, 300);
+        let (d, n) = (2 * crate::matrix::GRAM_PANEL + 76, 300);
         let x: Vec<f32> = (0..n * d)
             .map(|k| ((k * 7919) % 1013) as f32 / 1013.0 - 0.45)
             .collect();

@@ -62,6 +62,44 @@ pub fn gemm_f32(mut dst: MatMut<'_, f32>, a: MatRef<'_, f32>, b: MatRef<'_, f32>
     }
 }
 
+/// Column panels of [`lower_gram_f32`].
+pub const GRAM_PANEL: usize = 512;
+
+/// The lower triangle of `C = X Xᵀ` (`X` is `[d, m]`, any strides; the strict upper triangle of
+/// `c` is left as it was), in f32: panel by panel of [`GRAM_PANEL`] columns, the panel's
+/// diagonal block by faer's triangular product and the rectangle below it, `X_below X_panelᵀ`,
+/// by [`gemm_f32`]. faer's triangular product alone runs at about 2/3 of a plain GEMM's speed
+/// on wide inputs; the panels keep most of the work in plain GEMMs (1.1× faster at d = 1536,
+/// 1.4× at d = 2048 and 5632 on 1024 tokens here). Up to `d = GRAM_PANEL` it is faer's product
+/// alone; above, the sums are rounded in another order than faer's (last-bit differences).
+pub fn lower_gram_f32(mut c: MatMut<'_, f32>, x: MatRef<'_, f32>) {
+    use faer::linalg::matmul::triangular::{matmul, BlockStructure};
+    let d = x.nrows();
+    for j in (0..d).step_by(GRAM_PANEL) {
+        let w = GRAM_PANEL.min(d - j);
+        let panel = x.subrows(j, w);
+        matmul(
+            c.as_mut().submatrix_mut(j, j, w, w),
+            BlockStructure::TriangularLower,
+            faer::Accum::Replace,
+            panel,
+            BlockStructure::Rectangular,
+            panel.transpose(),
+            BlockStructure::Rectangular,
+            1.0f32,
+            par(),
+        );
+        let below = d - j - w;
+        if below > 0 {
+            gemm_f32(
+                c.as_mut().submatrix_mut(j + w, j, below, w),
+                x.subrows(j + w, below),
+                panel.transpose(),
+            );
+        }
+    }
+}
+
 /// Builds a `rows × cols` matrix from a row-major buffer (tile by tile).
 pub fn from_row_major(rows: usize, cols: usize, data: &[f64]) -> Mat<f64> {
     from_row_major_with(rows, cols, data, |v| v)

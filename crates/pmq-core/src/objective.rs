@@ -1,9 +1,8 @@
 //! Quadratic layer errors. For a linear layer with inputs `X` and `H = X Xᵀ`,
 //! `‖A X − B X‖²_F = tr((A − B) H (A − B)ᵀ)`.
 
-use crate::matrix::{par, par_from_fn, to_f32_checked};
+use crate::matrix::{lower_gram_f32, par, par_from_fn, to_f32_checked};
 use faer::linalg::matmul::matmul;
-use faer::linalg::matmul::triangular::{self, BlockStructure};
 use faer::{Accum, Mat, MatRef};
 
 /// `tr((A − B) H (A − B)ᵀ)`, i.e. `‖A X − B X‖²_F` when `H = X Xᵀ`.
@@ -57,22 +56,13 @@ impl QuadraticFormF32 {
     }
 
     /// `tr((A − B) H (A − B)ᵀ) = ⟨H, DᵀD⟩` with `D = A − B`: the lower triangle of `DᵀD` is a
-    /// symmetric rank-k update (half the products of `D H`), summed against `H` in f64.
+    /// symmetric rank-k update ([`lower_gram_f32`]: half the products of `D H`), summed against
+    /// `H` in f64.
     pub fn error(&self, a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> f64 {
         let d = par_from_fn(a.nrows(), a.ncols(), |i, j| (a[(i, j)] - b[(i, j)]) as f32);
         let n = d.ncols();
         let mut g = Mat::<f32>::zeros(n, n);
-        triangular::matmul(
-            g.as_mut(),
-            BlockStructure::TriangularLower,
-            Accum::Replace,
-            d.transpose(),
-            BlockStructure::Rectangular,
-            d.as_ref(),
-            BlockStructure::Rectangular,
-            1.0,
-            par(),
-        );
+        lower_gram_f32(g.as_mut(), d.transpose());
         let mut s = 0.0f64;
         for j in 0..n {
             let (h, g) = (&self.h.col_as_slice(j)[j..], &g.col_as_slice(j)[j..]);
@@ -93,12 +83,18 @@ mod tests {
 
     #[test]
     fn f32_form_matches_f64() {
-        let x = Mat::<f64>::from_fn(12, 40, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
-        let h = x.transpose() * &x;
-        let a = Mat::<f64>::from_fn(5, 40, |i, j| (i as f64 + 0.3 * j as f64).sin());
-        let b = Mat::<f64>::from_fn(5, 40, |i, j| (i as f64 * 0.7 - 0.1 * j as f64).cos());
-        let want = quadratic_error(a.as_ref(), b.as_ref(), h.as_ref());
-        let got = QuadraticFormF32::new(h.as_ref()).error(a.as_ref(), b.as_ref());
-        assert!((got - want).abs() <= 1e-5 * want, "{got} vs {want}");
+        // 40 inputs: one panel of the Gram product; 1100: three (crate::matrix::GRAM_PANEL)
+        for n in [40, 2 * crate::matrix::GRAM_PANEL + 76] {
+            let x = Mat::<f64>::from_fn(12, n, |i, j| ((i * 7 + j * 3) % 11) as f64 - 5.0);
+            let h = x.transpose() * &x;
+            let a = Mat::<f64>::from_fn(5, n, |i, j| (i as f64 + 0.3 * j as f64).sin());
+            let b = Mat::<f64>::from_fn(5, n, |i, j| (i as f64 * 0.7 - 0.1 * j as f64).cos());
+            let want = quadratic_error(a.as_ref(), b.as_ref(), h.as_ref());
+            let got = QuadraticFormF32::new(h.as_ref()).error(a.as_ref(), b.as_ref());
+            assert!(
+                (got - want).abs() <= 1e-5 * want,
+                "n = {n}: {got} vs {want}"
+            );
+        }
     }
 }
