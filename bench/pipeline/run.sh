@@ -24,10 +24,14 @@ for t in "${tasks[@]}"; do
 done
 [ -d ex7 ] || "$root/target/release/examples/make_experts" "$backbone" ex 8 0.01 3 >&2
 
-# the first k experts/tasks, and their task-arithmetic merge
+# the first k experts/tasks, and their task-arithmetic merge; runs named *-plain quantize the
+# merge without its experts (as GPTQModel would: no expert fold, no expert report figures)
 args_for() {
-  local k=$1 a=""
-  for ((i = 0; i < k; i++)); do a="$a --expert ex$i --calib ${tasks[$i]}=calib-${tasks[$i]}.jsonl"; done
+  local k=$1 name=$2 a=""
+  for ((i = 0; i < k; i++)); do
+    [[ $name == *-plain ]] || a="$a --expert ex$i"
+    a="$a --calib ${tasks[$i]}=calib-${tasks[$i]}.jsonl"
+  done
   echo "$a"
 }
 merged_for() {
@@ -49,7 +53,7 @@ run() { # name binary k method extra...
   echo "== $name" >&2
   local t0 t1 line
   t0=$(date +%s.%N)
-  line=$("$bin" quantize --model "$model" --method "$method" $(args_for "$k") \
+  line=$("$bin" quantize --model "$model" --method "$method" $(args_for "$k" "$name") \
     --samples-per-task 128 --max-seq-len 64 --format fake --time-block-forward --out "$out" "$@" \
     2>"$name.log" | tail -n1)
   t1=$(date +%s.%N)
@@ -71,6 +75,8 @@ run gptq-k8 "$pmq" 8 gptq
 # the forward cache changes speed only (the agreement table checks: 100 % identical weights)
 run gptq-k8-no-forward-cache "$pmq" 8 gptq --forward-cache-mib 0
 run gptq-k8-no-true-seq "$pmq" 8 gptq --no-true-sequential
+run gptq-k8-plain "$pmq" 8 gptq
+run gptq-k8-no-true-seq-plain "$pmq" 8 gptq --no-true-sequential
 for k in 2 4 8; do run "epmq-k$k" "$pmq" "$k" epmq; done
 run epmq-k8-per-task-deviation "$pmq" 8 epmq --deviation per-task
 # memory flat in K: with bf16 calibration states, K = 8 needs K = 2's memory plus 6 tasks' states

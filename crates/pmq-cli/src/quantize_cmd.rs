@@ -117,7 +117,10 @@ pub struct QuantizeArgs {
     overwrite: bool,
     /// Capture the inputs of all a block's linears in one forward pass before quantizing any
     /// of them (GPTQModel's `true_sequential=False`); by default each group of linears sees
-    /// the outputs of the groups quantized before it.
+    /// the outputs of the groups quantized before it. For parity with such runs, not for
+    /// speed: with the forward cache the default computes each linear about once per block,
+    /// this mode twice (the capture on the unquantized block, then its quantized outputs), so
+    /// it is the slower of the two here (bench/pipeline).
     #[arg(long)]
     no_true_sequential: bool,
     /// The Eq. 9 deviation split in the report: `total` (over all tasks; memory flat in the
@@ -148,9 +151,9 @@ pub struct QuantizeArgs {
     /// every expert has a head, else hidden-state].
     #[arg(long, value_enum)]
     alpha_criterion: Option<AlphaCriterionArg>,
-    /// Benchmark aid: time one extra plain forward pass of the first block (after an untimed
-    /// warm-up pass), so that the report gives the time outside the solver in block-forward
-    /// units.
+    /// Benchmark aid: time plain forward passes of the first block (the median of three,
+    /// after an untimed warm-up pass), so that the report gives the time outside the solver in
+    /// block-forward units.
     #[arg(long)]
     time_block_forward: bool,
     /// Continue an interrupted run from its checkpoint OUT.pmq-resume (written after every

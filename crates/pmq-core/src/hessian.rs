@@ -11,7 +11,7 @@
 //! the Hessian of all the batches up to the order of the f64 sums.
 
 use crate::matrix::lower_gram_f32;
-use faer::{Mat, MatRef};
+use faer::{Mat, MatMut, MatRef};
 
 /// Tokens per f32 block.
 pub const BLOCK_TOKENS: usize = 1024;
@@ -76,15 +76,7 @@ impl HessianAccumulator {
         // A row-major [m, d] buffer read column-major is the [d, m] matrix X_b.
         let xb = MatRef::from_column_major_slice(rows, d, m);
         lower_gram_f32(self.block.as_mut(), xb);
-        for j in 0..d {
-            let (dst, src) = (
-                &mut self.h.col_as_slice_mut(j)[j..],
-                &self.block.col_as_slice(j)[j..],
-            );
-            for (a, &b) in dst.iter_mut().zip(src) {
-                *a += b as f64;
-            }
-        }
+        add_lower_f32(self.h.as_mut(), self.block.as_ref());
     }
 
     /// The accumulated Hessian (a symmetric copy; the accumulator keeps the lower triangle).
@@ -119,6 +111,56 @@ impl HessianAccumulator {
         }
         std::mem::replace(&mut self.h, Mat::zeros(0, 0))
     }
+}
+
+/// `h += block` on the lower triangles (diagonal included), columns on all threads: memory
+/// bound at large `d` (it reads and writes `h` once per block of tokens), and each element is
+/// the same single addition whatever the number of threads.
+fn add_lower_f32(h: MatMut<'_, f64>, block: MatRef<'_, f32>) {
+    use rayon::prelude::*;
+    let d = h.nrows();
+    // columns in chunks of about equal lower-triangle work (column j holds d − j entries)
+    const CHUNK_ENTRIES: usize = 1 << 16;
+    let mut starts = vec![0];
+    let mut entries = 0;
+    for j in 0..d {
+        entries += d - j;
+        if entries >= CHUNK_ENTRIES {
+            starts.push(j + 1);
+            entries = 0;
+        }
+    }
+    if *starts.last().unwrap_or(&0) != d {
+        starts.push(d);
+    }
+    let mut parts = Vec::with_capacity(starts.len());
+    let mut rest = h;
+    for w in starts.windows(2) {
+        let (part, tail) = rest.split_at_col_mut(w[1] - w[0]);
+        parts.push((w[0], part));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(j0, mut part)| {
+        for c in 0..part.ncols() {
+            let j = j0 + c;
+            let (dst, src) = (
+                &mut part
+                    .as_mut()
+                    .col_mut(c)
+                    .try_as_col_major_mut()
+                    .expect("contiguous columns")
+                    .as_slice_mut()[j..],
+                &block
+                    .col(j)
+                    .try_as_col_major()
+                    .expect("contiguous columns")
+                    .as_slice()[j..],
+            );
+            for (a, &b) in dst.iter_mut().zip(src) {
+                *a += b as f64;
+            }
+        }
+    });
 }
 
 /// `Σ_i H_i` (`None` for no Hessians).

@@ -285,8 +285,7 @@ impl ModelParts for BertModel {
         }
         let x = p.norm(&l.attn_ln, &(a + x)?)?;
         let o = p.linear(&l.out, rows, &mut cap, |cap| {
-            let i = p.linear(&l.inter, rows, cap, |_| Ok(x.clone()))?;
-            Ok(self.cfg.hidden_act.forward(&i)?)
+            p.linear_act(&l.inter, rows, self.cfg.hidden_act, cap, |_| Ok(x.clone()))
         })?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&o, rows)?));

@@ -2,6 +2,7 @@
 //! the wrapper that feeds it the unpadded input rows of each linear ([`Capturer`]), and the
 //! forward cache that lets repeated passes over one block skip finished work ([`OutputMemo`]).
 
+use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::tensors::{scatter_rows, token_rows};
 use candle_core::{Module, Tensor, TensorId};
@@ -26,8 +27,15 @@ pub(crate) struct Capturer<'a, 'b> {
     memo: Option<&'a mut OutputMemo>,
     /// The last input sent and its flattened rows: linears fed the same tensor (q, k, v) get
     /// the very same rows tensor, so callers can recognise shared inputs by tensor id.
-    last: Option<((TensorId, Option<TensorId>), Tensor)>,
+    last: Option<(RowsKey, Tensor)>,
+    /// The rows of the last activated output ([`Self::linear`] with an activation), which the
+    /// next linear reads: kept apart from `last`, which must still name the input of the
+    /// linears sharing it (gate, then up).
+    activated: Option<(RowsKey, Tensor)>,
 }
+
+/// A tensor and the rows taken from it.
+type RowsKey = (TensorId, Option<TensorId>);
 
 impl<'a, 'b> Capturer<'a, 'b> {
     /// A capturer around `f`; without a callback nothing is reported.
@@ -45,6 +53,7 @@ impl<'a, 'b> Capturer<'a, 'b> {
             f,
             memo,
             last: None,
+            activated: None,
         }
     }
 
@@ -52,11 +61,18 @@ impl<'a, 'b> Capturer<'a, 'b> {
     /// input (restricted to `rows`) to the callback first. With a forward cache: a kept output
     /// is returned at once (nothing is computed or reported), a kept input replaces `input`,
     /// and what the cache may keep is kept.
+    ///
+    /// With an activation `act` it returns `act(layer(x))`. In capture passes the activation
+    /// runs on the real tokens' rows only, before they are put back among the padding: every
+    /// [`Activation`] maps 0 to 0, so the result is the same bit for bit as activating the
+    /// scattered output; and the next linear reading that result takes these rows as they
+    /// are instead of gathering them again.
     pub(crate) fn linear(
         &mut self,
         name: &str,
         layer: &candle_nn::Linear,
         rows: Option<&Tensor>,
+        act: Option<Activation>,
         input: impl FnOnce(&mut Self) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let weight = layer.weight().id();
@@ -82,11 +98,26 @@ impl<'a, 'b> Capturer<'a, 'b> {
             Some(r) if self.f.is_some() || self.memo.is_some() => {
                 let flat = match flat {
                     Some(f) => f,
-                    None => token_rows(&x, Some(r))?,
+                    None => self.rows_of(&x, Some(r))?,
                 };
-                scatter_rows(&layer.forward(&flat)?, r, x.dims())?
+                let out = layer.forward(&flat)?;
+                match act {
+                    Some(act) => {
+                        let out = act.forward(&out)?;
+                        let y = scatter_rows(&out, r, x.dims())?;
+                        self.activated = Some(((y.id(), Some(r.id())), out));
+                        y
+                    }
+                    None => scatter_rows(&out, r, x.dims())?,
+                }
             }
-            _ => layer.forward(&x)?,
+            _ => {
+                let y = layer.forward(&x)?;
+                match act {
+                    Some(act) => act.forward(&y)?,
+                    None => y,
+                }
+            }
         };
         if let Some(m) = self.memo.as_mut() {
             m.keep_output(name, weight, &y);
@@ -94,20 +125,32 @@ impl<'a, 'b> Capturer<'a, 'b> {
         Ok(y)
     }
 
+    /// The rows `rows` of `x` (`[..., in]` flattened; all of them for `None`), gathered once
+    /// for the linears reading the same tensor one after the other, or taken as the last
+    /// activation computed them.
+    fn rows_of(&mut self, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
+        let key = (x.id(), rows.map(Tensor::id));
+        let kept = [&self.last, &self.activated]
+            .into_iter()
+            .flatten()
+            .find(|(k, _)| *k == key);
+        if let Some((_, flat)) = kept {
+            return Ok(flat.clone());
+        }
+        let flat = token_rows(x, rows)?;
+        self.last = Some((key, flat.clone()));
+        Ok(flat)
+    }
+
     /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback;
     /// returns those rows when it computed them.
     fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<Option<Tensor>> {
+        if self.f.is_none() {
+            return Ok(None);
+        }
+        let flat = self.rows_of(x, rows)?;
         let Some(f) = self.f.as_mut() else {
             return Ok(None);
-        };
-        let key = (x.id(), rows.map(Tensor::id));
-        let flat = match &self.last {
-            Some((k, flat)) if *k == key => flat.clone(),
-            _ => {
-                let flat = token_rows(x, rows)?;
-                self.last = Some((key, flat.clone()));
-                flat
-            }
         };
         f(name, &flat).map_err(|e| match e {
             e @ (Error::Capture { .. } | Error::CaptureDone) => e,

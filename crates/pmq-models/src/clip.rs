@@ -298,8 +298,7 @@ impl ModelParts for ClipVisionModel {
         }
         let x = (a + x)?;
         let m = p.linear(&l.fc2, None, &mut cap, |cap| {
-            let h = p.linear(&l.fc1, None, cap, |_| p.norm(&l.ln2, &x))?;
-            Ok(c.hidden_act.forward(&h)?)
+            p.linear_act(&l.fc1, None, c.hidden_act, cap, |_| p.norm(&l.ln2, &x))
         })?;
         if stop == Some(SubBlock::Mlp) {
             return Ok(Ran::Sub(token_rows(&m, None)?));

@@ -368,6 +368,46 @@ mod gelu_tests {
         assert_eq!(a, want);
     }
 
+    /// What capture passes rely on (`Capturer::linear` activates only the real tokens' rows,
+    /// then puts them back among zero rows): every activation maps +0 to +0, and activating a
+    /// subset of rows gives those rows bit for bit as activating the whole tensor does.
+    #[test]
+    fn activations_of_real_rows_equal_those_of_the_padded_tensor() {
+        let (n, d) = (200, 384);
+        let dev = candle_core::Device::Cpu;
+        let real = |r: usize| r % 3 != 2;
+        let value = |i: usize| ((i * 7919) % 2003) as f32 / 250.0 - 4.0;
+        let full: Vec<f32> = (0..n * d)
+            .map(|i| if real(i / d) { value(i) } else { 0.0 })
+            .collect();
+        let packed: Vec<f32> = (0..n * d).filter(|i| real(i / d)).map(value).collect();
+        let m = packed.len() / d;
+        let full = Tensor::from_vec(full, (n, d), &dev).unwrap();
+        let packed = Tensor::from_vec(packed, (m, d), &dev).unwrap();
+        for act in [
+            Activation::GeluErf,
+            Activation::GeluTanh,
+            Activation::QuickGelu,
+            Activation::Relu,
+            Activation::Silu,
+        ] {
+            let a: Vec<Vec<f32>> = act.forward(&full).unwrap().to_vec2().unwrap();
+            let b: Vec<Vec<f32>> = act.forward(&packed).unwrap().to_vec2().unwrap();
+            let mut k = 0;
+            for (r, row) in a.iter().enumerate() {
+                if real(r) {
+                    assert_eq!(row, &b[k], "{act:?}: row {r}");
+                    k += 1;
+                } else {
+                    assert!(
+                        row.iter().all(|v| v.to_bits() == 0),
+                        "{act:?}: act(0) != +0"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn gradients_flow_through_gelu_on_large_tensors() {
         // large enough for the threaded path: training must still get GELU's derivative

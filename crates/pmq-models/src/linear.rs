@@ -2,6 +2,7 @@
 //! forward with input capture, and weight swapping.
 
 use crate::capture::Capturer;
+use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::tensors::checked;
 use crate::weights::WeightStore;
@@ -145,17 +146,18 @@ impl Linears {
 
     /// Applies linear `name` to the input (`[..., in]`) that `input` computes, through the
     /// capturer ([`Capturer::linear`]: capture, forward cache). A weight still in the
-    /// checkpoint is read for this one call.
+    /// checkpoint is read for this one call. With `act`, the activation follows the linear.
     pub(crate) fn forward<'a, 'b>(
         &self,
         name: &str,
         rows: Option<&Tensor>,
+        act: Option<Activation>,
         cap: &mut Capturer<'a, 'b>,
         input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
     ) -> Result<Tensor> {
         let e = self.entry(name)?;
         let layer = candle_nn::Linear::new(e.weight(self.store.as_ref())?, e.bias.clone());
-        cap.linear(name, &layer, rows, input)
+        cap.linear(name, &layer, rows, act, input)
     }
 
     /// Replaces the weight of `name`; the shape must stay `[out, in]`.

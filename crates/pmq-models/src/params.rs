@@ -3,6 +3,7 @@
 //! linear weights, norm tensors and linear biases) is implemented here once for every family.
 
 use crate::capture::Capturer;
+use crate::config::Activation;
 use crate::error::{Error, Result};
 use crate::linear::{LinearSpec, Linears};
 use crate::norm::Norms;
@@ -28,7 +29,20 @@ impl Params {
         cap: &mut Capturer<'a, 'b>,
         input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        self.linears.forward(name, rows, cap, input)
+        self.linears.forward(name, rows, None, cap, input)
+    }
+
+    /// [`Self::linear`] followed by the activation `act`: `act(layer(x))`, the activation
+    /// computed on the real tokens' rows only in capture passes ([`Capturer::linear`]).
+    pub(crate) fn linear_act<'a, 'b>(
+        &self,
+        name: &str,
+        rows: Option<&Tensor>,
+        act: Activation,
+        cap: &mut Capturer<'a, 'b>,
+        input: impl FnOnce(&mut Capturer<'a, 'b>) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        self.linears.forward(name, rows, Some(act), cap, input)
     }
 
     /// Applies norm `prefix` over the last dimension of `x`.

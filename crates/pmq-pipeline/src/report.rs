@@ -101,8 +101,8 @@ pub struct Phases {
     /// Block forward passes with capture (many stopped early), per block and batch.
     pub capture_passes_per_block: f64,
     /// One plain forward pass (no capture, no cache) of the first block quantized over every
-    /// calibration batch, timed after an untimed warm-up pass: the unit of
-    /// [`Phases::non_solve_block_forwards`]; measured only when asked for
+    /// calibration batch (the median of three timed passes after an untimed warm-up pass): the
+    /// unit of [`Phases::non_solve_block_forwards`]; measured only when asked for
     /// (`time_block_forward`), 0 otherwise.
     #[serde(default)]
     pub block_forward_s: f64,

@@ -219,9 +219,7 @@ impl ModelParts for LlamaModel {
         let hn = SharedInput::default();
         let hn = || hn.get(|| p.norm(&l.post_norm, &x));
         let m = p.linear(&l.down, rows, &mut cap, |cap| {
-            let g = c
-                .hidden_act
-                .forward(&p.linear(&l.gate, rows, cap, |_| hn())?)?;
+            let g = p.linear_act(&l.gate, rows, c.hidden_act, cap, |_| hn())?;
             let u = p.linear(&l.up, rows, cap, |_| hn())?;
             Ok((g * u)?)
         })?;

@@ -175,9 +175,7 @@ impl Forward<'_> {
         let hn = SharedInput::default();
         let hn = || hn.get(|| p.norm(&l.ff_ln, x));
         p.linear(&l.wo, rows, cap, |cap| {
-            let g = c
-                .dense_act
-                .forward(&p.linear(&l.wi[0], rows, cap, |_| hn())?)?;
+            let g = p.linear_act(&l.wi[0], rows, c.dense_act, cap, |_| hn())?;
             Ok(if c.gated {
                 (g * p.linear(&l.wi[1], rows, cap, |_| hn())?)?
             } else {
