@@ -113,54 +113,30 @@ impl HessianAccumulator {
     }
 }
 
-/// `h += block` on the lower triangles (diagonal included), columns on all threads: memory
-/// bound at large `d` (it reads and writes `h` once per block of tokens), and each element is
-/// the same single addition whatever the number of threads.
+/// `h += block` on the lower triangles (diagonal included), column chunks on all threads:
+/// memory bound at large `d` (it reads and writes `h` once per block of tokens), and each
+/// element is the same single addition whatever the number of threads.
 fn add_lower_f32(h: MatMut<'_, f64>, block: MatRef<'_, f32>) {
     use rayon::prelude::*;
-    let d = h.nrows();
-    // columns in chunks of about equal lower-triangle work (column j holds d − j entries)
-    const CHUNK_ENTRIES: usize = 1 << 16;
-    let mut starts = vec![0];
-    let mut entries = 0;
-    for j in 0..d {
-        entries += d - j;
-        if entries >= CHUNK_ENTRIES {
-            starts.push(j + 1);
-            entries = 0;
-        }
-    }
-    if *starts.last().unwrap_or(&0) != d {
-        starts.push(d);
-    }
-    let mut parts = Vec::with_capacity(starts.len());
-    let mut rest = h;
-    for w in starts.windows(2) {
-        let (part, tail) = rest.split_at_col_mut(w[1] - w[0]);
-        parts.push((w[0], part));
-        rest = tail;
-    }
-    parts.into_par_iter().for_each(|(j0, mut part)| {
-        for c in 0..part.ncols() {
-            let j = j0 + c;
-            let (dst, src) = (
-                &mut part
-                    .as_mut()
-                    .col_mut(c)
-                    .try_as_col_major_mut()
-                    .expect("contiguous columns")
-                    .as_slice_mut()[j..],
-                &block
+    const COLS: usize = 16;
+    h.par_col_chunks_mut(COLS)
+        .enumerate()
+        .for_each(|(k, mut part)| {
+            for c in 0..part.ncols() {
+                let j = k * COLS + c;
+                const CONTIGUOUS: &str = "faer matrices have contiguous columns";
+                let dst = part.as_mut().col_mut(c);
+                let dst = dst.try_as_col_major_mut().expect(CONTIGUOUS).as_slice_mut();
+                let src = block
                     .col(j)
                     .try_as_col_major()
-                    .expect("contiguous columns")
-                    .as_slice()[j..],
-            );
-            for (a, &b) in dst.iter_mut().zip(src) {
-                *a += b as f64;
+                    .expect(CONTIGUOUS)
+                    .as_slice();
+                for (a, &b) in dst[j..].iter_mut().zip(&src[j..]) {
+                    *a += b as f64;
+                }
             }
-        }
-    });
+        });
 }
 
 /// `Σ_i H_i` (`None` for no Hessians).

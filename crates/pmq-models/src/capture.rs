@@ -98,7 +98,7 @@ impl<'a, 'b> Capturer<'a, 'b> {
             Some(r) if self.f.is_some() || self.memo.is_some() => {
                 let flat = match flat {
                     Some(f) => f,
-                    None => self.rows_of(&x, Some(r))?,
+                    None => rows_of(&mut self.last, &self.activated, &x, Some(r))?,
                 };
                 let out = layer.forward(&flat)?;
                 match act {
@@ -125,33 +125,13 @@ impl<'a, 'b> Capturer<'a, 'b> {
         Ok(y)
     }
 
-    /// The rows `rows` of `x` (`[..., in]` flattened; all of them for `None`), gathered once
-    /// for the linears reading the same tensor one after the other, or taken as the last
-    /// activation computed them.
-    fn rows_of(&mut self, x: &Tensor, rows: Option<&Tensor>) -> Result<Tensor> {
-        let key = (x.id(), rows.map(Tensor::id));
-        let kept = [&self.last, &self.activated]
-            .into_iter()
-            .flatten()
-            .find(|(k, _)| *k == key);
-        if let Some((_, flat)) = kept {
-            return Ok(flat.clone());
-        }
-        let flat = token_rows(x, rows)?;
-        self.last = Some((key, flat.clone()));
-        Ok(flat)
-    }
-
     /// Sends `x` (`[..., in]`, flattened to rows and restricted to `rows`) to the callback;
     /// returns those rows when it computed them.
     fn emit(&mut self, name: &str, x: &Tensor, rows: Option<&Tensor>) -> Result<Option<Tensor>> {
-        if self.f.is_none() {
-            return Ok(None);
-        }
-        let flat = self.rows_of(x, rows)?;
         let Some(f) = self.f.as_mut() else {
             return Ok(None);
         };
+        let flat = rows_of(&mut self.last, &self.activated, x, rows)?;
         f(name, &flat).map_err(|e| match e {
             e @ (Error::Capture { .. } | Error::CaptureDone) => e,
             other => Error::Capture {
@@ -161,6 +141,30 @@ impl<'a, 'b> Capturer<'a, 'b> {
         })?;
         Ok(Some(flat))
     }
+}
+
+/// The rows `rows` of `x` (`[..., in]` flattened; all of them for `None`): those a
+/// [`Capturer`] keeps when `x` is the tensor they were taken from (`last`: the last gather,
+/// for the linears reading the same tensor one after the other; `activated`: the last
+/// activation's rows), else gathered and kept as `last`. Takes the two fields, not the
+/// capturer, so that its callback can be borrowed beside them.
+fn rows_of(
+    last: &mut Option<(RowsKey, Tensor)>,
+    activated: &Option<(RowsKey, Tensor)>,
+    x: &Tensor,
+    rows: Option<&Tensor>,
+) -> Result<Tensor> {
+    let key = (x.id(), rows.map(Tensor::id));
+    let kept = [&*last, activated]
+        .into_iter()
+        .flatten()
+        .find(|(k, _)| *k == key);
+    if let Some((_, flat)) = kept {
+        return Ok(flat.clone());
+    }
+    let flat = token_rows(x, rows)?;
+    *last = Some((key, flat.clone()));
+    Ok(flat)
 }
 
 impl Drop for Capturer<'_, '_> {

@@ -58,9 +58,10 @@ pub struct PipelineConfig {
     /// block's capture passes and reused instead of recomputed ([`pmq_models::OutputMemo`]);
     /// 0 recomputes everything. Results do not depend on it.
     pub forward_cache_bytes: usize,
-    /// Benchmark aid: time one plain forward pass of the first block over every calibration
-    /// batch (two extra passes, a warm-up and the timed one, not used otherwise) so that the
-    /// report can express the time outside the solver in block-forward units
+    /// Benchmark aid: time a plain forward pass of the first block over every calibration
+    /// batch (four extra passes, a warm-up and three timed ones whose median is kept, not used
+    /// otherwise) so that the report can express the time outside the solver in block-forward
+    /// units
     /// ([`Phases::non_solve_block_forwards`](crate::report::Phases)).
     pub time_block_forward: bool,
     /// E-PMQ only: choose α per linear from held-out calibration batches
